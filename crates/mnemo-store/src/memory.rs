@@ -1,0 +1,84 @@
+//! The records the store keeps, in the form they are written to disk and
+//! shipped to replicas (protobuf encoding through `prost`, so old records stay
+//! readable when fields are added).
+
+/// One immutable memory.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Memory {
+    /// Client-chosen or generated id, unique within its space.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// The text of the memory.
+    #[prost(string, tag = "2")]
+    pub content: String,
+    /// The vector recall scores against. Empty in a request: the store
+    /// computes a lexical embedding of `content`.
+    #[prost(float, repeated, tag = "3")]
+    pub embedding: Vec<f32>,
+    /// How much the writer trusts it, in [0, 1].
+    #[prost(float, tag = "4")]
+    pub confidence: f32,
+    /// Milliseconds since the Unix epoch, set when first written.
+    #[prost(int64, tag = "5")]
+    pub created_at_ms: i64,
+    /// Free-form labels.
+    #[prost(string, repeated, tag = "6")]
+    pub tags: Vec<String>,
+}
+
+impl Memory {
+    /// Whether two writes carry the same memory (the time it was stamped
+    /// with does not count: a retried write is stamped again).
+    pub fn same_as(&self, other: &Memory) -> bool {
+        self.id == other.id
+            && self.content == other.content
+            && self.embedding == other.embedding
+            && self.confidence.to_bits() == other.confidence.to_bits()
+            && self.tags == other.tags
+    }
+}
+
+/// One change to a space, as ordered in the space's log.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Op {
+    /// Store a memory.
+    #[prost(message, tag = "2")]
+    Remember(Memory),
+    /// Tombstone a memory id.
+    #[prost(string, tag = "3")]
+    Forget(String),
+    /// Store a merged memory and tombstone its inputs.
+    #[prost(message, tag = "4")]
+    Consolidate(Consolidation),
+}
+
+/// The result of merging near-duplicates into one memory.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Consolidation {
+    /// The merged memory; its id derives from `inputs`.
+    #[prost(message, optional, tag = "1")]
+    pub merged: Option<Memory>,
+    /// Ids of the merged memories, sorted.
+    #[prost(string, repeated, tag = "2")]
+    pub inputs: Vec<String>,
+}
+
+/// A change and its position in the space's log.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LogEntry {
+    /// Position in the space's log, from 1, assigned by the primary.
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    /// The change.
+    #[prost(oneof = "Op", tags = "2, 3, 4")]
+    pub op: Option<Op>,
+}
+
+/// A memory and how well it matched a cue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    /// The memory.
+    pub memory: std::sync::Arc<Memory>,
+    /// Cosine similarity with the cue, in [-1, 1].
+    pub score: f32,
+}
