@@ -1,0 +1,42 @@
+//! How a node is configured.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Largest gRPC message a node accepts or sends. Content is capped at 64 KiB
+/// and embeddings at 4096 floats, so legitimate requests stay far below.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Stable node id; survives restarts.
+    pub id: String,
+    /// gRPC (TCP) and gossip (UDP) address. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Where the node keeps its database.
+    pub data_dir: PathBuf,
+    /// Other nodes' listen addresses (IPs or DNS names) to join through.
+    pub join: Vec<String>,
+    /// Copies of each space, primary included (capped by cluster size).
+    pub replication_factor: usize,
+    /// Where to serve `/metrics` and `/health`, if anywhere.
+    pub http: Option<SocketAddr>,
+    /// Similarity at or above which consolidation merges memories.
+    pub consolidate_threshold: f32,
+}
+
+impl NodeConfig {
+    /// A single node with defaults: id `n1` on 127.0.0.1:7401, data in `./mnemo-data`.
+    pub fn new(id: impl Into<String>, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            id: id.into(),
+            listen,
+            data_dir: data_dir.into(),
+            join: Vec::new(),
+            replication_factor: 3,
+            http: None,
+            consolidate_threshold: mnemo_store::consolidate::DEFAULT_THRESHOLD,
+        }
+    }
+}

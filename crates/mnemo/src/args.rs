@@ -1,0 +1,196 @@
+//! The command line, as DESIGN's contract names it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// mnemo: a clustered store of memory spaces for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "mnemo", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run one node.
+    Node(NodeArgs),
+    /// Run a local cluster of node processes; Ctrl-C stops them all.
+    Dev(DevArgs),
+    /// Write a memory into a space.
+    Remember(RememberArgs),
+    /// Rank a space's memories against a cue.
+    Recall(RecallArgs),
+    /// Forget a memory (writes a tombstone).
+    Forget(ForgetArgs),
+    /// Merge near-duplicate memories of a space held by the node.
+    Consolidate(ConsolidateArgs),
+    /// One cue over several spaces.
+    Query(QueryArgs),
+    /// Where a space lives: its primary and replicas.
+    Locate(LocateArgs),
+    /// What the node sees: members, partition state, breakers, pool, lag.
+    Status(StatusArgs),
+}
+
+/// Flags every client command takes.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct Common {
+    /// The node to talk to.
+    #[arg(
+        long,
+        env = "MNEMO_NODE",
+        default_value = "127.0.0.1:7401",
+        global = true
+    )]
+    pub(crate) node: String,
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Deadline of the whole operation, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10_000, global = true)]
+    pub(crate) timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// Stable node id.
+    #[arg(long)]
+    pub(crate) id: Option<String>,
+    /// gRPC (TCP) and gossip (UDP) address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Where the node keeps its data.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Another node's listen address; repeat for more seeds.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) join: Vec<String>,
+    /// Copies of each space, primary included.
+    #[arg(long, value_name = "N")]
+    pub(crate) replication_factor: Option<usize>,
+    /// Serve /metrics and /health over HTTP here.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) http: Option<SocketAddr>,
+    /// A TOML file with any of the settings above (flags win).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) nodes: u16,
+    /// Port of the first node; the others follow.
+    #[arg(long, default_value_t = 7401)]
+    pub(crate) base_port: u16,
+    /// Parent of the nodes' data directories.
+    #[arg(long, value_name = "DIR", default_value = "mnemo-data")]
+    pub(crate) data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum AckArg {
+    /// Durable on the primary.
+    Primary,
+    /// Durable on the primary and a majority of the replica set.
+    Quorum,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RememberArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// The space to write into.
+    #[arg(long)]
+    pub(crate) space: String,
+    /// Memory id; generated (UUIDv7) when left out.
+    #[arg(long)]
+    pub(crate) id: Option<String>,
+    /// Confidence in [0, 1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) confidence: Option<f32>,
+    /// How durable before acknowledging.
+    #[arg(long, value_enum, default_value = "primary")]
+    pub(crate) ack: AckArg,
+    /// A tag; repeat for more.
+    #[arg(long = "tag")]
+    pub(crate) tags: Vec<String>,
+    /// The memory's text.
+    pub(crate) text: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RecallArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// The space to search.
+    #[arg(long)]
+    pub(crate) space: String,
+    /// How many memories to return (1–1000).
+    #[arg(short, long, default_value_t = 10)]
+    pub(crate) k: u32,
+    /// Leave out memories less confident than this.
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) min_confidence: Option<f32>,
+    /// The cue text.
+    pub(crate) cue: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ForgetArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// The memory's space.
+    #[arg(long)]
+    pub(crate) space: String,
+    /// The memory's id.
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConsolidateArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// The space to consolidate.
+    #[arg(long)]
+    pub(crate) space: String,
+    /// Similarity at or above which memories merge (node default if left out).
+    #[arg(long)]
+    pub(crate) threshold: Option<f32>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct QueryArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// Spaces to search, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub(crate) spaces: Vec<String>,
+    /// How many memories to return in all (1–1000).
+    #[arg(short, long, default_value_t = 10)]
+    pub(crate) k: u32,
+    /// Leave out memories less confident than this.
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) min_confidence: Option<f32>,
+    /// The cue text.
+    pub(crate) cue: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LocateArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// The space to locate.
+    #[arg(long)]
+    pub(crate) space: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+}

@@ -1,0 +1,416 @@
+//! The client commands: one request to one node, printed for a person or,
+//! with `--json`, as one JSON object.
+
+use std::time::Duration;
+
+use mnemo_proto::v1::{self, mnemo_client::MnemoClient};
+use serde_json::{Value, json};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::args::{
+    AckArg, Common, ConsolidateArgs, ForgetArgs, LocateArgs, QueryArgs, RecallArgs, RememberArgs,
+    StatusArgs,
+};
+
+/// A failed command: the one line printed on stderr.
+pub(crate) struct Failure(pub(crate) String);
+
+type Outcome = Result<(), Failure>;
+
+async fn connect(common: &Common) -> Result<MnemoClient<Channel>, Failure> {
+    let url = if common.node.contains("://") {
+        common.node.clone()
+    } else {
+        format!("http://{}", common.node)
+    };
+    let endpoint = Endpoint::from_shared(url)
+        .map_err(|e| Failure(format!("--node {:?} is not an address: {e}", common.node)))?
+        .connect_timeout(Duration::from_millis(common.timeout.min(3_000)));
+    let channel = endpoint.connect().await.map_err(|e| {
+        Failure(format!(
+            "cannot reach node {}: {}; is `mnemo node` (or `mnemo dev`) running there?",
+            common.node,
+            source_text(&e)
+        ))
+    })?;
+    Ok(MnemoClient::new(channel))
+}
+
+fn source_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = s.to_string();
+        source = s.source();
+    }
+    text
+}
+
+fn request<T>(common: &Common, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.set_timeout(Duration::from_millis(common.timeout));
+    r
+}
+
+fn failed(common: &Common, status: &tonic::Status) -> Failure {
+    let code = format!("{:?}", status.code());
+    Failure(format!(
+        "{} (node {}, {code})",
+        status.message(),
+        common.node
+    ))
+}
+
+fn print_json(v: &Value) {
+    println!("{v}");
+}
+
+pub(crate) async fn remember(a: RememberArgs) -> Outcome {
+    let mut client = connect(&a.common).await?;
+    let ack = match a.ack {
+        AckArg::Primary => v1::Ack::Primary,
+        AckArg::Quorum => v1::Ack::Quorum,
+    };
+    let r = client
+        .remember(request(
+            &a.common,
+            v1::RememberRequest {
+                space: a.space,
+                id: a.id.unwrap_or_default(),
+                content: a.text,
+                embedding: Vec::new(),
+                confidence: a.confidence,
+                tags: a.tags,
+                ack: ack as i32,
+            },
+        ))
+        .await
+        .map_err(|s| failed(&a.common, &s))?
+        .into_inner();
+    if a.common.json {
+        print_json(&json!({
+            "id": r.id, "space": r.space, "served_by": r.served_by,
+            "created": r.created, "seq": r.seq,
+        }));
+    } else {
+        let how = if r.created {
+            "remembered"
+        } else {
+            "already remembered"
+        };
+        println!("{how} {} in {} (served by {})", r.id, r.space, r.served_by);
+    }
+    Ok(())
+}
+
+fn memory_json(m: Option<&v1::Memory>, score: f32) -> Value {
+    let m = m.cloned().unwrap_or_default();
+    json!({
+        "id": m.id, "content": m.content, "confidence": m.confidence,
+        "score": score, "created_at_ms": m.created_at_ms, "tags": m.tags,
+    })
+}
+
+/// One line of text, shortened to `width` characters.
+fn clip(text: &str, width: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= width {
+        return flat;
+    }
+    let mut out: String = flat.chars().take(width - 1).collect();
+    out.push('…');
+    out
+}
+
+fn served_note(served_by: &str, fallback: bool, degraded: bool) -> String {
+    let mut note = format!("served by {served_by}");
+    if fallback {
+        note.push_str(" (fallback: the primary did not answer)");
+    }
+    if degraded {
+        note.push_str(" (degraded: partitioned, local data only)");
+    }
+    note
+}
+
+pub(crate) async fn recall(a: RecallArgs) -> Outcome {
+    let mut client = connect(&a.common).await?;
+    let r = client
+        .recall(request(
+            &a.common,
+            v1::RecallRequest {
+                space: a.space,
+                cue: a.cue,
+                cue_embedding: Vec::new(),
+                k: Some(a.k),
+                min_confidence: a.min_confidence,
+            },
+        ))
+        .await
+        .map_err(|s| failed(&a.common, &s))?
+        .into_inner();
+    if a.common.json {
+        let memories: Vec<Value> = r
+            .memories
+            .iter()
+            .map(|s| memory_json(s.memory.as_ref(), s.score))
+            .collect();
+        print_json(&json!({
+            "space": r.space, "served_by": r.served_by, "fallback": r.fallback,
+            "degraded": r.degraded, "memories": memories,
+        }));
+        return Ok(());
+    }
+    if r.memories.is_empty() {
+        println!("no memories in {} match", r.space);
+    } else {
+        println!("{:>6}  {:>5}  {:<36}  CONTENT", "SCORE", "CONF", "ID");
+        for s in &r.memories {
+            let m = s.memory.clone().unwrap_or_default();
+            println!(
+                "{:>6.3}  {:>5.2}  {:<36}  {}",
+                s.score,
+                m.confidence,
+                clip(&m.id, 36),
+                clip(&m.content, 60)
+            );
+        }
+    }
+    println!("{}", served_note(&r.served_by, r.fallback, r.degraded));
+    Ok(())
+}
+
+pub(crate) async fn forget(a: ForgetArgs) -> Outcome {
+    let mut client = connect(&a.common).await?;
+    let r = client
+        .forget(request(
+            &a.common,
+            v1::ForgetRequest {
+                space: a.space,
+                id: a.id,
+            },
+        ))
+        .await
+        .map_err(|s| failed(&a.common, &s))?
+        .into_inner();
+    if a.common.json {
+        print_json(&json!({
+            "space": r.space, "id": r.id, "served_by": r.served_by, "existed": r.existed,
+        }));
+    } else if r.existed {
+        println!("forgot {} in {} (served by {})", r.id, r.space, r.served_by);
+    } else {
+        println!(
+            "{} was not in {}; it stays forgotten (served by {})",
+            r.id, r.space, r.served_by
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn consolidate(a: ConsolidateArgs) -> Outcome {
+    let mut client = connect(&a.common).await?;
+    let r = client
+        .consolidate(request(
+            &a.common,
+            v1::ConsolidateRequest {
+                space: a.space,
+                threshold: a.threshold,
+            },
+        ))
+        .await
+        .map_err(|s| failed(&a.common, &s))?
+        .into_inner();
+    if a.common.json {
+        let merged: Vec<Value> = r
+            .merged
+            .iter()
+            .map(|m| json!({"id": m.id, "inputs": m.inputs, "confidence": m.confidence}))
+            .collect();
+        print_json(&json!({
+            "space": r.space, "served_by": r.served_by, "merged": merged,
+            "memories_before": r.memories_before, "memories_after": r.memories_after,
+        }));
+        return Ok(());
+    }
+    for m in &r.merged {
+        println!(
+            "merged {} -> {} (confidence {:.2})",
+            m.inputs.join(", "),
+            m.id,
+            m.confidence
+        );
+    }
+    println!(
+        "{}: {} memories before, {} after (served by {})",
+        r.space, r.memories_before, r.memories_after, r.served_by
+    );
+    Ok(())
+}
+
+pub(crate) async fn query(a: QueryArgs) -> Outcome {
+    let mut client = connect(&a.common).await?;
+    let r = client
+        .query(request(
+            &a.common,
+            v1::QueryRequest {
+                spaces: a.spaces,
+                cue: a.cue,
+                cue_embedding: Vec::new(),
+                k: Some(a.k),
+                min_confidence: a.min_confidence,
+            },
+        ))
+        .await
+        .map_err(|s| failed(&a.common, &s))?
+        .into_inner();
+    if a.common.json {
+        let memories: Vec<Value> = r
+            .memories
+            .iter()
+            .map(|s| {
+                let mut v = memory_json(s.memory.as_ref(), s.score);
+                v["space"] = json!(s.space);
+                v["served_by"] = json!(s.served_by);
+                v
+            })
+            .collect();
+        let failures: Vec<Value> = r
+            .failures
+            .iter()
+            .map(|f| json!({"space": f.space, "error": f.error}))
+            .collect();
+        print_json(&json!({
+            "memories": memories, "partial": r.partial, "failed_spaces": r.failed_spaces,
+            "failures": failures, "degraded": r.degraded,
+        }));
+        return Ok(());
+    }
+    println!(
+        "{:>6}  {:>5}  {:<16}  {:<36}  CONTENT",
+        "SCORE", "CONF", "SPACE", "ID"
+    );
+    for s in &r.memories {
+        let m = s.memory.clone().unwrap_or_default();
+        println!(
+            "{:>6.3}  {:>5.2}  {:<16}  {:<36}  {}",
+            s.score,
+            m.confidence,
+            clip(&s.space, 16),
+            clip(&m.id, 36),
+            clip(&m.content, 50)
+        );
+    }
+    for f in &r.failures {
+        println!("partial: {} failed: {}", f.space, f.error);
+    }
+    Ok(())
+}
+
+pub(crate) async fn locate(a: LocateArgs) -> Outcome {
+    let mut client = connect(&a.common).await?;
+    let r = client
+        .locate(request(&a.common, v1::LocateRequest { space: a.space }))
+        .await
+        .map_err(|s| failed(&a.common, &s))?
+        .into_inner();
+    let primary = r.primary.unwrap_or_default();
+    if a.common.json {
+        let replicas: Vec<&str> = r.replicas.iter().map(|n| n.id.as_str()).collect();
+        let addrs: Value = r
+            .replicas
+            .iter()
+            .chain(std::iter::once(&primary))
+            .map(|n| (n.id.clone(), json!(n.addr)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        print_json(&json!({
+            "space": r.space, "primary": primary.id, "replicas": replicas,
+            "addresses": addrs, "epoch": r.epoch,
+        }));
+        return Ok(());
+    }
+    println!("space    {}", r.space);
+    println!("primary  {} ({})", primary.id, primary.addr);
+    for n in &r.replicas {
+        println!("replica  {} ({})", n.id, n.addr);
+    }
+    Ok(())
+}
+
+pub(crate) async fn status(a: StatusArgs) -> Outcome {
+    let mut client = connect(&a.common).await?;
+    let r = client
+        .status(request(&a.common, v1::StatusRequest {}))
+        .await
+        .map_err(|s| failed(&a.common, &s))?
+        .into_inner();
+    if a.common.json {
+        print_json(&status_json(&r));
+        return Ok(());
+    }
+    println!(
+        "node {} at {} — {} (epoch {}, expected cluster size {})",
+        r.node_id, r.addr, r.partition, r.epoch, r.expected_cluster_size
+    );
+    println!("\nMEMBER        STATE     ADDRESS");
+    for m in &r.members {
+        println!("{:<12}  {:<8}  {}", m.id, m.state, m.addr);
+    }
+    if !r.breakers.is_empty() {
+        println!("\nBREAKER       STATE      FAILURES  CHANNELS");
+        for b in &r.breakers {
+            let channels = r
+                .pool
+                .iter()
+                .find(|p| p.node == b.node)
+                .map_or(0, |p| p.channels);
+            println!(
+                "{:<12}  {:<9}  {:>8}  {:>8}",
+                b.node, b.state, b.consecutive_failures, channels
+            );
+        }
+    }
+    if !r.spaces.is_empty() {
+        println!("\nSPACE             MEMORIES       SEQ  DIM");
+        for s in &r.spaces {
+            println!(
+                "{:<16}  {:>8}  {:>8}  {:>3}",
+                clip(&s.name, 16),
+                s.memories,
+                s.seq,
+                s.dimension
+            );
+        }
+    }
+    if !r.replication.is_empty() {
+        println!("\nREPLICATION       REPLICA       LAG");
+        for l in &r.replication {
+            println!(
+                "{:<16}  {:<12}  {:>5}",
+                clip(&l.space, 16),
+                l.replica,
+                l.primary_seq.saturating_sub(l.replica_seq)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn status_json(r: &v1::StatusResponse) -> Value {
+    json!({
+        "node_id": r.node_id,
+        "addr": r.addr,
+        "partition": r.partition,
+        "epoch": r.epoch,
+        "expected_cluster_size": r.expected_cluster_size,
+        "members": r.members.iter().map(|m| json!({"id": m.id, "addr": m.addr, "state": m.state})).collect::<Vec<_>>(),
+        "breakers": r.breakers.iter().map(|b| json!({"node": b.node, "state": b.state, "consecutive_failures": b.consecutive_failures})).collect::<Vec<_>>(),
+        "pool": r.pool.iter().map(|p| json!({"node": p.node, "channels": p.channels})).collect::<Vec<_>>(),
+        "spaces": r.spaces.iter().map(|s| json!({"name": s.name, "memories": s.memories, "seq": s.seq, "dimension": s.dimension})).collect::<Vec<_>>(),
+        "replication": r.replication.iter().map(|l| json!({"space": l.space, "replica": l.replica, "primary_seq": l.primary_seq, "replica_seq": l.replica_seq, "lag": l.primary_seq.saturating_sub(l.replica_seq)})).collect::<Vec<_>>(),
+    })
+}

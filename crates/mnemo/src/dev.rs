@@ -1,0 +1,94 @@
+//! `mnemo dev`: a local cluster of real `mnemo node` processes on
+//! consecutive ports, stopped together on Ctrl-C.
+
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+use crate::args::DevArgs;
+use crate::client::Failure;
+
+pub(crate) async fn run(args: DevArgs) -> Result<(), Failure> {
+    if args.nodes == 0 {
+        return Err(Failure("--nodes must be at least 1".into()));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure(format!("cannot find the mnemo executable: {e}")))?;
+    let seed = format!("127.0.0.1:{}", args.base_port);
+    let mut children: Vec<(String, Child)> = Vec::new();
+    for i in 0..args.nodes {
+        let id = format!("n{}", i + 1);
+        let port = args.base_port.checked_add(i).ok_or_else(|| {
+            Failure(format!(
+                "--base-port {} leaves no room for {} nodes",
+                args.base_port, args.nodes
+            ))
+        })?;
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(&exe);
+        cmd.arg("node")
+            .args(["--id", &id, "--listen", &listen])
+            .arg("--data-dir")
+            .arg(args.data_dir.join(&id))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if i > 0 {
+            cmd.args(["--join", &seed]);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| Failure(format!("cannot start node {id}: {e}")))?;
+        children.push((id, child));
+    }
+    println!(
+        "mnemo dev: {} nodes on 127.0.0.1:{}..{}, data under {}",
+        args.nodes,
+        args.base_port,
+        args.base_port + args.nodes - 1,
+        args.data_dir.display()
+    );
+    println!("try:  mnemo remember --space notes \"the standup moved to 10am\"");
+    println!("      mnemo recall --space notes \"when is standup\"");
+    println!("      mnemo status --node 127.0.0.1:{}", args.base_port + 1);
+    println!("Ctrl-C stops every node.");
+
+    let mut exits = tokio::task::JoinSet::new();
+    for (id, mut child) in children {
+        exits.spawn(async move {
+            tokio::select! {
+                status = child.wait() => Some((id, status)),
+                () = crate::node_cmd::shutdown_signal() => {
+                    terminate(&mut child).await;
+                    None
+                }
+            }
+        });
+    }
+    let mut failure = None;
+    while let Some(done) = exits.join_next().await {
+        if let Ok(Some((id, status))) = done {
+            failure.get_or_insert_with(|| {
+                format!("node {id} exited ({status:?}); stopping the others")
+            });
+            exits.abort_all();
+        }
+    }
+    match failure {
+        Some(message) => Err(Failure(message)),
+        None => Ok(()),
+    }
+}
+
+/// SIGTERM first so the node leaves the cluster cleanly; SIGKILL if it lingers.
+async fn terminate(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill").arg(pid.to_string()).status().await;
+        if tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}

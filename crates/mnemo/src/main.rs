@@ -1,0 +1,57 @@
+//! The `mnemo` command.
+//!
+//! Layout:
+//! - `args`: the command line (clap).
+//! - `node_cmd`: `mnemo node`.
+//! - `dev`: `mnemo dev`, a local cluster of node processes.
+//! - `client`: the commands that talk to a node.
+
+mod args;
+mod client;
+mod dev;
+mod node_cmd;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MNEMO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Node(a) => node_cmd::run(a).await,
+            Command::Dev(a) => dev::run(a).await,
+            Command::Remember(a) => client::remember(a).await,
+            Command::Recall(a) => client::recall(a).await,
+            Command::Forget(a) => client::forget(a).await,
+            Command::Consolidate(a) => client::consolidate(a).await,
+            Command::Query(a) => client::query(a).await,
+            Command::Locate(a) => client::locate(a).await,
+            Command::Status(a) => client::status(a).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(client::Failure(message)) => {
+            eprintln!("error: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! `mnemo node`: run one node until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use mnemo_node::NodeConfig;
+use serde::Deserialize;
+
+use crate::args::NodeArgs;
+use crate::client::Failure;
+
+/// Settings a `--config` TOML file may hold; flags win over it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<String>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    join: Vec<String>,
+    replication_factor: Option<usize>,
+    http: Option<SocketAddr>,
+    consolidate_threshold: Option<f32>,
+}
+
+fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure(format!("cannot read --config {}: {e}", path.display())))?;
+            toml::from_str::<FileConfig>(&text)
+                .map_err(|e| Failure(format!("--config {}: {e}", path.display())))?
+        }
+        None => FileConfig::default(),
+    };
+    let mut c = NodeConfig::new(
+        args.id.or(file.id).unwrap_or_else(|| "n1".into()),
+        args.listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7401))),
+        args.data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("mnemo-data")),
+    );
+    c.join = if args.join.is_empty() {
+        file.join
+    } else {
+        args.join
+    };
+    c.replication_factor = args
+        .replication_factor
+        .or(file.replication_factor)
+        .unwrap_or(3);
+    c.http = args.http.or(file.http);
+    if let Some(t) = file.consolidate_threshold {
+        c.consolidate_threshold = t;
+    }
+    mnemo_node::validate_id(&c.id).map_err(|e| Failure(format!("--id: {e}")))?;
+    if c.replication_factor == 0 {
+        return Err(Failure("--replication-factor must be at least 1".into()));
+    }
+    Ok(c)
+}
+
+pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
+    let config = config(args)?;
+    let (id, dir) = (config.id.clone(), config.data_dir.clone());
+    let running = mnemo_node::start(config).await.map_err(|e| {
+        Failure(format!(
+            "node {id} (data in {}) cannot start: {e}",
+            dir.display()
+        ))
+    })?;
+    eprintln!(
+        "mnemo node {id} serving on {} (data in {})",
+        running.local_addr,
+        dir.display()
+    );
+    let stop = running.stopper();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    running
+        .wait()
+        .await
+        .map_err(|e| Failure(format!("node {id} stopped: {e}")))
+}
+
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
