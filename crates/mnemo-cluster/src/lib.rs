@@ -1,0 +1,38 @@
+//! Cluster membership for mnemo: who is in the cluster, who is alive, and
+//! whether this node is on the majority side of a partition.
+//!
+//! # Layout
+//!
+//! - [`identity`]: a member's identity (node id, shared gossip/gRPC address,
+//!   incarnation) and the conflict rule for restarts.
+//! - [`config`]: [`MembershipConfig`] and the SWIM timing defaults, with
+//!   their false-positive trade-off.
+//! - [`view`]: [`ClusterView`], the snapshot published on every change, and
+//!   the pure bookkeeping that folds foca's table into it.
+//! - [`partition`]: the pure partition detector (majority of the expected
+//!   size, with hysteresis).
+//! - [`runtime`]: the thin tokio adapter that drives foca (SWIM, Das, Gupta,
+//!   Motivala 2002) over UDP: [`Membership::start`] → [`MembershipHandle`].
+//! - [`error`]: this layer's error enum.
+//!
+//! Everything except `runtime` is free of sockets and wall clock.
+//!
+//! Readiness contract: start membership only after the node's gRPC server
+//! listens on the same host:port; then "alive in membership" means ready.
+//!
+//! Metrics (through the `metrics` facade): gauge `mnemo_cluster_partitioned`
+//! (0/1) and gauge `mnemo_cluster_members{state="alive"|"suspect"|"down"|"left"}`.
+
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod partition;
+pub mod runtime;
+pub mod view;
+
+pub use config::{MembershipConfig, SwimTiming};
+pub use error::{Error, Result};
+pub use identity::Identity;
+pub use partition::{PartitionDetector, PartitionState};
+pub use runtime::{Membership, MembershipHandle};
+pub use view::{ClusterView, MemberInfo, MemberState};
