@@ -1,0 +1,235 @@
+//! One real node process: durability across SIGKILL, tombstones across
+//! restarts, and bad input refused without harm.
+
+mod support;
+
+use std::collections::HashSet;
+
+use mnemo_proto::v1;
+use support::NodeProcess;
+use tonic::Code;
+
+fn remember(space: &str, id: &str, content: &str) -> v1::RememberRequest {
+    v1::RememberRequest {
+        space: space.into(),
+        id: id.into(),
+        content: content.into(),
+        ..Default::default()
+    }
+}
+
+fn recall_all(space: &str, cue: &str) -> v1::RecallRequest {
+    v1::RecallRequest {
+        space: space.into(),
+        cue: cue.into(),
+        k: Some(1000),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &[]);
+    let client = node.client().await;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let mut client = client.clone();
+        tasks.spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..40 {
+                let id = format!("w{w}-{i}");
+                let r = client
+                    .remember(remember("journal", &id, &format!("entry {i} from writer {w}")))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(r.id, id);
+                acked.push(id);
+            }
+            acked
+        });
+    }
+    let acked: HashSet<String> = tasks.join_all().await.into_iter().flatten().collect();
+    assert_eq!(acked.len(), 320);
+
+    node.kill9();
+    let node = NodeProcess::start("n1", dir.path(), &node.addr.to_string(), &[]);
+    let found = node
+        .client()
+        .await
+        .recall(recall_all("journal", "entry writer"))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: HashSet<String> = found
+        .memories
+        .into_iter()
+        .map(|m| m.memory.unwrap().id)
+        .collect();
+    assert_eq!(ids, acked, "every acknowledged write is there after SIGKILL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgotten_stays_forgotten_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &[]);
+    let mut c = node.client().await;
+    c.remember(remember("s", "keep", "keep this one")).await.unwrap();
+    c.remember(remember("s", "drop", "drop this one")).await.unwrap();
+    let f = c
+        .forget(v1::ForgetRequest {
+            space: "s".into(),
+            id: "drop".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(f.existed);
+    node.kill9();
+
+    let node = NodeProcess::start("n1", dir.path(), &node.addr.to_string(), &[]);
+    let mut c = node.client().await;
+    let ids: Vec<String> = c
+        .recall(recall_all("s", "this one"))
+        .await
+        .unwrap()
+        .into_inner()
+        .memories
+        .into_iter()
+        .map(|m| m.memory.unwrap().id)
+        .collect();
+    assert_eq!(ids, ["keep"]);
+    let again = c
+        .remember(remember("s", "drop", "drop this one"))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &[]);
+    let mut c = node.client().await;
+    c.remember(remember("s", "base", "a memory that must not change"))
+        .await
+        .unwrap();
+
+    let long = "x".repeat(129);
+    let huge = "y".repeat(64 * 1024 + 1);
+    let mut cases: Vec<(&str, v1::RememberRequest)> = vec![
+        ("space", remember("", "a", "text")),
+        ("space", remember(&long, "a", "text")),
+        ("space", remember("no spaces", "a", "text")),
+        ("space", remember("ünïcode", "a", "text")),
+        ("id", remember("s", &long, "text")),
+        ("id", remember("s", "a/b", "text")),
+        ("content", remember("s", "a", &huge)),
+        ("content", remember("s", "a", "")),
+    ];
+    for (field, confidence) in [("confidence", f32::NAN), ("confidence", 1.5), ("confidence", -0.1)] {
+        let mut r = remember("s", "a", "text");
+        r.confidence = Some(confidence);
+        cases.push((field, r));
+    }
+    let mut nan = remember("s", "a", "text");
+    nan.embedding = vec![0.5; 256];
+    nan.embedding[7] = f32::NAN;
+    cases.push(("embedding", nan));
+    let mut wrong_dim = remember("s", "a", "text");
+    wrong_dim.embedding = vec![0.5; 17];
+    cases.push(("embedding", wrong_dim));
+
+    for (field, request) in cases {
+        let status = c.remember(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(
+            status.message().contains(field),
+            "message names {field}: {}",
+            status.message()
+        );
+    }
+
+    for (k, ok) in [(0, false), (1001, false), (1000, true)] {
+        let mut r = recall_all("s", "memory");
+        r.k = Some(k);
+        let result = c.recall(r).await;
+        assert_eq!(result.is_ok(), ok, "k = {k}: {result:?}");
+        if let Err(status) = result {
+            assert_eq!(status.code(), Code::InvalidArgument);
+            assert!(status.message().contains("k"));
+        }
+    }
+    let mut r = recall_all("s", "memory");
+    r.cue_embedding = vec![1.0; 3];
+    let status = c.recall(r).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("cue_embedding"), "{status:?}");
+
+    // Larger than the node's message limit: refused by the transport.
+    let mut oversized = remember("s", "big", "text");
+    oversized.tags = vec!["t".repeat(1024); 5 * 1024];
+    let status = c.remember(oversized).await.unwrap_err();
+    assert!(
+        matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange),
+        "{status:?}"
+    );
+
+    // Nothing changed, and the node still answers.
+    let left = c
+        .recall(recall_all("s", "memory"))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<String> = left
+        .memories
+        .into_iter()
+        .map(|m| m.memory.unwrap().id)
+        .collect();
+    assert_eq!(ids, ["base"]);
+    let status = c.status(v1::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.spaces[0].seq, 1, "no refused write took a log position");
+}
+
+#[test]
+fn cli_reports_one_line_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &[]);
+    for args in [
+        &["remember", "--space", "bad space", "text"][..],
+        &["recall", "--space", "s", "-k", "0", "cue"],
+        &["remember", "--space", "s", "--confidence", "2", "text"],
+    ] {
+        let out = node.cli(args);
+        assert!(!out.status.success(), "{args:?} must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.starts_with("error: invalid "), "{stderr}");
+    }
+    let out = node.cli(&["remember", "--space", "s", "--json", "hello there"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["space"], "s");
+    assert_eq!(v["served_by"], "n1");
+    assert!(v["id"].as_str().is_some_and(|id| !id.is_empty()));
+
+    let out = node.cli(&["recall", "--space", "s", "--json", "hello"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["memories"][0]["content"], "hello there");
+    for field in ["space", "served_by", "fallback", "degraded"] {
+        assert!(!v[field].is_null(), "recall JSON has {field}");
+    }
+    for field in ["id", "content", "confidence", "score"] {
+        assert!(!v["memories"][0][field].is_null(), "memory JSON has {field}");
+    }
+
+    let unreachable = support::mnemo()
+        .args(["status", "--node", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!unreachable.status.success());
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(stderr.contains("cannot reach node 127.0.0.1:1"), "{stderr}");
+}
