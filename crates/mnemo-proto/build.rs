@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("mnemo_descriptor.bin"))
-        .compile_with_config(config, &[file.clone()], &[root])?;
+        .compile_with_config(config, std::slice::from_ref(&file), &[root])?;
     println!("cargo:rerun-if-changed={}", file.display());
     Ok(())
 }
