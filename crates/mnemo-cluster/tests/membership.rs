@@ -152,3 +152,27 @@ async fn survivor_of_a_minority_reports_partitioned() {
     assert_eq!(view.partition.reachable, 1);
     assert_eq!(view.partition.expected, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_seed_is_found_again_by_re_resolving_seeds() {
+    let n1 = start("n1", loopback0(), &[]).await;
+    let seed = n1.local_addr();
+    let mut config = MembershipConfig::new("n2", loopback0())
+        .with_seeds(["localhost:".to_owned() + &seed.port().to_string()])
+        .with_expected_size(2);
+    config.seed_retry = Duration::from_millis(300);
+    let n2 = Membership::start(config).await.expect("start n2");
+    all_alive(&[&n1, &n2], 2).await;
+
+    n1.abort().await;
+    let mut rx = n2.subscribe();
+    until(&mut rx, "seed n1 down", |v| {
+        state_of(v, "n1") == Some(MemberState::Down)
+    })
+    .await;
+
+    // The seed comes back knowing nobody; only n2's periodic seed
+    // announce can bring them together.
+    let n1 = start("n1", seed, &[]).await;
+    all_alive(&[&n1, &n2], 2).await;
+}
