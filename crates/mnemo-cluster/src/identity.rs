@@ -8,7 +8,7 @@
 //! terminal for an identity. A node that crashed and restarted must therefore
 //! come back as a *new* identity, or the cluster would keep ignoring it until
 //! it forgets the old one. The runtime uses the start time in milliseconds
-//! since the Unix epoch; [`Identity::renew`] bumps it by one when foca learns
+//! since the Unix epoch; [`foca::Identity::renew`] bumps it by one when foca learns
 //! that the cluster declared us down (a false positive), so the node rejoins
 //! at once instead of staying defunct.
 //!
@@ -33,7 +33,7 @@ pub struct Identity {
     /// host:port over TCP.
     pub addr: SocketAddr,
     /// Changes on every start (start-time millis) and on every
-    /// [`Identity::renew`]; higher is newer.
+    /// [`foca::Identity::renew`]; higher is newer.
     pub incarnation: u64,
 }
 

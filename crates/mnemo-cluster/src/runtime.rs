@@ -15,8 +15,8 @@
 //! costs one datagram per seed per period, and a restarted seed (even on a
 //! new IP behind the same DNS name) is found again.
 //!
-//! Wire format: one tag byte, then the payload. [`TAG_FOCA`]: a foca packet
-//! (postcard codec). [`TAG_LEAVE`]: a leave notice carrying the leaving
+//! Wire format: one tag byte, then the payload. `TAG_FOCA` (1): a foca packet
+//! (postcard codec). `TAG_LEAVE` (2): a leave notice carrying the leaving
 //! identity, sent directly to every reachable member before foca's own
 //! leave gossip, so peers can tell `Left` from `Down`. There is no
 //! authentication or encryption: run gossip on a trusted network.
