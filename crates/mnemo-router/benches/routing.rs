@@ -1,0 +1,2 @@
+//! Routing benchmarks (placeholder).
+fn main() {}
