@@ -83,6 +83,19 @@ impl PreferenceList {
         len: 0,
     };
 
+    /// A list of one member.
+    pub(crate) fn single(node: NodeIndex) -> Self {
+        let mut l = Self::EMPTY;
+        l.nodes[0] = node;
+        l.len = 1;
+        l
+    }
+
+    /// Keeps the first `n` members.
+    pub(crate) fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n as u8);
+    }
+
     /// The members in preference order.
     pub fn as_slice(&self) -> &[NodeIndex] {
         &self.nodes[..usize::from(self.len)]

@@ -1,0 +1,417 @@
+//! Routing decisions: DESIGN §3 as a pure function.
+//!
+//! | operation | strategy |
+//! | --- | --- |
+//! | store (remember, forget) | [`Strategy::Primary`]: only the primary writes |
+//! | recall | [`Strategy::PrimaryWithFallback`]: primary, then replicas in placement order |
+//! | consolidation | [`Strategy::LocalOnly`]: never leaves this node; it must hold the space |
+//! | query | [`Strategy::ScatterGather`]: one recall per space, merged by score |
+//!
+//! Partition rule: a node that reaches at most half of the *expected* cluster
+//! (known size, not the live view that shrinks inside a minority) is
+//! partitioned; store and recall then run [`Strategy::LocalOnly`] for spaces
+//! this node holds, with confidences multiplied by
+//! `reachable / expected` (the penalty grows with the unreachable share) and
+//! the answer marked degraded; other spaces get
+//! [`RouterError::NoLocalData`]. Normal routing resumes as soon as the
+//! partition state says healed.
+//!
+//! A decision holds an `Arc` of the [`RouteTable`] it was made from and an
+//! inline [`PreferenceList`]: making one takes one atomic load of the table,
+//! one refcount increment and the placement lookup, and never allocates
+//! (errors excepted).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::breaker::{Breaker, BreakerConfig};
+use crate::error::RouterError;
+use crate::placement::{NodeIndex, PreferenceList};
+use crate::pool::{NodeChannels, PoolConfig};
+use crate::topology::{Member, MemberState, Topology};
+
+/// Kind of request being routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// remember / forget: writes.
+    Store,
+    /// recall: reads.
+    Recall,
+    /// consolidate: local maintenance.
+    Consolidation,
+    /// query over several spaces.
+    Query,
+}
+
+impl Operation {
+    /// Lower-case name, for metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Store => "store",
+            Self::Recall => "recall",
+            Self::Consolidation => "consolidation",
+            Self::Query => "query",
+        }
+    }
+}
+
+/// How a decision's targets are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Only the primary.
+    Primary,
+    /// The primary, then replicas in placement order.
+    PrimaryWithFallback,
+    /// This node only; no remote call.
+    LocalOnly,
+    /// One routed recall per space.
+    ScatterGather,
+}
+
+impl Strategy {
+    /// Lower-case name, for metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::PrimaryWithFallback => "primary_with_fallback",
+            Self::LocalOnly => "local_only",
+            Self::ScatterGather => "scatter_gather",
+        }
+    }
+}
+
+/// Input from the membership layer: how much of the cluster this node reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PartitionState {
+    /// True when this node is in a minority.
+    pub partitioned: bool,
+    /// Nodes reachable, this one included.
+    pub reachable: usize,
+    /// Known cluster size.
+    pub expected: usize,
+}
+
+impl PartitionState {
+    /// Not partitioned.
+    pub const HEALTHY: Self = Self {
+        partitioned: false,
+        reachable: 0,
+        expected: 0,
+    };
+
+    /// The majority rule: partitioned when `reachable` is not more than half
+    /// of `expected`.
+    pub fn from_counts(reachable: usize, expected: usize) -> Self {
+        Self {
+            partitioned: expected > 0 && reachable * 2 <= expected,
+            reachable,
+            expected,
+        }
+    }
+
+    /// Factor applied to confidences: 1 when healthy, else
+    /// `reachable / expected` in `[0, 1]`.
+    pub fn penalty(&self) -> f32 {
+        if !self.partitioned || self.expected == 0 {
+            return 1.0;
+        }
+        (self.reachable.min(self.expected) as f32) / (self.expected as f32)
+    }
+}
+
+/// Per-remote-node state kept across topology updates.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// Channels; `None` if the member's address is invalid.
+    pub channels: Option<Arc<NodeChannels>>,
+    /// The node's breaker.
+    pub breaker: Arc<Breaker>,
+}
+
+/// What a decision reads: a [`Topology`] and, by member index, the remote
+/// nodes' channels and breakers. Immutable; swapped whole.
+#[derive(Debug)]
+pub struct RouteTable {
+    topology: Topology,
+    remotes: Box<[Option<Remote>]>,
+}
+
+impl RouteTable {
+    /// Binds `topology` to per-node state, reusing `previous`'s breakers (by
+    /// id) and channels (by id and address). The local node and members that
+    /// left get no entry; that drops their channels.
+    pub fn build(
+        topology: Topology,
+        previous: Option<&RouteTable>,
+        pool: &PoolConfig,
+        breaker: BreakerConfig,
+    ) -> Self {
+        let local = topology.local_index();
+        let remotes = topology
+            .members()
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                if Some(i) == local.map(NodeIndex::get) || m.state == MemberState::Left {
+                    return None;
+                }
+                let old = previous.and_then(|p| {
+                    let idx = p.topology.index_of(m.id.as_str())?;
+                    p.remotes[idx.get()].as_ref()
+                });
+                let channels = match old.and_then(|o| o.channels.as_ref()) {
+                    Some(c) if c.addr() == m.addr => Some(Arc::clone(c)),
+                    _ => NodeChannels::new(m, pool).ok().map(Arc::new),
+                };
+                let breaker = old.map_or_else(
+                    || Arc::new(Breaker::new(breaker)),
+                    |o| Arc::clone(&o.breaker),
+                );
+                Some(Remote { channels, breaker })
+            })
+            .collect();
+        Self { topology, remotes }
+    }
+
+    /// The topology.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The remote state of member `idx` (`None` for the local node).
+    pub fn remote(&self, idx: NodeIndex) -> Option<&Remote> {
+        self.remotes.get(idx.get()).and_then(Option::as_ref)
+    }
+
+    /// Remote entries with their member.
+    pub fn remotes(&self) -> impl Iterator<Item = (&Member, &Remote)> {
+        self.topology
+            .members()
+            .iter()
+            .zip(self.remotes.iter())
+            .filter_map(|(m, r)| r.as_ref().map(|r| (m, r)))
+    }
+}
+
+/// Where and how to run one operation.
+#[derive(Clone)]
+pub struct RoutingDecision {
+    table: Arc<RouteTable>,
+    targets: PreferenceList,
+    operation: Operation,
+    strategy: Strategy,
+    penalty: f32,
+    degraded: bool,
+}
+
+impl RoutingDecision {
+    /// The operation routed.
+    pub fn operation(&self) -> Operation {
+        self.operation
+    }
+
+    /// The strategy.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Targets in order: primary first, then fallbacks.
+    pub fn targets(&self) -> &[NodeIndex] {
+        self.targets.as_slice()
+    }
+
+    /// The member first tried.
+    pub fn primary(&self) -> &Member {
+        self.table.topology.member(self.targets.as_slice()[0])
+    }
+
+    /// Members tried after the primary, in order.
+    pub fn fallbacks(&self) -> impl Iterator<Item = &Member> {
+        self.targets.as_slice()[1..]
+            .iter()
+            .map(|&i| self.table.topology.member(i))
+    }
+
+    /// True when `idx` is this node (served without gRPC).
+    pub fn is_local(&self, idx: NodeIndex) -> bool {
+        self.table.topology.local_index() == Some(idx)
+    }
+
+    /// Factor to multiply returned confidences by (1 unless partitioned).
+    pub fn confidence_penalty(&self) -> f32 {
+        self.penalty
+    }
+
+    /// True when the answer is degraded (partition).
+    pub fn is_degraded(&self) -> bool {
+        self.degraded
+    }
+
+    /// The table the decision was made from.
+    pub fn table(&self) -> &RouteTable {
+        &self.table
+    }
+}
+
+impl fmt::Debug for RoutingDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.table.topology;
+        f.debug_struct("RoutingDecision")
+            .field("operation", &self.operation)
+            .field("strategy", &self.strategy)
+            .field(
+                "targets",
+                &self
+                    .targets()
+                    .iter()
+                    .map(|&i| &t.member(i).id)
+                    .collect::<Vec<_>>(),
+            )
+            .field("penalty", &self.penalty)
+            .field("degraded", &self.degraded)
+            .field("epoch", &t.epoch())
+            .finish()
+    }
+}
+
+/// Routes one operation on one space. Pure: reads `table` and `partition`.
+/// [`Operation::Query`] is routed like a recall (one per space).
+pub fn decide(
+    table: &Arc<RouteTable>,
+    operation: Operation,
+    space: &str,
+    partition: PartitionState,
+) -> Result<RoutingDecision, RouterError> {
+    let topo = &table.topology;
+    let local_only = |strategy_err: fn(String) -> RouterError| match topo.local_index() {
+        Some(local) if topo.holds(space) => Ok(RoutingDecision {
+            table: Arc::clone(table),
+            targets: PreferenceList::single(local),
+            operation,
+            strategy: Strategy::LocalOnly,
+            penalty: partition.penalty(),
+            degraded: partition.partitioned,
+        }),
+        _ => Err(strategy_err(space.to_owned())),
+    };
+    if operation == Operation::Consolidation {
+        return local_only(|space| RouterError::NotLocal { space });
+    }
+    if partition.partitioned {
+        return local_only(|space| RouterError::NoLocalData { space });
+    }
+    let mut targets = topo.preference_list(space);
+    if targets.is_empty() {
+        return Err(RouterError::NoLiveNodes {
+            space: space.to_owned(),
+        });
+    }
+    let strategy = if operation == Operation::Store {
+        targets.truncate(1);
+        Strategy::Primary
+    } else {
+        Strategy::PrimaryWithFallback
+    };
+    Ok(RoutingDecision {
+        table: Arc::clone(table),
+        targets,
+        operation,
+        strategy,
+        penalty: 1.0,
+        degraded: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::NodeId;
+
+    fn table(local: &str, n: usize) -> Arc<RouteTable> {
+        let members = (0..n).map(|i| Member::alive(format!("n{i}"), format!("10.0.0.{i}:7000")));
+        let topo = Topology::new(NodeId::from(local), members, 3, 1);
+        Arc::new(RouteTable::build(
+            topo,
+            None,
+            &PoolConfig::default(),
+            BreakerConfig::default(),
+        ))
+    }
+
+    fn space_where(t: &RouteTable, pred: impl Fn(&[NodeIndex], NodeIndex) -> bool) -> String {
+        let local = t.topology().local_index().unwrap();
+        (0..10_000)
+            .map(|i| format!("s{i}"))
+            .find(|s| pred(t.topology().preference_list(s).as_slice(), local))
+            .unwrap()
+    }
+
+    #[test]
+    fn each_operation_routes_as_design_says() {
+        let t = table("n0", 5);
+        let healthy = PartitionState::HEALTHY;
+        let d = decide(&t, Operation::Store, "a", healthy).unwrap();
+        assert_eq!(d.strategy(), Strategy::Primary);
+        assert_eq!(
+            d.targets(),
+            &t.topology().preference_list("a").as_slice()[..1]
+        );
+        let d = decide(&t, Operation::Recall, "a", healthy).unwrap();
+        assert_eq!(d.strategy(), Strategy::PrimaryWithFallback);
+        assert_eq!(d.targets(), t.topology().preference_list("a").as_slice());
+        assert_eq!(d.fallbacks().count(), 2);
+        assert!(!d.is_degraded());
+
+        let held = space_where(&t, |l, me| l.contains(&me));
+        let not_held = space_where(&t, |l, me| !l.contains(&me));
+        let d = decide(&t, Operation::Consolidation, &held, healthy).unwrap();
+        assert_eq!(d.strategy(), Strategy::LocalOnly);
+        assert!(d.is_local(d.targets()[0]));
+        assert_eq!(
+            decide(&t, Operation::Consolidation, &not_held, healthy).unwrap_err(),
+            RouterError::NotLocal {
+                space: not_held.clone()
+            }
+        );
+    }
+
+    #[test]
+    fn partition_goes_local_only_with_penalty() {
+        let t = table("n0", 5);
+        let p = PartitionState::from_counts(2, 5);
+        assert!(p.partitioned);
+        let held = space_where(&t, |l, me| l[1..].contains(&me));
+        let not_held = space_where(&t, |l, me| !l.contains(&me));
+        for op in [Operation::Store, Operation::Recall] {
+            let d = decide(&t, op, &held, p).unwrap();
+            assert_eq!(d.strategy(), Strategy::LocalOnly);
+            assert!(d.is_degraded());
+            assert!((d.confidence_penalty() - 0.4).abs() < 1e-6);
+            let e = decide(&t, op, &not_held, p).unwrap_err();
+            assert!(matches!(e, RouterError::NoLocalData { .. }));
+        }
+        assert!(!PartitionState::from_counts(3, 5).partitioned);
+    }
+
+    #[test]
+    fn rebuild_keeps_breakers_and_channels_and_drops_gone_nodes() {
+        let a = table("n0", 4);
+        let members = (1..4).map(|i| Member::alive(format!("n{i}"), format!("10.0.0.{i}:7000")));
+        let topo = Topology::new(NodeId::from("n0"), members, 3, 2);
+        let b = RouteTable::build(
+            topo,
+            Some(&a),
+            &PoolConfig::default(),
+            BreakerConfig::default(),
+        );
+        assert_eq!(b.remotes().count(), 3);
+        let (ma, ra) = a.remotes().find(|(m, _)| m.id.as_str() == "n2").unwrap();
+        let (mb, rb) = b.remotes().find(|(m, _)| m.id.as_str() == "n2").unwrap();
+        assert_eq!(ma, mb);
+        assert!(Arc::ptr_eq(&ra.breaker, &rb.breaker));
+        assert!(Arc::ptr_eq(
+            ra.channels.as_ref().unwrap(),
+            rb.channels.as_ref().unwrap()
+        ));
+    }
+}

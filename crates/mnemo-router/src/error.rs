@@ -1,0 +1,212 @@
+//! Errors of the routing layer, and the one place they become gRPC codes.
+//!
+//! [`RouterError`] is what the router itself decides (no placement, no local
+//! data, every replica failed...). An operation's own error type `E` only has
+//! to say whether it is retryable ([`Classify`]); [`ExecError`] carries either
+//! a non-retryable operation error, returned at once, or a `RouterError` with
+//! the last operation error seen.
+//!
+//! Retryable (retried by the executor and counted by breakers): transport
+//! errors, `Unavailable`, per-attempt `DeadlineExceeded`. Everything else
+//! (`InvalidArgument`, `NotFound`, `AlreadyExists`, `PermissionDenied`,
+//! `Unauthenticated`, `FailedPrecondition`, ...) is returned at once.
+
+use tonic::{Code, Status};
+
+use crate::topology::NodeId;
+
+/// Whether an operation error may succeed if tried again (here or on a
+/// replica).
+pub trait Classify {
+    /// True for transport failures, `Unavailable`, per-attempt
+    /// `DeadlineExceeded`.
+    fn is_retryable(&self) -> bool;
+}
+
+impl Classify for Status {
+    fn is_retryable(&self) -> bool {
+        matches!(self.code(), Code::Unavailable | Code::DeadlineExceeded)
+    }
+}
+
+impl Classify for tonic::transport::Error {
+    fn is_retryable(&self) -> bool {
+        true
+    }
+}
+
+impl Classify for RouterError {
+    fn is_retryable(&self) -> bool {
+        RouterError::is_retryable(self)
+    }
+}
+
+/// Routing failures. No variant changes state: routing only reads the
+/// topology, and breakers/budget were updated by the attempts themselves.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouterError {
+    /// No live member to place the space on. Retryable (membership heals).
+    #[error("no live node for space {space:?}")]
+    NoLiveNodes {
+        /// The space.
+        space: String,
+    },
+    /// Partitioned, and this node does not hold the space. Retryable: the
+    /// partition heals by itself.
+    #[error("no local data for space {space:?} during partition")]
+    NoLocalData {
+        /// The space.
+        space: String,
+    },
+    /// A local-only operation (consolidation) reached a node that does not
+    /// hold the space. Not retryable here: send it to a holder.
+    #[error("this node does not hold space {space:?}")]
+    NotLocal {
+        /// The space.
+        space: String,
+    },
+    /// Every candidate failed with a retryable error or had an open breaker.
+    /// Retryable (later).
+    #[error("all replicas unavailable ({attempts} attempts, {rejected} rejected by open breakers)")]
+    Unavailable {
+        /// Attempts made.
+        attempts: u32,
+        /// Candidates skipped because their breaker was open.
+        rejected: u32,
+    },
+    /// The shared retry budget forbade another retry. Retryable (later).
+    #[error("retry budget exhausted after {attempts} attempts")]
+    BudgetExhausted {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The operation's deadline passed. Not retryable: the caller's time is
+    /// spent.
+    #[error("deadline exceeded after {attempts} attempts")]
+    DeadlineExceeded {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A member's address is not a valid URI. Not retryable.
+    #[error("invalid address {addr:?} for node {node}")]
+    InvalidAddress {
+        /// The member.
+        node: NodeId,
+        /// Its address.
+        addr: String,
+    },
+    /// A query named no space. Not retryable.
+    #[error("query names no space")]
+    EmptyQuery,
+}
+
+impl RouterError {
+    /// True when the same request may succeed later or elsewhere.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::NoLiveNodes { .. }
+            | Self::NoLocalData { .. }
+            | Self::Unavailable { .. }
+            | Self::BudgetExhausted { .. } => true,
+            Self::NotLocal { .. }
+            | Self::DeadlineExceeded { .. }
+            | Self::InvalidAddress { .. }
+            | Self::EmptyQuery => false,
+        }
+    }
+
+    /// The gRPC code; the only place codes are chosen.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::NoLiveNodes { .. }
+            | Self::NoLocalData { .. }
+            | Self::Unavailable { .. }
+            | Self::BudgetExhausted { .. } => Code::Unavailable,
+            Self::NotLocal { .. } => Code::FailedPrecondition,
+            Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            Self::InvalidAddress { .. } => Code::Internal,
+            Self::EmptyQuery => Code::InvalidArgument,
+        }
+    }
+}
+
+impl From<RouterError> for Status {
+    fn from(e: RouterError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+/// Outcome of [`Router::execute`](crate::Router::execute) when no attempt
+/// succeeded.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError<E> {
+    /// The operation returned a non-retryable error; returned at once,
+    /// breakers untouched.
+    #[error("{0}")]
+    Operation(E),
+    /// The router gave up.
+    #[error("{error}")]
+    Router {
+        /// Why.
+        error: RouterError,
+        /// The last retryable operation error, if an attempt was made.
+        last: Option<E>,
+    },
+}
+
+impl<E> ExecError<E> {
+    /// The router's reason, if the router gave up.
+    pub fn router_error(&self) -> Option<&RouterError> {
+        match self {
+            Self::Router { error, .. } => Some(error),
+            Self::Operation(_) => None,
+        }
+    }
+}
+
+impl<E> From<RouterError> for ExecError<E> {
+    fn from(error: RouterError) -> Self {
+        Self::Router { error, last: None }
+    }
+}
+
+impl From<ExecError<Status>> for Status {
+    /// An operation's own status passes through; router errors map by
+    /// [`RouterError::code`].
+    fn from(e: ExecError<Status>) -> Self {
+        match e {
+            ExecError::Operation(s) => s,
+            ExecError::Router { error, .. } => error.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_and_codes() {
+        for c in [Code::Unavailable, Code::DeadlineExceeded] {
+            assert!(Status::new(c, "").is_retryable());
+        }
+        for c in [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::FailedPrecondition,
+        ] {
+            assert!(!Status::new(c, "").is_retryable());
+        }
+        let e = RouterError::NoLocalData { space: "s".into() };
+        assert!(e.is_retryable());
+        let s: Status = e.into();
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.message().contains("no local data"));
+        let s: Status = RouterError::NotLocal { space: "s".into() }.into();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+    }
+}

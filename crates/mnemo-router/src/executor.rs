@@ -1,0 +1,504 @@
+//! Executor: runs a caller's operation against a [`RoutingDecision`].
+//!
+//! For each target in order (primary, then fallbacks for recall and query):
+//! check the node's breaker (open: skip it without calling the operation),
+//! call the operation with [`Target::Remote`] (a pooled channel and the time
+//! left) or [`Target::Local`], and classify the result
+//! ([`Classify`]). A success returns at once, saying who served and whether
+//! it was a fallback; a non-retryable error returns at once and leaves
+//! breakers alone; a retryable one moves to the next target. When every
+//! target was tried, a new round starts after a full-jitter backoff, up to
+//! `max_attempts_per_node` rounds (default 3), so no node sees more than that
+//! many attempts. Every attempt after the first needs the shared retry budget
+//! (see [`budget`](crate::budget)).
+//!
+//! One deadline per operation (default 10 s): each attempt gets what is left
+//! as its timeout (pass it on as the gRPC timeout) and is also cut off here
+//! when it runs out; a backoff that would end past the deadline is not slept.
+//!
+//! Hedging (recall and query only, off by default): if the primary has not
+//! answered after `hedge_delay`, the same request goes to the next admitted
+//! replica, if the budget gives a token; the first success wins and the
+//! loser is dropped (a dropped breaker probe releases its slot). Dean &
+//! Barroso, "The Tail at Scale" (CACM 2013).
+//!
+//! This is an adapter: it sleeps and times out with tokio's clock, so tests
+//! run under `#[tokio::test(start_paused = true)]`.
+
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::breaker::{Permit, Transition};
+use crate::decision::{Operation, RoutingDecision, Strategy};
+use crate::error::{Classify, ExecError, RouterError};
+use crate::metrics;
+use crate::placement::NodeIndex;
+use crate::router::{Router, error_label};
+use crate::topology::NodeId;
+
+/// Where the caller's operation should run.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// On this node: serve from the local store, no gRPC.
+    Local,
+    /// On a remote node over `channel`; set `timeout` as the gRPC timeout.
+    Remote {
+        /// The node.
+        node: NodeId,
+        /// A pooled channel to it.
+        channel: Channel,
+        /// Time left of the operation's deadline.
+        timeout: Duration,
+    },
+}
+
+impl Target {
+    /// The remote node, if any.
+    pub fn node(&self) -> Option<&NodeId> {
+        match self {
+            Self::Local => None,
+            Self::Remote { node, .. } => Some(node),
+        }
+    }
+}
+
+/// A successful result and who served it.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent facts reported to the caller, not a state"
+)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served<T> {
+    /// The operation's value.
+    pub value: T,
+    /// The node that served.
+    pub node: NodeId,
+    /// True when served by this node without gRPC.
+    pub local: bool,
+    /// True when served by a node other than the first target.
+    pub fallback: bool,
+    /// True when the winning request was a hedge.
+    pub hedged: bool,
+    /// Attempts made, hedges included.
+    pub attempts: u32,
+    /// Multiply returned confidences by this (1 unless partitioned).
+    pub confidence_penalty: f32,
+    /// True when the answer is degraded (partition).
+    pub degraded: bool,
+}
+
+/// Result of [`Router::query`]: what each space answered, and which failed.
+#[derive(Debug)]
+pub struct QueryResult<T, E> {
+    /// Spaces that answered, in completion order.
+    pub parts: Vec<(String, Served<T>)>,
+    /// Spaces that failed, with why.
+    pub failed: Vec<(String, ExecError<E>)>,
+}
+
+impl<T, E> QueryResult<T, E> {
+    /// True when some space failed.
+    pub fn is_partial(&self) -> bool {
+        !self.failed.is_empty()
+    }
+
+    /// Names of the failed spaces.
+    pub fn failed_spaces(&self) -> impl Iterator<Item = &str> {
+        self.failed.iter().map(|(s, _)| s.as_str())
+    }
+}
+
+/// Merges per-space hit lists into the `k` best by `score` (descending;
+/// NaN last). Apply each part's confidence penalty in `score` if wanted.
+pub fn merge_top_k<H, L>(
+    lists: impl IntoIterator<Item = L>,
+    k: usize,
+    score: impl Fn(&H) -> f32,
+) -> Vec<H>
+where
+    L: IntoIterator<Item = H>,
+{
+    let mut all: Vec<H> = lists.into_iter().flatten().collect();
+    all.sort_by(|a, b| {
+        let (a, b) = (score(a), score(b));
+        b.is_nan().cmp(&a.is_nan()).reverse().then(b.total_cmp(&a))
+    });
+    all.truncate(k);
+    all
+}
+
+enum Outcome<T, E> {
+    Ok(T),
+    Fatal(E),
+    Retry(E),
+    TimedOut,
+}
+
+struct Prepared<'a> {
+    permit: Option<Permit<'a>>,
+    node: NodeId,
+    target: Target,
+}
+
+struct Tally<E> {
+    attempts: u32,
+    rejected: u32,
+    last: Option<E>,
+}
+
+impl<E> Tally<E> {
+    fn fail(self, error: RouterError) -> ExecError<E> {
+        ExecError::Router {
+            error,
+            last: self.last,
+        }
+    }
+
+    fn deadline(self) -> ExecError<E> {
+        let attempts = self.attempts;
+        self.fail(RouterError::DeadlineExceeded { attempts })
+    }
+}
+
+impl Router {
+    /// Runs `op` as `decision` says, within `deadline` (default from config).
+    pub async fn execute<T, E, F, Fut>(
+        &self,
+        decision: &RoutingDecision,
+        deadline: Option<Duration>,
+        mut op: F,
+    ) -> Result<Served<T>, ExecError<E>>
+    where
+        F: FnMut(Target) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify,
+    {
+        let until = Instant::now() + deadline.unwrap_or(self.config.deadline);
+        self.execute_until(decision, until, &mut op).await
+    }
+
+    /// Scatter-gather: one routed recall per space, at most
+    /// `query_concurrency` at once, all under one deadline. Spaces that fail
+    /// are listed in the result instead of failing the query. `op` gets the
+    /// space and the target.
+    pub async fn query<S, T, E, F, Fut>(
+        &self,
+        spaces: &[S],
+        deadline: Option<Duration>,
+        op: F,
+    ) -> Result<QueryResult<T, E>, RouterError>
+    where
+        S: AsRef<str>,
+        F: Fn(&str, Target) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify,
+    {
+        let decisions = self.route_query(spaces)?;
+        let until = Instant::now() + deadline.unwrap_or(self.config.deadline);
+        let op = &op;
+        let runs = spaces
+            .iter()
+            .zip(decisions)
+            .map(|(space, decision)| async move {
+                let space = space.as_ref();
+                let result = match decision {
+                    Ok(d) => self.execute_until(&d, until, &mut |t| op(space, t)).await,
+                    Err(e) => Err(e.into()),
+                };
+                (space.to_owned(), result)
+            });
+        let mut out = QueryResult {
+            parts: Vec::new(),
+            failed: Vec::new(),
+        };
+        let mut stream =
+            futures_util::stream::iter(runs).buffer_unordered(self.config.query_concurrency.max(1));
+        while let Some((space, result)) = stream.next().await {
+            match result {
+                Ok(served) => out.parts.push((space, served)),
+                Err(e) => out.failed.push((space, e)),
+            }
+        }
+        let outcome = if out.is_partial() { "partial" } else { "ok" };
+        metrics::request(
+            Operation::Query.as_str(),
+            Strategy::ScatterGather.as_str(),
+            outcome,
+        );
+        Ok(out)
+    }
+
+    pub(crate) async fn execute_until<T, E, F, Fut>(
+        &self,
+        d: &RoutingDecision,
+        until: Instant,
+        op: &mut F,
+    ) -> Result<Served<T>, ExecError<E>>
+    where
+        F: FnMut(Target) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify,
+    {
+        let result = self.run_rounds(d, until, op).await;
+        let outcome = match &result {
+            Ok(s) if s.fallback => {
+                metrics::fallback(d.operation().as_str());
+                "fallback"
+            }
+            Ok(_) => "ok",
+            Err(ExecError::Operation(_)) => "operation_error",
+            Err(ExecError::Router { error, .. }) => error_label(error),
+        };
+        metrics::request(d.operation().as_str(), d.strategy().as_str(), outcome);
+        result
+    }
+
+    async fn run_rounds<T, E, F, Fut>(
+        &self,
+        d: &RoutingDecision,
+        until: Instant,
+        op: &mut F,
+    ) -> Result<Served<T>, ExecError<E>>
+    where
+        F: FnMut(Target) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify,
+    {
+        let targets = d.targets();
+        let opname = d.operation().as_str();
+        let hedge_delay = match d.operation() {
+            Operation::Recall | Operation::Query
+                if d.strategy() == Strategy::PrimaryWithFallback =>
+            {
+                self.config.hedge_delay
+            }
+            _ => None,
+        };
+        let mut tally = Tally {
+            attempts: 0,
+            rejected: 0,
+            last: None,
+        };
+        for round in 0..self.config.max_attempts_per_node.max(1) {
+            if round > 0 {
+                let delay = self.config.backoff.delay(round - 1, self.random.next_u64());
+                if Instant::now() + delay >= until {
+                    return Err(tally.deadline());
+                }
+                tokio::time::sleep(delay).await;
+            }
+            let mut admitted = false;
+            let mut i = 0;
+            while i < targets.len() {
+                if tally.attempts > 0 && !self.budget.can_retry() {
+                    metrics::budget_exhausted(opname);
+                    let attempts = tally.attempts;
+                    return Err(tally.fail(RouterError::BudgetExhausted { attempts }));
+                }
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(tally.deadline());
+                }
+                let Some(p) = self.prepare(d, targets[i], left) else {
+                    tally.rejected += 1;
+                    i += 1;
+                    continue;
+                };
+                admitted = true;
+                tally.attempts += 1;
+                metrics::attempt(opname, tally.attempts > 1);
+                let node = p.node.clone();
+                let run = pin!(self.run(p.permit, p.node, op(p.target), left));
+                let hedge = if round == 0 && i == 0 {
+                    hedge_delay
+                } else {
+                    None
+                };
+                let (outcome, winner, hedged, next) = match hedge {
+                    Some(delay) => self.hedged(d, run, delay, until, op, &mut tally).await,
+                    None => (Some(run.await), i, false, i + 1),
+                };
+                let served_by = if hedged { winner } else { i };
+                match outcome {
+                    Some(Outcome::Ok(value)) => {
+                        let node = if hedged {
+                            d.table().topology().member(targets[served_by]).id.clone()
+                        } else {
+                            node
+                        };
+                        return Ok(Served {
+                            value,
+                            local: d.is_local(targets[served_by]),
+                            node,
+                            fallback: served_by > 0,
+                            hedged,
+                            attempts: tally.attempts,
+                            confidence_penalty: d.confidence_penalty(),
+                            degraded: d.is_degraded(),
+                        });
+                    }
+                    Some(Outcome::Fatal(e)) => return Err(ExecError::Operation(e)),
+                    Some(Outcome::Retry(e)) => tally.last = Some(e),
+                    Some(Outcome::TimedOut) => return Err(tally.deadline()),
+                    None => {} // both hedged requests failed retryably
+                }
+                i = next;
+            }
+            if !admitted {
+                break; // every breaker is open; backing off will not close them
+            }
+        }
+        let (attempts, rejected) = (tally.attempts, tally.rejected);
+        Err(tally.fail(RouterError::Unavailable { attempts, rejected }))
+    }
+
+    /// Races the primary attempt `run` against a hedge sent after `delay`.
+    /// Returns (outcome, index of the winner, whether the hedge won, next
+    /// target index). Outcome `None`: both failed retryably.
+    async fn hedged<'a, T, E, F, Fut>(
+        &'a self,
+        d: &'a RoutingDecision,
+        mut run: std::pin::Pin<&mut (impl Future<Output = Outcome<T, E>> + 'a)>,
+        delay: Duration,
+        until: Instant,
+        op: &mut F,
+        tally: &mut Tally<E>,
+    ) -> (Option<Outcome<T, E>>, usize, bool, usize)
+    where
+        F: FnMut(Target) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify,
+    {
+        tokio::select! {
+            res = &mut run => return (Some(res), 0, false, 1),
+            () = tokio::time::sleep(delay) => {}
+        }
+        let targets = d.targets();
+        let hedge = if targets.len() > 1 && self.budget.try_hedge() {
+            let left = until.saturating_duration_since(Instant::now());
+            (1..targets.len()).find_map(|j| self.prepare(d, targets[j], left).map(|p| (j, p, left)))
+        } else {
+            None
+        };
+        let Some((hedge_idx, prepared, left)) = hedge else {
+            return (Some(run.await), 0, false, 1);
+        };
+        tally.attempts += 1;
+        metrics::attempt(d.operation().as_str(), true);
+        metrics::hedge(false);
+        let mut second = pin!(self.run(prepared.permit, prepared.node, op(prepared.target), left));
+        let (mut first_done, mut second_done) = (false, false);
+        loop {
+            let (result, from_hedge) = tokio::select! {
+                res = &mut run, if !first_done => (res, false),
+                res = &mut second, if !second_done => (res, true),
+            };
+            let idx = if from_hedge { hedge_idx } else { 0 };
+            match result {
+                Outcome::Retry(e) => tally.last = Some(e),
+                other => {
+                    if from_hedge && matches!(other, Outcome::Ok(_)) {
+                        metrics::hedge(true);
+                    }
+                    return (Some(other), idx, from_hedge, hedge_idx + 1);
+                }
+            }
+            if from_hedge {
+                second_done = true;
+            } else {
+                first_done = true;
+            }
+            if first_done && second_done {
+                return (None, 0, false, hedge_idx + 1);
+            }
+        }
+    }
+
+    /// Breaker check and channel pick for target `idx`; `None` when the
+    /// breaker rejects or the node has no valid address.
+    fn prepare<'a>(
+        &self,
+        d: &'a RoutingDecision,
+        idx: NodeIndex,
+        left: Duration,
+    ) -> Option<Prepared<'a>> {
+        let member = d.table().topology().member(idx);
+        if d.is_local(idx) {
+            return Some(Prepared {
+                permit: None,
+                node: member.id.clone(),
+                target: Target::Local,
+            });
+        }
+        let remote = d.table().remote(idx)?;
+        let Ok(permit) = remote.breaker.try_acquire(self.clock.now_millis()) else {
+            metrics::breaker_rejected(&member.id);
+            return None;
+        };
+        if permit.is_probe() {
+            metrics::breaker_transition(
+                &member.id,
+                Transition {
+                    from: crate::breaker::BreakerState::Open,
+                    to: crate::breaker::BreakerState::HalfOpen,
+                },
+            );
+        }
+        let channel = remote.channels.as_ref()?.get().clone();
+        Some(Prepared {
+            permit: Some(permit),
+            node: member.id.clone(),
+            target: Target::Remote {
+                node: member.id.clone(),
+                channel,
+                timeout: left,
+            },
+        })
+    }
+
+    /// Runs one attempt with its timeout and reports the outcome to the
+    /// breaker and the budget.
+    async fn run<T, E, Fut>(
+        &self,
+        permit: Option<Permit<'_>>,
+        node: NodeId,
+        fut: Fut,
+        left: Duration,
+    ) -> Outcome<T, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify,
+    {
+        let result = tokio::time::timeout(left, fut).await;
+        let now = self.clock.now_millis();
+        let (outcome, transition) = match result {
+            Ok(Ok(v)) => {
+                self.budget.on_success();
+                (Outcome::Ok(v), permit.and_then(Permit::success))
+            }
+            Ok(Err(e)) if e.is_retryable() => {
+                self.budget.on_failure();
+                let r = self.random.next_u64();
+                (Outcome::Retry(e), permit.and_then(|p| p.failure(now, r)))
+            }
+            Ok(Err(e)) => (Outcome::Fatal(e), permit.and_then(Permit::neutral)),
+            Err(_) => {
+                self.budget.on_failure();
+                let r = self.random.next_u64();
+                (Outcome::TimedOut, permit.and_then(|p| p.failure(now, r)))
+            }
+        };
+        if let Some(t) = transition {
+            metrics::breaker_transition(&node, t);
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests;

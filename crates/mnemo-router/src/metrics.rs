@@ -1,0 +1,78 @@
+//! Metrics, through the `metrics` facade (no recorder: no cost beyond a
+//! check). Every name starts with `mnemo_router_`:
+//!
+//! | name | kind | labels |
+//! | --- | --- | --- |
+//! | `mnemo_router_requests_total` | counter | operation, strategy, outcome |
+//! | `mnemo_router_attempts_total` | counter | operation |
+//! | `mnemo_router_retries_total` | counter | operation |
+//! | `mnemo_router_retry_budget_exhausted_total` | counter | operation |
+//! | `mnemo_router_hedges_total` / `_hedge_wins_total` | counter | |
+//! | `mnemo_router_replica_fallbacks_total` | counter | operation |
+//! | `mnemo_router_breaker_rejections_total` | counter | node |
+//! | `mnemo_router_breaker_state` | gauge (0 closed, 1 open, 2 half-open) | node |
+//! | `mnemo_router_breaker_transitions_total` | counter | node, from, to |
+//! | `mnemo_router_pool_channels` | gauge | node |
+//! | `mnemo_router_decision_seconds` | histogram | operation |
+//!
+//! Recorded by the adapters (router, executor, pool), never by the pure core.
+
+use metrics::{SharedString, counter, gauge, histogram};
+
+use crate::breaker::Transition;
+use crate::topology::NodeId;
+
+fn node_label(node: &NodeId) -> SharedString {
+    SharedString::from_shared(node.shared())
+}
+
+pub(crate) fn request(operation: &'static str, strategy: &'static str, outcome: &'static str) {
+    counter!("mnemo_router_requests_total", "operation" => operation, "strategy" => strategy, "outcome" => outcome)
+        .increment(1);
+}
+
+pub(crate) fn attempt(operation: &'static str, retry: bool) {
+    counter!("mnemo_router_attempts_total", "operation" => operation).increment(1);
+    if retry {
+        counter!("mnemo_router_retries_total", "operation" => operation).increment(1);
+    }
+}
+
+pub(crate) fn budget_exhausted(operation: &'static str) {
+    counter!("mnemo_router_retry_budget_exhausted_total", "operation" => operation).increment(1);
+}
+
+pub(crate) fn hedge(won: bool) {
+    if won {
+        counter!("mnemo_router_hedge_wins_total").increment(1);
+    } else {
+        counter!("mnemo_router_hedges_total").increment(1);
+    }
+}
+
+pub(crate) fn fallback(operation: &'static str) {
+    counter!("mnemo_router_replica_fallbacks_total", "operation" => operation).increment(1);
+}
+
+pub(crate) fn breaker_rejected(node: &NodeId) {
+    counter!("mnemo_router_breaker_rejections_total", "node" => node_label(node)).increment(1);
+}
+
+pub(crate) fn breaker_transition(node: &NodeId, t: Transition) {
+    gauge!("mnemo_router_breaker_state", "node" => node_label(node)).set(t.to.as_gauge());
+    counter!(
+        "mnemo_router_breaker_transitions_total",
+        "node" => node_label(node),
+        "from" => t.from.as_str(),
+        "to" => t.to.as_str()
+    )
+    .increment(1);
+}
+
+pub(crate) fn pool_channels(node: &NodeId, open: usize) {
+    gauge!("mnemo_router_pool_channels", "node" => node_label(node)).set(open as f64);
+}
+
+pub(crate) fn decision_latency(operation: &'static str, seconds: f64) {
+    histogram!("mnemo_router_decision_seconds", "operation" => operation).record(seconds);
+}
