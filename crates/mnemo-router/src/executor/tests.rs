@@ -1,1 +1,462 @@
+//! Executor tests against a fake transport: a closure that counts calls per
+//! node and answers as told. Paused tokio time, seeded randomness.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use tonic::Status;
+
+use super::*;
+use crate::breaker::{BreakerConfig, BreakerState};
+use crate::clock::{SplitMix, TokioClock};
+use crate::decision::PartitionState;
+use crate::router::RouterConfig;
+use crate::topology::Member;
+
+#[derive(Debug, Clone, Copy)]
+enum Act {
+    Ok,
+    Unavailable,
+    NotFound,
+    /// Answer after `ms`: Ok or Unavailable.
+    After(u64, bool),
+    Hang,
+}
+
+#[derive(Default)]
+struct Fake {
+    acts: Mutex<BTreeMap<String, Act>>,
+    calls: Mutex<BTreeMap<String, u32>>,
+    timeouts: Mutex<Vec<Duration>>,
+}
+
+impl Fake {
+    fn set(&self, node: &str, act: Act) {
+        self.acts.lock().unwrap().insert(node.to_owned(), act);
+    }
+
+    fn calls(&self, node: &str) -> u32 {
+        self.calls.lock().unwrap().get(node).copied().unwrap_or(0)
+    }
+
+    fn total(&self) -> u32 {
+        self.calls.lock().unwrap().values().sum()
+    }
+
+    fn remote_calls(&self) -> u32 {
+        self.total() - self.calls("local")
+    }
+
+    fn call(&self, target: &Target) -> impl Future<Output = Result<String, Status>> + use<> {
+        let key = target
+            .node()
+            .map_or_else(|| "local".to_owned(), ToString::to_string);
+        *self.calls.lock().unwrap().entry(key.clone()).or_default() += 1;
+        if let Target::Remote { timeout, .. } = target {
+            self.timeouts.lock().unwrap().push(*timeout);
+        }
+        let act = self
+            .acts
+            .lock()
+            .unwrap()
+            .get(&key)
+            .copied()
+            .unwrap_or(Act::Ok);
+        async move {
+            match act {
+                Act::Ok => Ok(key),
+                Act::Unavailable => Err(Status::unavailable("down")),
+                Act::NotFound => Err(Status::not_found("no such memory")),
+                Act::After(ms, ok) => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    if ok {
+                        Ok(key)
+                    } else {
+                        Err(Status::unavailable("slow and down"))
+                    }
+                }
+                Act::Hang => std::future::pending().await,
+            }
+        }
+    }
+}
+
+fn config() -> RouterConfig {
+    RouterConfig {
+        breaker: BreakerConfig {
+            jitter: 0.0,
+            ..BreakerConfig::default()
+        },
+        ..RouterConfig::default()
+    }
+}
+
+fn router(cfg: RouterConfig) -> Router {
+    let members = (0..5).map(|i| Member::alive(format!("n{i}"), format!("127.0.0.1:{}", 10 + i)));
+    Router::with_sources(
+        NodeId::from("n0"),
+        members,
+        cfg,
+        Arc::new(TokioClock::new()),
+        Arc::new(SplitMix::seeded(42)),
+    )
+}
+
+/// A space whose preference list does (or does not) include the local node.
+fn space(r: &Router, with_local: bool) -> String {
+    let t = r.table();
+    let local = t.topology().local_index().unwrap();
+    (0..10_000)
+        .map(|i| format!("space-{i}"))
+        .find(|s| t.topology().preference_list(s).contains(local) == with_local)
+        .unwrap()
+}
+
+fn names(d: &RoutingDecision) -> Vec<String> {
+    d.targets()
+        .iter()
+        .map(|&i| d.table().topology().member(i).id.to_string())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_writes_to_the_primary_only() {
+    let r = router(config());
+    let fake = Fake::default();
+    let d = r.route_store(&space(&r, false)).unwrap();
+    assert_eq!(d.strategy(), Strategy::Primary);
+    let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    assert_eq!(served.node, d.primary().id);
+    assert!(!served.fallback);
+    assert_eq!(fake.total(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recall_falls_back_in_preference_order() {
+    let r = router(config());
+    let fake = Fake::default();
+    let d = r.route_recall(&space(&r, false)).unwrap();
+    let order = names(&d);
+    fake.set(&order[0], Act::Unavailable);
+    fake.set(&order[1], Act::Unavailable);
+    let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    assert_eq!(served.node.as_str(), order[2]);
+    assert!(served.fallback);
+    assert_eq!(served.attempts, 3);
+    assert_eq!(
+        (
+            fake.calls(&order[0]),
+            fake.calls(&order[1]),
+            fake.calls(&order[2])
+        ),
+        (1, 1, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_breaker_is_skipped_without_calling() {
+    let r = router(config());
+    let fake = Fake::default();
+    let s = space(&r, false);
+    let order = names(&r.route_recall(&s).unwrap());
+    fake.set(&order[0], Act::Unavailable);
+    // Five failing writes trip the primary's breaker (threshold 5)...
+    for _ in 0..2 {
+        let d = r.route_store(&s).unwrap();
+        let _ = r.execute(&d, None, |t| fake.call(&t)).await;
+    }
+    let state = r
+        .breaker_snapshot()
+        .into_iter()
+        .find(|b| b.0.as_str() == order[0])
+        .unwrap();
+    assert_eq!((state.1, state.2), (BreakerState::Open, 5));
+    // ... then neither a write nor a read reaches it.
+    let before = fake.calls(&order[0]);
+    let d = r.route_store(&s).unwrap();
+    let e = r.execute(&d, None, |t| fake.call(&t)).await.unwrap_err();
+    assert_eq!(
+        e.router_error(),
+        Some(&RouterError::Unavailable {
+            attempts: 0,
+            rejected: 1
+        })
+    );
+    let served = r
+        .execute(&r.route_recall(&s).unwrap(), None, |t| fake.call(&t))
+        .await
+        .unwrap();
+    assert_eq!(served.node.as_str(), order[1]);
+    assert_eq!(fake.calls(&order[0]), before);
+
+    // After the open timeout one probe goes through; success closes.
+    fake.set(&order[0], Act::Ok);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let served = r
+        .execute(&r.route_recall(&s).unwrap(), None, |t| fake.call(&t))
+        .await
+        .unwrap();
+    assert_eq!(served.node.as_str(), order[0]);
+    let state = r
+        .breaker_snapshot()
+        .into_iter()
+        .find(|b| b.0.as_str() == order[0])
+        .unwrap();
+    assert_eq!((state.1, state.2), (BreakerState::Closed, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_probe_releases_the_slot() {
+    let r = router(config());
+    let fake = Fake::default();
+    let s = space(&r, false);
+    let primary = r.route_store(&s).unwrap().primary().id.to_string();
+    fake.set(&primary, Act::Unavailable);
+    for _ in 0..2 {
+        let _ = r
+            .execute(&r.route_store(&s).unwrap(), None, |t| fake.call(&t))
+            .await;
+    }
+    tokio::time::advance(Duration::from_secs(30)).await;
+    fake.set(&primary, Act::Hang);
+    let d = r.route_store(&s).unwrap();
+    let probe = r.execute(&d, None, |t| fake.call(&t));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(5), probe)
+            .await
+            .is_err()
+    );
+    let state = r
+        .breaker_snapshot()
+        .into_iter()
+        .find(|b| b.0.as_str() == primary)
+        .unwrap();
+    assert_eq!(
+        state.1,
+        BreakerState::Open,
+        "dropped probe went back to open"
+    );
+    fake.set(&primary, Act::Ok);
+    let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    assert_eq!(served.node.as_str(), primary);
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_retryable_errors_return_at_once_and_leave_breakers() {
+    let r = router(config());
+    let fake = Fake::default();
+    let d = r.route_recall(&space(&r, false)).unwrap();
+    let order = names(&d);
+    fake.set(&order[0], Act::NotFound);
+    let e = r.execute(&d, None, |t| fake.call(&t)).await.unwrap_err();
+    assert!(matches!(e, ExecError::Operation(ref s) if s.code() == tonic::Code::NotFound));
+    assert_eq!(fake.total(), 1);
+    assert!(
+        r.breaker_snapshot()
+            .iter()
+            .all(|b| b.1 == BreakerState::Closed && b.2 == 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_retries_the_primary_with_bounded_backoff() {
+    let r = router(config());
+    let fake = Fake::default();
+    let d = r.route_store(&space(&r, false)).unwrap();
+    fake.set(d.primary().id.as_str(), Act::Unavailable);
+    let start = Instant::now();
+    let e = r.execute(&d, None, |t| fake.call(&t)).await.unwrap_err();
+    assert_eq!(
+        e.router_error(),
+        Some(&RouterError::Unavailable {
+            attempts: 3,
+            rejected: 0
+        })
+    );
+    assert_eq!(fake.total(), 3);
+    // Two backoffs: at most 10 ms + 20 ms.
+    assert!(start.elapsed() <= Duration::from_millis(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_fits_in_the_deadline() {
+    let r = router(config());
+    let fake = Fake::default();
+    let d = r.route_recall(&space(&r, false)).unwrap();
+    for n in names(&d) {
+        fake.set(&n, Act::After(3_000, false));
+    }
+    let start = Instant::now();
+    let e = r
+        .execute(&d, Some(Duration::from_secs(10)), |t| fake.call(&t))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        e.router_error(),
+        Some(RouterError::DeadlineExceeded { attempts: 4 })
+    ));
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+    let timeouts = fake.timeouts.lock().unwrap().clone();
+    assert_eq!(timeouts.len(), 4);
+    assert_eq!(timeouts[0], Duration::from_secs(10));
+    assert!(timeouts.windows(2).all(|w| w[1] < w[0]), "{timeouts:?}");
+    assert!(timeouts[3] <= Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn outage_retries_stay_within_the_budget() {
+    let r = router(RouterConfig {
+        breaker: BreakerConfig {
+            failure_threshold: u32::MAX, // isolate the budget
+            ..BreakerConfig::default()
+        },
+        ..config()
+    });
+    let fake = Fake::default();
+    for i in 1..5 {
+        fake.set(&format!("n{i}"), Act::Unavailable);
+    }
+    fake.set("local", Act::Unavailable);
+    let spaces: Vec<String> = (0..10_000).map(|i| format!("space-{i}")).collect();
+    for s in &spaces {
+        let d = r.route_recall(s).unwrap();
+        assert!(r.execute(&d, None, |t| fake.call(&t)).await.is_err());
+    }
+    let retries = fake.total() - 10_000;
+    assert!(retries <= 5, "{retries} retries in a total outage");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedged_recall_returns_the_faster_replica() {
+    let r = router(RouterConfig {
+        hedge_delay: Some(Duration::from_millis(50)),
+        ..config()
+    });
+    let fake = Fake::default();
+    let d = r.route_recall(&space(&r, false)).unwrap();
+    let order = names(&d);
+    fake.set(&order[0], Act::After(1_000, true));
+    fake.set(&order[1], Act::After(10, true));
+    let start = Instant::now();
+    let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    assert_eq!(served.node.as_str(), order[1]);
+    assert!(served.hedged && served.fallback);
+    assert_eq!(start.elapsed(), Duration::from_millis(60));
+
+    // A primary that answers before the hedge delay gets no hedge.
+    fake.set(&order[0], Act::After(20, true));
+    let before = fake.calls(&order[1]);
+    let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    assert_eq!(served.node.as_str(), order[0]);
+    assert!(!served.hedged);
+    assert_eq!(fake.calls(&order[1]), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn partition_serves_locally_without_remote_calls() {
+    let r = router(config());
+    let fake = Fake::default();
+    let held = space(&r, true);
+    let not_held = space(&r, false);
+    r.set_partition(PartitionState::from_counts(2, 5));
+    for d in [
+        r.route_store(&held).unwrap(),
+        r.route_recall(&held).unwrap(),
+    ] {
+        assert_eq!(d.strategy(), Strategy::LocalOnly);
+        let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+        assert!(served.local && served.degraded);
+        assert!((served.confidence_penalty - 0.4).abs() < 1e-6);
+    }
+    let e = r.route_recall(&not_held).unwrap_err();
+    assert_eq!(
+        e,
+        RouterError::NoLocalData {
+            space: not_held.clone()
+        }
+    );
+    assert_eq!(Status::from(e).code(), tonic::Code::Unavailable);
+    assert_eq!(fake.remote_calls(), 0);
+    assert_eq!(fake.calls("local"), 2);
+
+    // Healing restores normal routing.
+    r.set_partition(PartitionState::from_counts(5, 5));
+    let d = r.route_recall(&not_held).unwrap();
+    assert_eq!(d.strategy(), Strategy::PrimaryWithFallback);
+}
+
+#[tokio::test(start_paused = true)]
+async fn consolidation_is_local_only() {
+    let r = router(config());
+    let fake = Fake::default();
+    let d = r.route_consolidation(&space(&r, true)).unwrap();
+    assert_eq!(d.strategy(), Strategy::LocalOnly);
+    let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    assert!(served.local && !served.degraded);
+    assert_eq!(fake.remote_calls(), 0);
+    let e = r.route_consolidation(&space(&r, false)).unwrap_err();
+    assert!(matches!(e, RouterError::NotLocal { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn scatter_gather_merges_top_k_and_lists_failed_spaces() {
+    let r = router(config());
+    let spaces = ["a", "b", "c", "d"];
+    let calls = Mutex::new(0u32);
+    let result = r
+        .query(&spaces, None, |space, _target| {
+            *calls.lock().unwrap() += 1;
+            let space = space.to_owned();
+            async move {
+                if space == "c" {
+                    return Err(Status::unavailable("down"));
+                }
+                let base = f32::from(space.as_bytes()[0] - b'a');
+                Ok(vec![
+                    (format!("{space}1"), base + 0.5),
+                    (format!("{space}2"), base),
+                ])
+            }
+        })
+        .await
+        .unwrap();
+    assert!(result.is_partial());
+    assert_eq!(result.failed_spaces().collect::<Vec<_>>(), ["c"]);
+    assert_eq!(result.parts.len(), 3);
+    let top = merge_top_k(result.parts.into_iter().map(|(_, s)| s.value), 3, |h| h.1);
+    let ids: Vec<_> = top.iter().map(|h| h.0.as_str()).collect();
+    assert_eq!(ids, ["d1", "d2", "b1"]);
+    assert!(matches!(
+        r.query::<&str, (), Status, _, _>(&[], None, |_, _| async { Ok(()) })
+            .await,
+        Err(RouterError::EmptyQuery)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn topology_update_keeps_breakers_and_evicts_gone_nodes() {
+    let r = router(config());
+    let fake = Fake::default();
+    let d = r.route_recall(&space(&r, false)).unwrap();
+    let _ = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    let primary = d.primary().id.clone();
+    assert_eq!(
+        r.pool_snapshot().iter().find(|p| p.0 == primary).unwrap().1,
+        1
+    );
+    let victim = if primary.as_str() == "n4" { "n3" } else { "n4" };
+    let keep: Vec<Member> = (0..5)
+        .map(|i| Member::alive(format!("n{i}"), format!("127.0.0.1:{}", 10 + i)))
+        .filter(|m| m.id.as_str() != victim)
+        .collect();
+    assert!(r.update_topology(keep, 2));
+    assert!(!r.update_topology(Vec::new(), 1), "older epoch ignored");
+    let pool = r.pool_snapshot();
+    assert_eq!(pool.len(), 3);
+    assert!(pool.iter().all(|p| p.0.as_str() != victim));
+    assert_eq!(
+        pool.iter().find(|p| p.0 == primary).unwrap().1,
+        1,
+        "channel kept"
+    );
+}
