@@ -26,11 +26,20 @@ fn main() {
         .expect("runtime");
     let _guard = rt.enter();
     let members: Vec<Member> = (0..=REMOTES)
-        .map(|i| Member::alive(format!("node-{i:04}"), format!("10.0.{}.{}:7000", i / 250, i % 250)))
+        .map(|i| {
+            Member::alive(
+                format!("node-{i:04}"),
+                format!("10.0.{}.{}:7000", i / 250, i % 250),
+            )
+        })
         .collect();
 
     let region = Region::new(GLOBAL);
-    let router = Router::new(NodeId::from("node-0000"), members.clone(), RouterConfig::default());
+    let router = Router::new(
+        NodeId::from("node-0000"),
+        members.clone(),
+        RouterConfig::default(),
+    );
     let at_rest = net(&region);
 
     // Open (lazily) every channel of every node, as steady traffic would.

@@ -274,6 +274,29 @@ impl fmt::Debug for RoutingDecision {
     }
 }
 
+/// A scatter-gather plan ([`Strategy::ScatterGather`]): one recall-like
+/// decision per space, in input order; a space that cannot be routed keeps
+/// its error and is reported as failed instead of failing the query.
+#[derive(Debug)]
+pub struct QueryPlan {
+    /// Space and its decision (or why it has none).
+    pub parts: Vec<(String, Result<RoutingDecision, RouterError>)>,
+}
+
+impl QueryPlan {
+    /// Always [`Strategy::ScatterGather`].
+    pub fn strategy(&self) -> Strategy {
+        Strategy::ScatterGather
+    }
+
+    /// True when any part is degraded or unroutable.
+    pub fn is_degraded(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|(_, d)| d.as_ref().map_or(true, RoutingDecision::is_degraded))
+    }
+}
+
 /// Routes one operation on one space. Pure: reads `table` and `partition`.
 /// [`Operation::Query`] is routed like a recall (one per space).
 pub fn decide(

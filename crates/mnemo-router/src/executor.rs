@@ -198,20 +198,16 @@ impl Router {
         Fut: Future<Output = Result<T, E>>,
         E: Classify,
     {
-        let decisions = self.route_query(spaces)?;
+        let plan = self.route_query(spaces)?;
         let until = Instant::now() + deadline.unwrap_or(self.config.deadline);
         let op = &op;
-        let runs = spaces
-            .iter()
-            .zip(decisions)
-            .map(|(space, decision)| async move {
-                let space = space.as_ref();
-                let result = match decision {
-                    Ok(d) => self.execute_until(&d, until, &mut |t| op(space, t)).await,
-                    Err(e) => Err(e.into()),
-                };
-                (space.to_owned(), result)
-            });
+        let runs = plan.parts.into_iter().map(|(space, decision)| async move {
+            let result = match decision {
+                Ok(d) => self.execute_until(&d, until, &mut |t| op(&space, t)).await,
+                Err(e) => Err(e.into()),
+            };
+            (space, result)
+        });
         let mut out = QueryResult {
             parts: Vec::new(),
             failed: Vec::new(),

@@ -68,7 +68,7 @@ pub mod router;
 pub mod topology;
 
 pub use breaker::BreakerState;
-pub use decision::{Operation, PartitionState, RoutingDecision, Strategy};
+pub use decision::{Operation, PartitionState, QueryPlan, RoutingDecision, Strategy};
 pub use error::{Classify, ExecError, RouterError};
 pub use executor::{QueryResult, Served, Target, merge_top_k};
 pub use placement::NodeIndex;

@@ -74,5 +74,13 @@ pub(crate) fn pool_channels(node: &NodeId, open: usize) {
 }
 
 pub(crate) fn decision_latency(operation: &'static str, seconds: f64) {
-    histogram!("mnemo_router_decision_seconds", "operation" => operation).record(seconds);
+    // Literal labels let the macro build a static key: no allocation.
+    match operation {
+        "store" => histogram!(DECISION, "operation" => "store").record(seconds),
+        "recall" => histogram!(DECISION, "operation" => "recall").record(seconds),
+        "consolidation" => histogram!(DECISION, "operation" => "consolidation").record(seconds),
+        _ => histogram!(DECISION, "operation" => "query").record(seconds),
+    }
 }
+
+const DECISION: &str = "mnemo_router_decision_seconds";

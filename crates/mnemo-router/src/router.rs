@@ -16,7 +16,7 @@ use crate::backoff::Backoff;
 use crate::breaker::{BreakerConfig, BreakerState};
 use crate::budget::{BudgetConfig, RetryBudget};
 use crate::clock::{Clock, Random, SplitMix, TokioClock};
-use crate::decision::{Operation, PartitionState, RouteTable, RoutingDecision, decide};
+use crate::decision::{Operation, PartitionState, QueryPlan, RouteTable, RoutingDecision, decide};
 use crate::error::RouterError;
 use crate::placement::DEFAULT_RF;
 use crate::pool::PoolConfig;
@@ -229,18 +229,22 @@ impl Router {
     }
 
     /// Routes a query ([`Strategy::ScatterGather`]): one recall decision per
-    /// space, in input order. Run it with [`query`](Self::query).
-    pub fn route_query<S: AsRef<str>>(
-        &self,
-        spaces: &[S],
-    ) -> Result<Vec<Result<RoutingDecision, RouterError>>, RouterError> {
+    /// space. Run it with [`query`](Self::query).
+    pub fn route_query<S: AsRef<str>>(&self, spaces: &[S]) -> Result<QueryPlan, RouterError> {
         if spaces.is_empty() {
             return Err(RouterError::EmptyQuery);
         }
-        Ok(spaces
-            .iter()
-            .map(|s| self.route(Operation::Query, s.as_ref()))
-            .collect())
+        Ok(QueryPlan {
+            parts: spaces
+                .iter()
+                .map(|s| {
+                    (
+                        s.as_ref().to_owned(),
+                        self.route(Operation::Query, s.as_ref()),
+                    )
+                })
+                .collect(),
+        })
     }
 
     /// Open channels per remote node, for status.
