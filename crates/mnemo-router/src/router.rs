@@ -159,6 +159,11 @@ impl Router {
             epoch,
         );
         let table = RouteTable::build(topology, Some(&old), &self.config.pool, self.config.breaker);
+        for (gone, _) in old.remotes() {
+            if table.topology().index_of(gone.id.as_str()).is_none() {
+                crate::metrics::pool_channels(&gone.id, 0);
+            }
+        }
         self.table.store(Arc::new(table));
         true
     }

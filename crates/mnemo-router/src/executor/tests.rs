@@ -460,3 +460,52 @@ async fn topology_update_keeps_breakers_and_evicts_gone_nodes() {
         "channel kept"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn hedges_draw_on_the_retry_budget() {
+    let r = router(RouterConfig {
+        hedge_delay: Some(Duration::from_millis(50)),
+        ..config()
+    });
+    let fake = Fake::default();
+    let d = r.route_recall(&space(&r, false)).unwrap();
+    let order = names(&d);
+    fake.set(&order[0], Act::After(100, true));
+    // Each hedge takes a token and each success refills 0.1: six hedges bring
+    // the bucket to half (10 -> 4.6), then one hedge per ~5-10 successes.
+    let mut hedges = 0;
+    for _ in 0..20 {
+        let before = fake.calls(&order[1]);
+        let _ = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+        hedges += fake.calls(&order[1]) - before;
+    }
+    assert!((6..=8).contains(&hedges), "{hedges} hedges in 20 recalls");
+}
+
+#[tokio::test(start_paused = true)]
+async fn query_concurrency_is_bounded() {
+    let r = router(RouterConfig {
+        query_concurrency: 2,
+        ..config()
+    });
+    let in_flight = Arc::new(Mutex::new((0u32, 0u32))); // (now, max)
+    let spaces: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
+    let result = r
+        .query(&spaces, None, |_, _| {
+            let in_flight = Arc::clone(&in_flight);
+            async move {
+                {
+                    let mut g = in_flight.lock().unwrap();
+                    g.0 += 1;
+                    g.1 = g.1.max(g.0);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                in_flight.lock().unwrap().0 -= 1;
+                Ok::<_, Status>(())
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(result.parts.len(), 10);
+    assert_eq!(in_flight.lock().unwrap().1, 2);
+}
