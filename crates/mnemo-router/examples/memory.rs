@@ -3,6 +3,12 @@
 //! crate forbids `unsafe`, so the `GlobalAlloc` impl comes from there).
 //!
 //! Run: `cargo run --release -p mnemo-router --example memory`.
+//!
+//! Last run: 112 KiB at rest (~1.1 KiB a node: member, placement key,
+//! breaker, parsed endpoint, 4 empty channel slots), within the 200 KB goal.
+//! Each opened tonic channel adds ~11 KiB (its buffer worker and queue), so
+//! all 400 channels open take ~4.4 MiB; that is tonic's, and is why slots
+//! open only on first use.
 
 use std::alloc::System;
 
