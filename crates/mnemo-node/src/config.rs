@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Largest gRPC message a node accepts or sends. Content is capped at 64 KiB
 /// and embeddings at 4096 floats, so legitimate requests stay far below.
@@ -24,6 +25,11 @@ pub struct NodeConfig {
     pub http: Option<SocketAddr>,
     /// Similarity at or above which consolidation merges memories.
     pub consolidate_threshold: f32,
+    /// Cluster size the partition detector counts a majority of; `None`:
+    /// the largest membership seen.
+    pub expected_size: Option<usize>,
+    /// How long a node's breaker stays open before one probe is let through.
+    pub breaker_open_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -37,6 +43,8 @@ impl NodeConfig {
             replication_factor: 3,
             http: None,
             consolidate_threshold: mnemo_store::consolidate::DEFAULT_THRESHOLD,
+            expected_size: None,
+            breaker_open_timeout: Duration::from_secs(30),
         }
     }
 }

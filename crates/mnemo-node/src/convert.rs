@@ -39,7 +39,6 @@ pub(crate) fn scored_to_wire(s: &Scored, penalty: f32) -> v1::ScoredMemory {
     }
 }
 
-#[expect(dead_code, reason = "the primary side of replication ships with it")]
 pub(crate) fn entry_to_wire(e: LogEntry) -> v1::LogEntry {
     use v1::log_entry::Op as W;
     let op = e.op.map(|op| match op {

@@ -1,10 +1,16 @@
-//! Starting a node: open the store, bind the listener, serve the public and
-//! internal services with health and reflection beside them.
+//! Starting a node: open the store, bind the listener, join the cluster,
+//! and serve the public and internal services with health and reflection.
+//!
+//! Order matters: the TCP listener is bound before membership starts on the
+//! same port (UDP), so by the time other nodes learn of this one, its gRPC
+//! port accepts connections ("alive in membership" means ready).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use mnemo_cluster::{Membership, MembershipConfig};
 use mnemo_proto::v1::{internal_server::InternalServer, mnemo_server::MnemoServer};
+use mnemo_router::{NodeId, Router, RouterConfig};
 use mnemo_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -14,53 +20,95 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::config::{MAX_MESSAGE_BYTES, NodeConfig};
 use crate::internal::InternalService;
 use crate::node::Node;
+use crate::replication::Replicator;
 use crate::service::MnemoService;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A node that is serving.
 pub struct Running {
     /// The node.
     pub node: Arc<Node>,
-    /// The address the gRPC server is bound to.
+    /// The address the gRPC server (and gossip) is bound to.
     pub local_addr: SocketAddr,
+    /// Where `/metrics` and `/health` are served, if asked for.
+    pub http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
 impl Running {
-    /// Stops serving and waits for in-flight requests to finish.
-    pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// Leaves the cluster, stops serving and waits for in-flight requests.
+    pub async fn shutdown(self) -> Result<(), BoxError> {
         let _ = self.stop.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the server ends (after a [`stopper`](Self::stopper) fired).
+    pub async fn wait(self) -> Result<(), BoxError> {
         self.server.await??;
         Ok(())
     }
 
-    /// Waits until the server ends (it does not on its own, short of an error).
-    pub async fn wait(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.server.await??;
-        Ok(())
-    }
-
-    /// A sender that stops the server when `true` is sent.
+    /// A sender that stops the node when `true` is sent.
     pub fn stopper(&self) -> watch::Sender<bool> {
         self.stop.clone()
     }
 }
 
-/// Opens the node's store and starts serving on `config.listen`.
-pub async fn start(
-    config: NodeConfig,
-) -> Result<Running, Box<dyn std::error::Error + Send + Sync>> {
+/// Opens the node's store, joins the cluster and starts serving on
+/// `config.listen`.
+pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
     let store = tokio::task::block_in_place(|| Store::open(&config.data_dir))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let local_addr = listener.local_addr()?;
+
+    let mut membership_config = MembershipConfig::new(config.id.clone(), local_addr)
+        .with_seeds(config.join.iter().cloned());
+    membership_config.expected_size = config.expected_size;
+    let membership = Membership::start(membership_config)
+        .await
+        .map_err(|e| format!("cannot start membership on udp {local_addr}: {e}"))?;
+    let view = membership.subscribe();
+
+    let mut router_config = RouterConfig {
+        replication_factor: config.replication_factor,
+        ..RouterConfig::default()
+    };
+    router_config.breaker.open_timeout = config.breaker_open_timeout;
+    let router = Router::new(
+        NodeId::from(config.id.as_str()),
+        crate::membership::members(&view.borrow()),
+        router_config,
+    );
+    let replicator = {
+        let pool_of = Arc::new(std::sync::OnceLock::<std::sync::Weak<Node>>::new());
+        let lookup = Arc::clone(&pool_of);
+        let replicator = Replicator::new(
+            store.clone(),
+            Arc::new(move |id: &str| lookup.get()?.upgrade()?.channel_to(id)),
+        );
+        (replicator, pool_of)
+    };
     let node = Arc::new(Node {
         id: config.id.clone(),
         addr: local_addr.to_string(),
         store,
         config,
+        router,
+        replicator: replicator.0,
+        view: view.clone(),
+        membership: tokio::sync::Mutex::new(Some(membership)),
     });
+    let _ = replicator.1.set(Arc::downgrade(&node));
+    tokio::spawn(crate::membership::follow(Arc::clone(&node), view));
+
+    let http_addr = match node.config.http {
+        Some(addr) => Some(crate::http::serve(addr, Arc::clone(&node)).await?),
+        None => None,
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<MnemoServer<MnemoService>>().await;
@@ -68,7 +116,6 @@ pub async fn start(
         .register_encoded_file_descriptor_set(mnemo_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-
     let public = MnemoServer::new(MnemoService::new(Arc::clone(&node)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -77,6 +124,7 @@ pub async fn start(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
     let (stop, mut stopped) = watch::channel(false);
+    let leaving = Arc::clone(&node);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
@@ -86,12 +134,17 @@ pub async fn start(
             .add_service(internal)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 let _ = stopped.wait_for(|s| *s).await;
+                // Tell the cluster first, so peers stop routing here.
+                if let Some(mut m) = leaving.membership.lock().await.take() {
+                    let _ = m.leave().await;
+                }
             }),
     );
     tracing::info!(id = %node.id, addr = %local_addr, "node serving");
     Ok(Running {
         node,
         local_addr,
+        http_addr,
         stop,
         server,
     })

@@ -1,14 +1,18 @@
-//! The public `mnemo.v1.Mnemo` service: the edge where every request is
-//! validated before anything else happens.
+//! The public `mnemo.v1.Mnemo` service: the edge. Every request is
+//! validated here, then routed (DESIGN §3): remember and forget to the
+//! primary, recall to the primary with replica fallback, consolidate local
+//! only, query scattered per space and gathered.
 
 use std::sync::Arc;
 
 use mnemo_proto::v1::{self, mnemo_server::Mnemo};
-use mnemo_store::{Cue, Memory, validate};
+use mnemo_router::{Served, Target};
+use mnemo_store::validate;
 use tonic::{Request, Response, Status};
 
-use crate::convert::scored_to_wire;
 use crate::error::NodeError;
+use crate::forward::{self, exec_status, is_forwarded, route_status};
+use crate::local;
 use crate::node::Node;
 
 /// The gRPC face of a [`Node`].
@@ -22,12 +26,62 @@ impl MnemoService {
     pub fn new(node: Arc<Node>) -> Self {
         MnemoService { node }
     }
+
+    /// A forwarded request is served here or refused; never sent on.
+    fn refuse_forwarded(&self, space: &str, what: &str) -> Status {
+        Status::unavailable(format!(
+            "node {} is not the {what} of space {space:?} in its view; \
+             the forwarding node's view differs, retry shortly",
+            self.node.id
+        ))
+    }
 }
 
-fn min_confidence(value: Option<f32>) -> Result<f32, NodeError> {
-    let v = value.unwrap_or(0.0);
-    validate::unit_interval("min_confidence", v)?;
-    Ok(v)
+fn check<T>(result: mnemo_store::Result<T>) -> Result<T, Status> {
+    result.map_err(|e| NodeError::from(e).into())
+}
+
+fn validate_remember(r: &v1::RememberRequest) -> Result<(), Status> {
+    check(validate::space(&r.space))?;
+    if !r.id.is_empty() {
+        check(validate::id(&r.id))?;
+    }
+    check(validate::content(&r.content))?;
+    check(validate::embedding("embedding", &r.embedding))?;
+    check(validate::unit_interval(
+        "confidence",
+        r.confidence.unwrap_or(1.0),
+    ))?;
+    check(validate::tags(&r.tags))?;
+    if v1::Ack::try_from(r.ack).is_err() {
+        return Err(Status::invalid_argument(format!(
+            "invalid ack: {} is not primary (0) or quorum (1)",
+            r.ack
+        )));
+    }
+    Ok(())
+}
+
+fn validate_cue(
+    cue: &str,
+    embedding: &[f32],
+    k: Option<u32>,
+    min: Option<f32>,
+) -> Result<(), Status> {
+    check(validate::cue(cue, embedding))?;
+    check(validate::k(k))?;
+    check(validate::unit_interval(
+        "min_confidence",
+        min.unwrap_or(0.0),
+    ))
+}
+
+/// Sets `fallback` and `degraded` of a recall answer from how it was served.
+fn recall_answer(served: Served<v1::RecallResponse>) -> v1::RecallResponse {
+    let mut r = served.value;
+    r.fallback |= served.fallback;
+    r.degraded |= served.degraded;
+    r
 }
 
 #[tonic::async_trait]
@@ -36,80 +90,115 @@ impl Mnemo for MnemoService {
         &self,
         request: Request<v1::RememberRequest>,
     ) -> Result<Response<v1::RememberResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let deadline = forward::deadline(&request);
         let r = request.into_inner();
-        let memory = Memory {
-            id: r.id,
-            content: r.content,
-            embedding: r.embedding,
-            confidence: r.confidence.unwrap_or(1.0),
-            created_at_ms: 0,
-            tags: r.tags,
-        };
-        validate::memory(&r.space, &memory).map_err(NodeError::from)?;
-        let (id, outcome) = self
-            .node
-            .store
-            .remember(&r.space, memory)
+        validate_remember(&r)?;
+        let node = &self.node;
+        let budget = deadline.unwrap_or(mnemo_router::router::DEFAULT_DEADLINE);
+        if forwarded {
+            if !node.is_primary(&r.space) && !node.router.partition().partitioned {
+                return Err(self.refuse_forwarded(&r.space, "primary"));
+            }
+            return local::remember(node, r, budget).await.map(Response::new);
+        }
+        let decision = node.router.route_store(&r.space).map_err(route_status)?;
+        let served = node
+            .router
+            .execute(&decision, deadline, |target| {
+                let r = r.clone();
+                async move {
+                    match target {
+                        Target::Local => local::remember(node, r, budget).await,
+                        Target::Remote {
+                            channel, timeout, ..
+                        } => forward::client(channel)
+                            .remember(forward::request(r, &node.id, timeout))
+                            .await
+                            .map(Response::into_inner),
+                    }
+                }
+            })
             .await
-            .map_err(NodeError::from)?;
-        Ok(Response::new(v1::RememberResponse {
-            id,
-            space: r.space,
-            served_by: self.node.id.clone(),
-            created: outcome.changed,
-            seq: outcome.seq,
-        }))
+            .map_err(exec_status)?;
+        Ok(Response::new(served.value))
     }
 
     async fn recall(
         &self,
         request: Request<v1::RecallRequest>,
     ) -> Result<Response<v1::RecallResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let deadline = forward::deadline(&request);
         let r = request.into_inner();
-        validate::space(&r.space).map_err(NodeError::from)?;
-        validate::cue(&r.cue, &r.cue_embedding).map_err(NodeError::from)?;
-        let k = validate::k(r.k).map_err(NodeError::from)?;
-        let min = min_confidence(r.min_confidence)?;
-        let found = tokio::task::block_in_place(|| {
-            self.node.store.recall(
-                &r.space,
-                Cue {
-                    text: &r.cue,
-                    embedding: &r.cue_embedding,
-                },
-                k,
-                min,
-            )
-        })
-        .map_err(NodeError::from)?;
-        Ok(Response::new(v1::RecallResponse {
-            space: r.space,
-            served_by: self.node.id.clone(),
-            fallback: false,
-            degraded: false,
-            memories: found.iter().map(|s| scored_to_wire(s, 1.0)).collect(),
-        }))
+        check(validate::space(&r.space))?;
+        validate_cue(&r.cue, &r.cue_embedding, r.k, r.min_confidence)?;
+        let node = &self.node;
+        if forwarded {
+            if !node.holds(&r.space) {
+                return Err(self.refuse_forwarded(&r.space, "primary or a replica"));
+            }
+            return local::recall(node, &r, 1.0).map(Response::new);
+        }
+        let decision = node.router.route_recall(&r.space).map_err(route_status)?;
+        let penalty = decision.confidence_penalty();
+        let served = node
+            .router
+            .execute(&decision, deadline, |target| {
+                let r = r.clone();
+                async move {
+                    match target {
+                        Target::Local => local::recall(node, &r, penalty),
+                        Target::Remote {
+                            channel, timeout, ..
+                        } => forward::client(channel)
+                            .recall(forward::request(r, &node.id, timeout))
+                            .await
+                            .map(Response::into_inner),
+                    }
+                }
+            })
+            .await
+            .map_err(exec_status)?;
+        Ok(Response::new(recall_answer(served)))
     }
 
     async fn forget(
         &self,
         request: Request<v1::ForgetRequest>,
     ) -> Result<Response<v1::ForgetResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let deadline = forward::deadline(&request);
         let r = request.into_inner();
-        validate::space(&r.space).map_err(NodeError::from)?;
-        validate::id(&r.id).map_err(NodeError::from)?;
-        let outcome = self
-            .node
-            .store
-            .forget(&r.space, &r.id)
+        check(validate::space(&r.space))?;
+        check(validate::id(&r.id))?;
+        let node = &self.node;
+        if forwarded {
+            if !node.is_primary(&r.space) && !node.router.partition().partitioned {
+                return Err(self.refuse_forwarded(&r.space, "primary"));
+            }
+            return local::forget(node, r).await.map(Response::new);
+        }
+        let decision = node.router.route_store(&r.space).map_err(route_status)?;
+        let served = node
+            .router
+            .execute(&decision, deadline, |target| {
+                let r = r.clone();
+                async move {
+                    match target {
+                        Target::Local => local::forget(node, r).await,
+                        Target::Remote {
+                            channel, timeout, ..
+                        } => forward::client(channel)
+                            .forget(forward::request(r, &node.id, timeout))
+                            .await
+                            .map(Response::into_inner),
+                    }
+                }
+            })
             .await
-            .map_err(NodeError::from)?;
-        Ok(Response::new(v1::ForgetResponse {
-            space: r.space,
-            id: r.id,
-            served_by: self.node.id.clone(),
-            existed: outcome.existed,
-        }))
+            .map_err(exec_status)?;
+        Ok(Response::new(served.value))
     }
 
     async fn consolidate(
@@ -117,67 +206,87 @@ impl Mnemo for MnemoService {
         request: Request<v1::ConsolidateRequest>,
     ) -> Result<Response<v1::ConsolidateResponse>, Status> {
         let r = request.into_inner();
-        validate::space(&r.space).map_err(NodeError::from)?;
-        let threshold = r
-            .threshold
-            .unwrap_or(self.node.config.consolidate_threshold);
-        validate::threshold(threshold).map_err(NodeError::from)?;
-        let report = self
-            .node
-            .store
-            .consolidate(&r.space, threshold)
+        check(validate::space(&r.space))?;
+        let node = &self.node;
+        let threshold = r.threshold.unwrap_or(node.config.consolidate_threshold);
+        check(validate::threshold(threshold))?;
+        // Local only (never routed), and only where the space's log is
+        // written: on its primary, or on any holder during a partition.
+        node.router
+            .route_consolidation(&r.space)
+            .map_err(route_status)?;
+        if !node.is_primary(&r.space) && !node.router.partition().partitioned {
+            let primary = node.placement(&r.space).primary.unwrap_or_default();
+            return Err(Status::failed_precondition(format!(
+                "node {} holds a replica of space {:?}; consolidation runs where the space's log \
+                 is written: on its primary {} ({}), e.g. with --node {}",
+                node.id, r.space, primary.id, primary.addr, primary.addr
+            )));
+        }
+        local::consolidate(node, r, threshold)
             .await
-            .map_err(NodeError::from)?;
-        Ok(Response::new(v1::ConsolidateResponse {
-            space: r.space,
-            served_by: self.node.id.clone(),
-            merged: report
-                .merged
-                .iter()
-                .map(|c| v1::Merge {
-                    id: c.merged.as_ref().map(|m| m.id.clone()).unwrap_or_default(),
-                    inputs: c.inputs.clone(),
-                    confidence: c.merged.as_ref().map_or(0.0, |m| m.confidence),
-                })
-                .collect(),
-            memories_before: report.before,
-            memories_after: report.after,
-        }))
+            .map(Response::new)
     }
 
     async fn query(
         &self,
         request: Request<v1::QueryRequest>,
     ) -> Result<Response<v1::QueryResponse>, Status> {
+        let deadline = forward::deadline(&request);
         let r = request.into_inner();
-        validate::query_spaces(&r.spaces).map_err(NodeError::from)?;
-        validate::cue(&r.cue, &r.cue_embedding).map_err(NodeError::from)?;
-        let k = validate::k(r.k).map_err(NodeError::from)?;
-        let min = min_confidence(r.min_confidence)?;
-        let mut memories = Vec::new();
-        let mut failures = Vec::new();
-        for space in &r.spaces {
-            let cue = Cue {
-                text: &r.cue,
-                embedding: &r.cue_embedding,
-            };
-            match tokio::task::block_in_place(|| self.node.store.recall(space, cue, k, min)) {
-                Ok(found) => memories.extend(found.iter().map(|s| {
-                    let w = scored_to_wire(s, 1.0);
-                    v1::SpaceMemory {
-                        space: space.clone(),
-                        memory: w.memory,
-                        score: w.score,
-                        served_by: self.node.id.clone(),
+        check(validate::query_spaces(&r.spaces))?;
+        validate_cue(&r.cue, &r.cue_embedding, r.k, r.min_confidence)?;
+        let k = check(validate::k(r.k))?;
+        let node = &self.node;
+        let result = node
+            .router
+            .query(&r.spaces, deadline, |space, target| {
+                let sub = v1::RecallRequest {
+                    space: space.to_owned(),
+                    cue: r.cue.clone(),
+                    cue_embedding: r.cue_embedding.clone(),
+                    k: r.k,
+                    min_confidence: r.min_confidence,
+                };
+                async move {
+                    match target {
+                        Target::Local => {
+                            local::recall(node, &sub, node.router.partition().penalty())
+                        }
+                        Target::Remote {
+                            channel, timeout, ..
+                        } => forward::client(channel)
+                            .recall(forward::request(sub, &node.id, timeout))
+                            .await
+                            .map(Response::into_inner),
                     }
-                })),
-                Err(e) => failures.push(v1::SpaceFailure {
+                }
+            })
+            .await
+            .map_err(route_status)?;
+        let degraded = result.parts.iter().any(|(_, s)| s.degraded);
+        let memories = result
+            .parts
+            .into_iter()
+            .flat_map(|(space, served)| {
+                let answer = recall_answer(served);
+                answer.memories.into_iter().map(move |m| v1::SpaceMemory {
                     space: space.clone(),
-                    error: e.to_string(),
-                }),
-            }
-        }
-        Ok(Response::new(merge_query(memories, failures, k, false)))
+                    memory: m.memory,
+                    score: m.score,
+                    served_by: answer.served_by.clone(),
+                })
+            })
+            .collect();
+        let failures = result
+            .failed
+            .into_iter()
+            .map(|(space, e)| v1::SpaceFailure {
+                space,
+                error: exec_status(e).message().to_owned(),
+            })
+            .collect();
+        Ok(Response::new(merge_query(memories, failures, k, degraded)))
     }
 
     async fn locate(
@@ -185,12 +294,13 @@ impl Mnemo for MnemoService {
         request: Request<v1::LocateRequest>,
     ) -> Result<Response<v1::LocateResponse>, Status> {
         let r = request.into_inner();
-        validate::space(&r.space).map_err(NodeError::from)?;
+        check(validate::space(&r.space))?;
+        let placement = self.node.placement(&r.space);
         Ok(Response::new(v1::LocateResponse {
             space: r.space,
-            primary: Some(self.node.self_ref()),
-            replicas: Vec::new(),
-            epoch: 0,
+            primary: placement.primary,
+            replicas: placement.replicas,
+            epoch: self.node.router.table().topology().epoch(),
         }))
     }
 

@@ -74,6 +74,12 @@ pub(crate) struct NodeArgs {
     /// Serve /metrics and /health over HTTP here.
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) http: Option<SocketAddr>,
+    /// Cluster size a majority is counted of (default: the largest seen).
+    #[arg(long, value_name = "N")]
+    pub(crate) expected_size: Option<usize>,
+    /// How long a breaker stays open before it lets one probe through.
+    #[arg(long, value_name = "MS")]
+    pub(crate) breaker_open_timeout_ms: Option<u64>,
     /// A TOML file with any of the settings above (flags win).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,

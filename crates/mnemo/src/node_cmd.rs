@@ -21,6 +21,8 @@ struct FileConfig {
     replication_factor: Option<usize>,
     http: Option<SocketAddr>,
     consolidate_threshold: Option<f32>,
+    expected_size: Option<usize>,
+    breaker_open_timeout_ms: Option<u64>,
 }
 
 fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
@@ -52,6 +54,13 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
         .or(file.replication_factor)
         .unwrap_or(3);
     c.http = args.http.or(file.http);
+    c.expected_size = args.expected_size.or(file.expected_size);
+    if let Some(ms) = args
+        .breaker_open_timeout_ms
+        .or(file.breaker_open_timeout_ms)
+    {
+        c.breaker_open_timeout = std::time::Duration::from_millis(ms);
+    }
     if let Some(t) = file.consolidate_threshold {
         c.consolidate_threshold = t;
     }

@@ -95,3 +95,244 @@ impl Drop for NodeProcess {
         self.kill9();
     }
 }
+
+/// How long a test waits for the cluster to reach a state before failing.
+/// A guard against hanging, not a synchronisation: every wait polls for the
+/// state itself.
+const GUARD: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `check` until it returns `Some`, failing the test after [`GUARD`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + GUARD;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Flags every cluster test node gets: a short breaker open timeout so a
+/// restarted node is probed within the test.
+pub const TEST_NODE_FLAGS: &[&str] = &["--breaker-open-timeout-ms", "500"];
+
+impl NodeProcess {
+    pub async fn status(&self) -> mnemo_proto::v1::StatusResponse {
+        self.client()
+            .await
+            .status(mnemo_proto::v1::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner()
+    }
+
+    /// Recall served by this node's own data: the request carries the
+    /// forwarding marker, so the node never routes it elsewhere.
+    pub async fn recall_local(
+        &self,
+        space: &str,
+        cue: &str,
+    ) -> Result<mnemo_proto::v1::RecallResponse, tonic::Status> {
+        let mut request = tonic::Request::new(mnemo_proto::v1::RecallRequest {
+            space: space.into(),
+            cue: cue.into(),
+            k: Some(1000),
+            ..Default::default()
+        });
+        request
+            .metadata_mut()
+            .insert(mnemo_proto::FORWARDED_BY, "test".parse().unwrap());
+        Ok(self.client().await.recall(request).await?.into_inner())
+    }
+
+    /// Waits until this node has applied `space` up to `seq`.
+    pub async fn await_seq(&self, space: &str, seq: u64) {
+        eventually(
+            &format!("{} to apply {space} up to {seq}", self.id),
+            || async {
+                let s = self.status().await;
+                s.spaces
+                    .iter()
+                    .any(|x| x.name == space && x.seq >= seq)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Consecutive failures this node's breaker for `node` counted, if it has one.
+    pub async fn breaker_failures(&self, node: &str) -> Option<u32> {
+        self.status()
+            .await
+            .breakers
+            .iter()
+            .find(|b| b.node == node)
+            .map(|b| b.consecutive_failures)
+    }
+
+    /// Sends recalls of `space` until this node no longer sends anything to
+    /// `dead`: its breaker for it is open (returns true), or membership took
+    /// it out of the topology first (returns false).
+    pub async fn await_not_dialing(
+        &self,
+        dead: &str,
+        space: &str,
+        client: &mut MnemoClient<Channel>,
+    ) -> bool {
+        eventually(&format!("{} to stop dialing {dead}", self.id), || {
+            let mut client = client.clone();
+            async move {
+                let _ = client
+                    .recall(mnemo_proto::v1::RecallRequest {
+                        space: space.into(),
+                        cue: "x".into(),
+                        ..Default::default()
+                    })
+                    .await;
+                let s = self.status().await;
+                if s.breakers
+                    .iter()
+                    .any(|b| b.node == dead && b.state == "open")
+                {
+                    return Some(true);
+                }
+                let gone = !s.members.iter().any(|m| m.id == dead && m.state == "alive");
+                gone.then_some(false)
+            }
+        })
+        .await
+    }
+
+    /// Sends traffic until this node's breaker for `node` is in `state`.
+    pub async fn await_breaker(&self, node: &str, state: &str, client: &mut MnemoClient<Channel>) {
+        eventually(
+            &format!("breaker for {node} on {} to be {state}", self.id),
+            || {
+                let mut client = client.clone();
+                async move {
+                    let _ = client
+                        .query(mnemo_proto::v1::QueryRequest {
+                            spaces: (0..16).map(|i| format!("spread-{i}")).collect(),
+                            cue: "x".into(),
+                            ..Default::default()
+                        })
+                        .await;
+                    let s = self.status().await;
+                    s.breakers
+                        .iter()
+                        .any(|b| b.node == node && b.state == state)
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// A cluster of real node processes on loopback.
+pub struct Cluster {
+    pub nodes: Vec<NodeProcess>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` nodes (n1 is the seed) and waits until every node sees
+    /// all of them alive and itself connected.
+    pub async fn start(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let first =
+            NodeProcess::start("n1", &dir.path().join("n1"), "127.0.0.1:0", TEST_NODE_FLAGS);
+        let seed = first.addr.to_string();
+        let mut nodes = vec![first];
+        for i in 2..=n {
+            let id = format!("n{i}");
+            let mut flags = TEST_NODE_FLAGS.to_vec();
+            flags.extend(["--join", &seed]);
+            nodes.push(NodeProcess::start(
+                &id,
+                &dir.path().join(&id),
+                "127.0.0.1:0",
+                &flags,
+            ));
+        }
+        let cluster = Cluster { nodes, _dir: dir };
+        cluster.await_formed().await;
+        cluster
+    }
+
+    /// Waits until every running node sees every other alive and is connected.
+    pub async fn await_formed(&self) {
+        let n = self.nodes.len();
+        for node in &self.nodes {
+            eventually(&format!("{} to see {n} alive members", node.id), || async {
+                let s = node.status().await;
+                let alive = s.members.iter().filter(|m| m.state == "alive").count();
+                (alive == n && s.partition == "connected").then_some(())
+            })
+            .await;
+        }
+    }
+
+    pub fn node(&self, id: &str) -> &NodeProcess {
+        self.nodes.iter().find(|n| n.id == id).expect("node exists")
+    }
+
+    pub fn node_mut(&mut self, id: &str) -> &mut NodeProcess {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("node exists")
+    }
+
+    pub fn node_other_than(&self, ids: &[&str]) -> &NodeProcess {
+        self.nodes
+            .iter()
+            .find(|n| !ids.contains(&n.id.as_str()))
+            .expect("another node")
+    }
+
+    /// Starts a killed node again on its address and data directory, and
+    /// waits until the cluster has formed again.
+    pub async fn restart(&mut self, id: &str) {
+        // Join through any other node: the restarted one may be the seed.
+        let other = self.node_other_than(&[id]).addr.to_string();
+        let node = self.node_mut(id);
+        let (addr, dir) = (node.addr.to_string(), node.dir.clone());
+        let mut flags = TEST_NODE_FLAGS.to_vec();
+        flags.extend(["--join", &other]);
+        *node = NodeProcess::start(id, &dir, &addr, &flags);
+        self.await_formed().await;
+    }
+
+    /// Asks every node where `space` lives and checks they agree.
+    pub async fn locate_everywhere(&self, space: &str) -> mnemo_proto::v1::LocateResponse {
+        let mut answers = Vec::new();
+        for node in &self.nodes {
+            let mut r = node
+                .client()
+                .await
+                .locate(mnemo_proto::v1::LocateRequest {
+                    space: space.into(),
+                })
+                .await
+                .expect("locate")
+                .into_inner();
+            r.epoch = 0;
+            answers.push(r);
+        }
+        assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "locate disagrees: {answers:?}"
+        );
+        answers.remove(0)
+    }
+}

@@ -1,0 +1,300 @@
+//! Three real node processes on loopback: membership from seeds, routing
+//! through any node, replication, read fallback after SIGKILL, breakers and
+//! the forwarding marker.
+
+mod support;
+
+use mnemo_proto::v1;
+use std::collections::{BTreeMap, HashSet};
+use support::Cluster;
+use tonic::Code;
+
+fn remember(space: &str, id: &str, content: &str, ack: v1::Ack) -> v1::RememberRequest {
+    v1::RememberRequest {
+        space: space.into(),
+        id: id.into(),
+        content: content.into(),
+        ack: ack as i32,
+        ..Default::default()
+    }
+}
+
+fn recall(space: &str, cue: &str) -> v1::RecallRequest {
+    v1::RecallRequest {
+        space: space.into(),
+        cue: cue.into(),
+        k: Some(100),
+        ..Default::default()
+    }
+}
+
+fn ids(r: &v1::RecallResponse) -> HashSet<String> {
+    r.memories
+        .iter()
+        .map(|m| m.memory.as_ref().unwrap().id.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_routes_to_the_primary_and_locate_agrees() {
+    let cluster = Cluster::start(3).await;
+    let placement = cluster.locate_everywhere("notes").await;
+    let primary = placement.primary.clone().unwrap().id;
+    assert_eq!(placement.replicas.len(), 2);
+
+    let entry = cluster.node_other_than(&[&primary]);
+    let written = entry
+        .client()
+        .await
+        .remember(remember(
+            "notes",
+            "m1",
+            "standup moved to ten",
+            v1::Ack::Primary,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        written.served_by, primary,
+        "the write landed on the primary"
+    );
+
+    for node in &cluster.nodes {
+        let r = node
+            .client()
+            .await
+            .recall(recall("notes", "when is standup"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            ids(&r),
+            HashSet::from(["m1".to_string()]),
+            "via {}",
+            node.id
+        );
+        assert_eq!(r.served_by, primary);
+        assert!(!r.fallback);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_writes_are_on_a_replica_when_acknowledged() {
+    let cluster = Cluster::start(3).await;
+    let placement = cluster.locate_everywhere("ledger").await;
+    let replicas: Vec<String> = placement.replicas.iter().map(|n| n.id.clone()).collect();
+
+    let mut c = cluster.nodes[0].client().await;
+    for i in 0..20 {
+        c.remember(remember(
+            "ledger",
+            &format!("q{i}"),
+            &format!("entry {i}"),
+            v1::Ack::Quorum,
+        ))
+        .await
+        .unwrap();
+        // Right after the acknowledgement, a majority of the replica set
+        // (the primary and at least one replica) holds the write.
+        let mut holders = 0;
+        for r in &replicas {
+            let local = cluster
+                .node(r)
+                .recall_local("ledger", "entry")
+                .await
+                .unwrap();
+            holders += usize::from(ids(&local).contains(&format!("q{i}")));
+        }
+        assert!(
+            holders >= 1,
+            "write q{i} acknowledged with quorum but on no replica"
+        );
+    }
+
+    c.remember(remember(
+        "ledger",
+        "p1",
+        "primary-acked entry",
+        v1::Ack::Primary,
+    ))
+    .await
+    .unwrap();
+    for r in &replicas {
+        cluster.node(r).await_seq("ledger", 21).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recall_falls_back_when_the_primary_is_killed() {
+    let mut cluster = Cluster::start(3).await;
+    let placement = cluster.locate_everywhere("diary").await;
+    let primary = placement.primary.unwrap().id;
+    let entry_id = cluster.node_other_than(&[&primary]).id.clone();
+
+    let mut c = cluster.node(&entry_id).client().await;
+    c.remember(remember(
+        "diary",
+        "d1",
+        "the first diary entry",
+        v1::Ack::Quorum,
+    ))
+    .await
+    .unwrap();
+    for r in &placement.replicas {
+        cluster.node(&r.id).await_seq("diary", 1).await;
+    }
+
+    cluster.node_mut(&primary).kill9();
+    let r = c
+        .recall(recall("diary", "diary entry"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.fallback, "answered by a replica: {r:?}");
+    assert_ne!(r.served_by, primary);
+    assert_eq!(ids(&r), HashSet::from(["d1".to_string()]));
+
+    // The dead node's breaker opens (or membership drops it); from then on
+    // requests do not dial it.
+    let entry = cluster.node(&entry_id);
+    let opened = entry.await_not_dialing(&primary, "diary", &mut c).await;
+    eprintln!("breaker for {primary} opened before membership dropped it: {opened}");
+    let failures_before = entry.breaker_failures(&primary).await;
+    for _ in 0..20 {
+        let r = c
+            .recall(recall("diary", "diary entry"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_ne!(r.served_by, primary);
+        assert_eq!(ids(&r), HashSet::from(["d1".to_string()]));
+    }
+    let failures_after = entry.breaker_failures(&primary).await;
+    // An open breaker rejects without calling; at most the one half-open
+    // probe may have gone out if the open timeout passed during the loop.
+    assert!(
+        failures_after.unwrap_or(0) <= failures_before.unwrap_or(0) + 1,
+        "requests dialled the dead node: {failures_before:?} -> {failures_after:?}"
+    );
+
+    // Restart: it rejoins and its breaker closes again.
+    // Restart: it rejoins, and a breaker that opened closes again, which
+    // it can only do through a successful half-open probe.
+    cluster.restart(&primary).await;
+    let mut c = cluster.node(&entry_id).client().await;
+    if opened {
+        cluster
+            .node(&entry_id)
+            .await_breaker(&primary, "closed", &mut c)
+            .await;
+    }
+    let r = c
+        .recall(recall("diary", "diary entry"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(&r), HashSet::from(["d1".to_string()]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_request_is_never_forwarded_again() {
+    let cluster = Cluster::start(3).await;
+    let placement = cluster.locate_everywhere("loop").await;
+    let primary = placement.primary.unwrap().id;
+    let other = cluster.node_other_than(&[&primary]);
+
+    // A write marked as forwarded reaching a node that is not the primary is
+    // refused, not bounced onwards.
+    let mut request = tonic::Request::new(remember("loop", "x", "text", v1::Ack::Primary));
+    request
+        .metadata_mut()
+        .insert(mnemo_proto::FORWARDED_BY, "elsewhere".parse().unwrap());
+    let status = other.client().await.remember(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("loop"),
+        "names the space: {status:?}"
+    );
+
+    // A recall marked as forwarded for a space the node holds is served there.
+    cluster
+        .node(&primary)
+        .client()
+        .await
+        .remember(remember("loop", "y", "looping text", v1::Ack::Quorum))
+        .await
+        .unwrap();
+    for r in &placement.replicas {
+        cluster.node(&r.id).await_seq("loop", 1).await;
+        let local = cluster
+            .node(&r.id)
+            .recall_local("loop", "looping")
+            .await
+            .unwrap();
+        assert_eq!(local.served_by, r.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_is_complete_with_one_node_killed() {
+    let mut cluster = Cluster::start(3).await;
+    let spaces: Vec<String> = (0..10).map(|i| format!("team-{i}")).collect();
+    let mut c = cluster.nodes[0].client().await;
+    for s in &spaces {
+        c.remember(remember(
+            s,
+            &format!("{s}-fact"),
+            &format!("the launch date of {s}"),
+            v1::Ack::Quorum,
+        ))
+        .await
+        .unwrap();
+    }
+    for s in &spaces {
+        for n in &cluster.nodes {
+            n.await_seq(s, 1).await;
+        }
+    }
+    let victim = cluster.nodes[2].id.clone();
+    cluster.node_mut(&victim).kill9();
+    let mut c = cluster.nodes[0].client().await;
+    let r = c
+        .query(v1::QueryRequest {
+            spaces: spaces.clone(),
+            cue: "launch date".into(),
+            k: Some(100),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !r.partial,
+        "every space has a live replica: {:?}",
+        r.failures
+    );
+    let found: BTreeMap<String, usize> = r.memories.iter().fold(BTreeMap::new(), |mut m, x| {
+        *m.entry(x.space.clone()).or_default() += 1;
+        m
+    });
+    assert_eq!(found.len(), 10, "{found:?}");
+    assert!(r.memories.windows(2).all(|w| w[0].score >= w[1].score));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_members_and_cli_json_contract() {
+    let cluster = Cluster::start(3).await;
+    let out = cluster.nodes[1].cli(&["status", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["node_id"], cluster.nodes[1].id);
+    assert_eq!(v["partition"], "connected");
+    assert_eq!(v["members"].as_array().unwrap().len(), 3);
+    assert!(v["breakers"].is_array());
+
+    let out = cluster.nodes[2].cli(&["locate", "--space", "x", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["primary"].is_string());
+    assert_eq!(v["replicas"].as_array().unwrap().len(), 2);
+}
