@@ -9,7 +9,8 @@
 //! same task, which keeps foca's required ordering (caio/foca#26).
 //!
 //! A second small task resolves the seed names every
-//! [`MembershipConfig::seed_retry`] (5 s) and hands the addresses to the
+//! [`MembershipConfig::seed_retry`] (5 s; 100 ms at first, doubling, so
+//! nodes started together find each other at once) and hands the addresses to the
 //! main task, which announces to every seed that is not a reachable member.
 //! Once all seeds are members this costs nothing; while a seed is down it
 //! costs one datagram per seed per period, and a restarted seed (even on a
@@ -489,6 +490,9 @@ async fn resolve_seeds(seeds: Vec<String>, every: Duration, tx: mpsc::Sender<Com
     if seeds.is_empty() {
         return;
     }
+    // Start fast so a node started together with its seed joins within a
+    // fraction of a second, then slow down to `every`.
+    let mut period = FIRST_SEED_RETRY.min(every);
     loop {
         let mut addrs = Vec::new();
         for seed in &seeds {
@@ -500,9 +504,13 @@ async fn resolve_seeds(seeds: Vec<String>, every: Duration, tx: mpsc::Sender<Com
         if tx.send(Command::Seeds(addrs)).await.is_err() {
             return;
         }
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(period).await;
+        period = (period * 2).min(every);
     }
 }
+
+/// First wait between seed announcements; doubles up to `seed_retry`.
+const FIRST_SEED_RETRY: Duration = Duration::from_millis(100);
 
 fn unix_millis() -> u64 {
     SystemTime::now()

@@ -6,10 +6,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mnemo_cluster::{ClusterView, MemberState as Swim};
+use mnemo_proto::v1::mnemo_server::MnemoServer;
 use mnemo_router::{Member, MemberState, NodeId, PartitionState};
+use std::sync::atomic::Ordering;
 use tokio::sync::watch;
 
 use crate::node::Node;
+use crate::service::MnemoService;
 
 /// The router's members for a membership view (this node included).
 pub(crate) fn members(view: &ClusterView) -> Vec<Member> {
@@ -44,6 +47,14 @@ pub(crate) async fn follow(node: Arc<Node>, mut view: watch::Receiver<ClusterVie
         node.router
             .update_topology(members(&current), current.epoch);
         node.router.set_partition(partition(&current));
+        let met_someone = current
+            .members
+            .iter()
+            .any(|m| m.id != node.id && m.state.is_reachable());
+        if met_someone && !node.joined.swap(true, Ordering::AcqRel) {
+            tracing::info!(id = %node.id, "joined the cluster");
+            node.health.set_serving::<MnemoServer<MnemoService>>().await;
+        }
 
         for m in &current.members {
             let before = incarnations.insert(m.id.clone(), (m.incarnation, m.state));

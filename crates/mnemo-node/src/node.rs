@@ -28,6 +28,10 @@ pub struct Node {
     pub replicator: Arc<Replicator>,
     pub(crate) view: watch::Receiver<ClusterView>,
     pub(crate) membership: tokio::sync::Mutex<Option<MembershipHandle>>,
+    /// False while a node started with seeds has not met any other member:
+    /// until then it would take every space for its own and split the data.
+    pub(crate) joined: std::sync::atomic::AtomicBool,
+    pub(crate) health: tonic_health::server::HealthReporter,
 }
 
 /// Where one space lives, by node id.
@@ -42,6 +46,18 @@ pub struct Placement {
 impl Node {
     fn topology(&self) -> Arc<mnemo_router::decision::RouteTable> {
         self.router.table()
+    }
+
+    /// Refuses data requests while the node is still joining the cluster.
+    pub(crate) fn ensure_joined(&self) -> Result<(), tonic::Status> {
+        if self.joined.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(tonic::Status::unavailable(format!(
+            "node {} is still joining the cluster through {}; retry shortly or ask another node",
+            self.id,
+            self.config.join.join(", ")
+        )))
     }
 
     /// Where `space` lives in this node's current view.

@@ -92,6 +92,14 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         );
         (replicator, pool_of)
     };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // A node with seeds serves once it has met another member (see Node::ensure_joined).
+    let joined = config.join.is_empty();
+    if joined {
+        health.set_serving::<MnemoServer<MnemoService>>().await;
+    } else {
+        health.set_not_serving::<MnemoServer<MnemoService>>().await;
+    }
     let node = Arc::new(Node {
         id: config.id.clone(),
         addr: local_addr.to_string(),
@@ -101,6 +109,8 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         replicator: replicator.0,
         view: view.clone(),
         membership: tokio::sync::Mutex::new(Some(membership)),
+        joined: std::sync::atomic::AtomicBool::new(joined),
+        health,
     });
     let _ = replicator.1.set(Arc::downgrade(&node));
     tokio::spawn(crate::membership::follow(Arc::clone(&node), view));
@@ -110,8 +120,6 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         None => None,
     };
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<MnemoServer<MnemoService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(mnemo_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

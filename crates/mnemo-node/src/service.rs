@@ -90,6 +90,7 @@ impl Mnemo for MnemoService {
         &self,
         request: Request<v1::RememberRequest>,
     ) -> Result<Response<v1::RememberResponse>, Status> {
+        self.node.ensure_joined()?;
         let forwarded = is_forwarded(&request);
         let deadline = forward::deadline(&request);
         let r = request.into_inner();
@@ -128,6 +129,7 @@ impl Mnemo for MnemoService {
         &self,
         request: Request<v1::RecallRequest>,
     ) -> Result<Response<v1::RecallResponse>, Status> {
+        self.node.ensure_joined()?;
         let forwarded = is_forwarded(&request);
         let deadline = forward::deadline(&request);
         let r = request.into_inner();
@@ -167,6 +169,7 @@ impl Mnemo for MnemoService {
         &self,
         request: Request<v1::ForgetRequest>,
     ) -> Result<Response<v1::ForgetResponse>, Status> {
+        self.node.ensure_joined()?;
         let forwarded = is_forwarded(&request);
         let deadline = forward::deadline(&request);
         let r = request.into_inner();
@@ -205,6 +208,7 @@ impl Mnemo for MnemoService {
         &self,
         request: Request<v1::ConsolidateRequest>,
     ) -> Result<Response<v1::ConsolidateResponse>, Status> {
+        self.node.ensure_joined()?;
         let r = request.into_inner();
         check(validate::space(&r.space))?;
         let node = &self.node;
@@ -232,6 +236,7 @@ impl Mnemo for MnemoService {
         &self,
         request: Request<v1::QueryRequest>,
     ) -> Result<Response<v1::QueryResponse>, Status> {
+        self.node.ensure_joined()?;
         let deadline = forward::deadline(&request);
         let r = request.into_inner();
         check(validate::query_spaces(&r.spaces))?;

@@ -28,6 +28,7 @@ pub(crate) async fn run(args: DevArgs) -> Result<(), Failure> {
         let mut cmd = Command::new(&exe);
         cmd.arg("node")
             .args(["--id", &id, "--listen", &listen])
+            .args(["--expected-size", &args.nodes.to_string()])
             .arg("--data-dir")
             .arg(args.data_dir.join(&id))
             .stdin(Stdio::null())
@@ -39,6 +40,12 @@ pub(crate) async fn run(args: DevArgs) -> Result<(), Failure> {
             .spawn()
             .map_err(|e| Failure(format!("cannot start node {id}: {e}")))?;
         children.push((id, child));
+    }
+    let addrs: Vec<String> = (0..args.nodes)
+        .map(|i| format!("127.0.0.1:{}", args.base_port + i))
+        .collect();
+    if let Err(e) = await_formed(&addrs).await {
+        eprintln!("mnemo dev: warning: {e}");
     }
     println!(
         "mnemo dev: {} nodes on 127.0.0.1:{}..{}, data under {}",
@@ -91,4 +98,32 @@ async fn terminate(child: &mut Child) {
         }
     }
     let _ = child.kill().await;
+}
+
+/// Waits until every node sees all of them alive, so the first command a
+/// person types is routed by a complete cluster.
+async fn await_formed(addrs: &[String]) -> Result<(), String> {
+    use mnemo_proto::v1::{StatusRequest, mnemo_client::MnemoClient};
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    for addr in addrs {
+        loop {
+            let formed = async {
+                let mut client = MnemoClient::connect(format!("http://{addr}")).await.ok()?;
+                let s = client.status(StatusRequest {}).await.ok()?.into_inner();
+                let alive = s.members.iter().filter(|m| m.state == "alive").count();
+                (alive == addrs.len() && s.partition == "connected").then_some(())
+            };
+            if formed.await.is_some() {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!(
+                    "node {addr} did not see all {} nodes within 30 s",
+                    addrs.len()
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
 }
