@@ -14,8 +14,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::node::Node;
 
-/// The process-wide Prometheus recorder, installed on first use.
-pub(crate) fn prometheus() -> &'static PrometheusHandle {
+/// The process-wide Prometheus recorder, installed on first use. Call it
+/// before starting a node so that no early metric is lost.
+pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new().build_recorder();

@@ -11,7 +11,7 @@
 //! - [`internal`]: the node-to-node `Internal` service (replication).
 //! - `membership`: SWIM view changes → router topology and partition state.
 //! - [`server`]: binding, joining, serving, health and reflection.
-//! - `http`: `/metrics` and `/health`.
+//! - [`http`]: `/metrics` and `/health`.
 //! - [`error`]: the node's errors and their single mapping to gRPC codes.
 //! - `convert`: wire types to store records and back.
 
@@ -19,7 +19,7 @@ pub mod config;
 mod convert;
 pub mod error;
 mod forward;
-mod http;
+pub mod http;
 pub mod internal;
 mod local;
 mod membership;

@@ -74,12 +74,21 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
 pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
     let config = config(args)?;
     let (id, dir) = (config.id.clone(), config.data_dir.clone());
+    if config.http.is_some() {
+        // Installed before anything records, so no early metric is lost.
+        mnemo_node::http::prometheus();
+    }
     let running = mnemo_node::start(config).await.map_err(|e| {
         Failure(format!(
             "node {id} (data in {}) cannot start: {e}",
             dir.display()
         ))
     })?;
+    if let Some(http) = running.http_addr {
+        eprintln!(
+            "mnemo node {id} metrics on http://{http}/metrics, health on http://{http}/health"
+        );
+    }
     eprintln!(
         "mnemo node {id} serving on {} (data in {})",
         running.local_addr,

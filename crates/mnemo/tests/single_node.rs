@@ -254,3 +254,36 @@ fn cli_reports_one_line_and_fails() {
     let stderr = String::from_utf8_lossy(&unreachable.stderr);
     assert!(stderr.contains("cannot reach node 127.0.0.1:1"), "{stderr}");
 }
+
+/// One HTTP/1.1 GET over a plain TCP stream.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn metrics_and_health_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &["--http", "127.0.0.1:0"]);
+    let http = node
+        .http
+        .clone()
+        .expect("the node reports its http address");
+    let out = node.cli(&["remember", "--space", "s", "hello metrics"]);
+    assert!(out.status.success());
+    let metrics = http_get(&http, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("mnemo_router_requests_total"), "{metrics}");
+    assert!(metrics.contains("mnemo_cluster_partitioned"), "{metrics}");
+    let health = http_get(&http, "/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains("\"node_id\":\"n1\""), "{health}");
+}

@@ -17,10 +17,17 @@ pub fn mnemo() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mnemo"))
 }
 
+enum Event {
+    Serving(Option<SocketAddr>),
+    Http(String),
+}
+
 /// A running node process; killed when dropped.
 pub struct NodeProcess {
     pub id: String,
     pub addr: SocketAddr,
+    /// `host:port` of `/metrics` and `/health`, when started with `--http`.
+    pub http: Option<String>,
     pub dir: PathBuf,
     child: Child,
 }
@@ -46,19 +53,28 @@ impl NodeProcess {
                 eprintln!("[node] {line}");
                 if let Some(rest) = line.split(" serving on ").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(addr.parse::<SocketAddr>().ok());
+                    let _ = tx.send(Event::Serving(addr.parse::<SocketAddr>().ok()));
+                }
+                if let Some(rest) = line.split(" metrics on http://").nth(1) {
+                    let addr = rest.split('/').next().unwrap_or_default().to_owned();
+                    let _ = tx.send(Event::Http(addr));
                 }
             }
         });
-        // The timeout only guards against a node that never starts.
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("node {id} did not report its address"));
+        // The timeout only guards against a node that never starts. The
+        // http line, when asked for, comes before the serving line.
+        let mut http = None;
+        let addr = loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(Event::Http(a)) => http = Some(a),
+                Ok(Event::Serving(Some(a))) => break a,
+                _ => panic!("node {id} did not report its address"),
+            }
+        };
         NodeProcess {
             id: id.into(),
             addr,
+            http,
             dir: dir.into(),
             child,
         }
