@@ -3,11 +3,14 @@
 //! primary, recall to the primary with replica fallback, consolidate local
 //! only, query scattered per space and gathered.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use mnemo_proto::v1::{self, mnemo_server::Mnemo};
-use mnemo_router::{Served, Target};
+use mnemo_proto::v1::{self, mnemo_client::MnemoClient, mnemo_server::Mnemo};
+use mnemo_router::{RoutingDecision, Served, Target};
 use mnemo_store::validate;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::error::NodeError;
@@ -25,6 +28,47 @@ impl MnemoService {
     /// Serves `node`.
     pub fn new(node: Arc<Node>) -> Self {
         MnemoService { node }
+    }
+
+    /// Runs `request` where `decision` says: `local` on this node, or
+    /// `remote` (a generated client call) on a peer, marked as forwarded and
+    /// given the time left of the deadline.
+    async fn run<Q, A, L, LF, R, RF>(
+        &self,
+        decision: &RoutingDecision,
+        deadline: Option<Duration>,
+        request: &Q,
+        local: L,
+        remote: R,
+    ) -> Result<Served<A>, Status>
+    where
+        Q: Clone,
+        L: Fn(Q) -> LF,
+        LF: Future<Output = Result<A, Status>>,
+        R: Fn(MnemoClient<Channel>, Request<Q>) -> RF,
+        RF: Future<Output = Result<Response<A>, Status>>,
+    {
+        let (local, remote, from) = (&local, &remote, self.node.id.as_str());
+        self.node
+            .router
+            .execute(decision, deadline, |target| {
+                let request = request.clone();
+                async move {
+                    match target {
+                        Target::Local => local(request).await,
+                        Target::Remote {
+                            channel, timeout, ..
+                        } => remote(
+                            forward::client(channel),
+                            forward::request(request, from, timeout),
+                        )
+                        .await
+                        .map(Response::into_inner),
+                    }
+                }
+            })
+            .await
+            .map_err(exec_status)
     }
 
     /// A forwarded request is served here or refused; never sent on.
@@ -104,24 +148,15 @@ impl Mnemo for MnemoService {
             return local::remember(node, r, budget).await.map(Response::new);
         }
         let decision = node.router.route_store(&r.space).map_err(route_status)?;
-        let served = node
-            .router
-            .execute(&decision, deadline, |target| {
-                let r = r.clone();
-                async move {
-                    match target {
-                        Target::Local => local::remember(node, r, budget).await,
-                        Target::Remote {
-                            channel, timeout, ..
-                        } => forward::client(channel)
-                            .remember(forward::request(r, &node.id, timeout))
-                            .await
-                            .map(Response::into_inner),
-                    }
-                }
-            })
-            .await
-            .map_err(exec_status)?;
+        let served = self
+            .run(
+                &decision,
+                deadline,
+                &r,
+                |r| local::remember(node, r, budget),
+                |mut peer, r| async move { peer.remember(r).await },
+            )
+            .await?;
         Ok(Response::new(served.value))
     }
 
@@ -144,24 +179,15 @@ impl Mnemo for MnemoService {
         }
         let decision = node.router.route_recall(&r.space).map_err(route_status)?;
         let penalty = decision.confidence_penalty();
-        let served = node
-            .router
-            .execute(&decision, deadline, |target| {
-                let r = r.clone();
-                async move {
-                    match target {
-                        Target::Local => local::recall(node, &r, penalty),
-                        Target::Remote {
-                            channel, timeout, ..
-                        } => forward::client(channel)
-                            .recall(forward::request(r, &node.id, timeout))
-                            .await
-                            .map(Response::into_inner),
-                    }
-                }
-            })
-            .await
-            .map_err(exec_status)?;
+        let served = self
+            .run(
+                &decision,
+                deadline,
+                &r,
+                |r| std::future::ready(local::recall(node, &r, penalty)),
+                |mut peer, r| async move { peer.recall(r).await },
+            )
+            .await?;
         Ok(Response::new(recall_answer(served)))
     }
 
@@ -183,24 +209,15 @@ impl Mnemo for MnemoService {
             return local::forget(node, r).await.map(Response::new);
         }
         let decision = node.router.route_store(&r.space).map_err(route_status)?;
-        let served = node
-            .router
-            .execute(&decision, deadline, |target| {
-                let r = r.clone();
-                async move {
-                    match target {
-                        Target::Local => local::forget(node, r).await,
-                        Target::Remote {
-                            channel, timeout, ..
-                        } => forward::client(channel)
-                            .forget(forward::request(r, &node.id, timeout))
-                            .await
-                            .map(Response::into_inner),
-                    }
-                }
-            })
-            .await
-            .map_err(exec_status)?;
+        let served = self
+            .run(
+                &decision,
+                deadline,
+                &r,
+                |r| local::forget(node, r),
+                |mut peer, r| async move { peer.forget(r).await },
+            )
+            .await?;
         Ok(Response::new(served.value))
     }
 
