@@ -306,8 +306,15 @@ pub fn decide(
     partition: PartitionState,
 ) -> Result<RoutingDecision, RouterError> {
     let topo = &table.topology;
+    // Partitioned: only where the space was placed over the whole cluster
+    // counts as local data (see `Topology::holds_as_placed`).
+    let holds = if partition.partitioned {
+        topo.holds_as_placed(space)
+    } else {
+        topo.holds(space)
+    };
     let local_only = |strategy_err: fn(String) -> RouterError| match topo.local_index() {
-        Some(local) if topo.holds(space) => Ok(RoutingDecision {
+        Some(local) if holds => Ok(RoutingDecision {
             table: Arc::clone(table),
             targets: PreferenceList::single(local),
             operation,

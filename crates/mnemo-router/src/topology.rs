@@ -227,6 +227,19 @@ impl Topology {
         self.live.preference_list_hashed(h).contains(local)
             || self.expected.preference_list_hashed(h).contains(local)
     }
+
+    /// True when this node is in `space`'s preference list over every member
+    /// that has not left: where the space was placed before any failure.
+    /// During a partition this is the test for local data: the live view
+    /// inside a minority is small, and placement over it would make the
+    /// node believe it holds spaces it never saw.
+    pub fn holds_as_placed(&self, space: &str) -> bool {
+        self.local_index.is_some_and(|local| {
+            self.expected
+                .preference_list_hashed(space_hash(space))
+                .contains(local)
+        })
+    }
 }
 
 #[cfg(test)]

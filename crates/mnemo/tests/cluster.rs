@@ -298,3 +298,81 @@ async fn status_shows_members_and_cli_json_contract() {
     assert!(v["primary"].is_string());
     assert_eq!(v["replicas"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_left_in_a_minority_serves_only_what_it_holds_degraded() {
+    let mut cluster = Cluster::start_with(3, &["--replication-factor", "2"]).await;
+    let spaces: Vec<String> = (0..12).map(|i| format!("team-{i}")).collect();
+    let mut c = cluster.nodes[0].client().await;
+    for s in &spaces {
+        c.remember(remember(
+            s,
+            "fact",
+            &format!("the budget of {s}"),
+            v1::Ack::Quorum,
+        ))
+        .await
+        .unwrap();
+    }
+    // Which spaces the survivor holds, as placed over the whole cluster.
+    let survivor = cluster.nodes[0].id.clone();
+    let mut held = Vec::new();
+    for s in &spaces {
+        let p = cluster.locate_everywhere(s).await;
+        let on: Vec<String> = p
+            .primary
+            .iter()
+            .chain(&p.replicas)
+            .map(|n| n.id.clone())
+            .collect();
+        if on.contains(&survivor) {
+            cluster.node(&survivor).await_seq(s, 1).await;
+            held.push(s.clone());
+        }
+    }
+    assert!(
+        !held.is_empty() && held.len() < spaces.len(),
+        "RF 2 of 3: {held:?}"
+    );
+
+    for victim in ["n2", "n3"] {
+        cluster.node_mut(victim).kill9();
+    }
+    let node = cluster.node(&survivor);
+    support::eventually("the survivor to see itself partitioned", || async {
+        (node.status().await.partition == "partitioned").then_some(())
+    })
+    .await;
+
+    let mut c = node.client().await;
+    for s in &spaces {
+        let answer = c.recall(recall(s, "budget")).await;
+        if held.contains(s) {
+            let r = answer.unwrap().into_inner();
+            assert!(r.degraded, "{s}: {r:?}");
+            assert_eq!(r.served_by, survivor);
+            let confidence = r.memories[0].memory.as_ref().unwrap().confidence;
+            assert!(confidence < 1.0, "penalised confidence: {confidence}");
+        } else {
+            let status = answer.unwrap_err();
+            assert_eq!(status.code(), Code::Unavailable, "{s}");
+            assert!(
+                status.message().contains("no local data")
+                    && status.message().contains("during partition"),
+                "{status:?}"
+            );
+        }
+    }
+    // Writes to a held space are accepted locally during the partition.
+    let w = c
+        .remember(remember(
+            &held[0],
+            "late",
+            "written in the minority",
+            v1::Ack::Primary,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(w.served_by, survivor);
+}

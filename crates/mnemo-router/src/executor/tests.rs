@@ -11,7 +11,7 @@ use crate::breaker::{BreakerConfig, BreakerState};
 use crate::clock::{SplitMix, TokioClock};
 use crate::decision::PartitionState;
 use crate::router::RouterConfig;
-use crate::topology::Member;
+use crate::topology::{Member, MemberState};
 
 #[derive(Debug, Clone, Copy)]
 enum Act {
@@ -383,6 +383,43 @@ async fn partition_serves_locally_without_remote_calls() {
     r.set_partition(PartitionState::from_counts(5, 5));
     let d = r.route_recall(&not_held).unwrap();
     assert_eq!(d.strategy(), Strategy::PrimaryWithFallback);
+}
+
+#[tokio::test(start_paused = true)]
+async fn partition_judges_local_data_by_the_full_placement() {
+    let r = router(config());
+    // A space placed on other nodes while all five were alive, and one
+    // placed here...
+    let not_held = space(&r, false);
+    let held = space(&r, true);
+    // ...then three peers become unreachable: over the two live members the
+    // local node would now be in every preference list, but it never
+    // received this space's data.
+    let members = (0..5).map(|i| Member {
+        id: NodeId::from(format!("n{i}")),
+        addr: format!("127.0.0.1:{}", 10 + i),
+        state: if i < 2 {
+            MemberState::Alive
+        } else {
+            MemberState::Down
+        },
+    });
+    assert!(r.update_topology(members, 1));
+    let table = r.table();
+    let local = table.topology().local_index().unwrap();
+    assert!(table.topology().preference_list(&not_held).contains(local));
+    r.set_partition(PartitionState::from_counts(2, 5));
+    assert_eq!(
+        r.route_store(&not_held).unwrap_err(),
+        RouterError::NoLocalData {
+            space: not_held.clone()
+        }
+    );
+    assert!(table.topology().holds_as_placed(&held));
+    assert_eq!(
+        r.route_recall(&held).unwrap().strategy(),
+        Strategy::LocalOnly
+    );
 }
 
 #[tokio::test(start_paused = true)]

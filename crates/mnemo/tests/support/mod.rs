@@ -264,14 +264,20 @@ impl Cluster {
     /// Starts `n` nodes (n1 is the seed) and waits until every node sees
     /// all of them alive and itself connected.
     pub async fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[]).await
+    }
+
+    /// Like [`Cluster::start`], every node also getting `extra` flags.
+    pub async fn start_with(n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let first =
-            NodeProcess::start("n1", &dir.path().join("n1"), "127.0.0.1:0", TEST_NODE_FLAGS);
+        let mut flags = TEST_NODE_FLAGS.to_vec();
+        flags.extend(extra);
+        let first = NodeProcess::start("n1", &dir.path().join("n1"), "127.0.0.1:0", &flags);
         let seed = first.addr.to_string();
         let mut nodes = vec![first];
         for i in 2..=n {
             let id = format!("n{i}");
-            let mut flags = TEST_NODE_FLAGS.to_vec();
+            let mut flags = flags.clone();
             flags.extend(["--join", &seed]);
             nodes.push(NodeProcess::start(
                 &id,
