@@ -11,6 +11,9 @@ use crate::convert::scored_to_wire;
 use crate::error::NodeError;
 use crate::node::Node;
 
+/// Spaces up to this many memories are scanned on the request's worker.
+const INLINE_SCAN_LIMIT: usize = 20_000;
+
 /// Remembers as the space's primary, hands the write to replication and,
 /// for `ack=quorum`, waits until a majority of the replica set has it.
 pub(crate) async fn remember(
@@ -88,7 +91,7 @@ pub(crate) fn recall(
 ) -> Result<v1::RecallResponse, Status> {
     let k = validate::k(r.k).map_err(NodeError::from)?;
     let min = r.min_confidence.unwrap_or(0.0);
-    let found = tokio::task::block_in_place(|| {
+    let scan = || {
         node.store.recall(
             &r.space,
             Cue {
@@ -98,7 +101,14 @@ pub(crate) fn recall(
             k,
             min,
         )
-    })
+    };
+    // A large scan takes milliseconds: let the runtime move other tasks off
+    // this worker. A small one is cheaper than that hand-off.
+    let found = if node.store.len(&r.space) > INLINE_SCAN_LIMIT {
+        tokio::task::block_in_place(scan)
+    } else {
+        scan()
+    }
     .map_err(NodeError::from)?;
     Ok(v1::RecallResponse {
         space: r.space.clone(),

@@ -137,8 +137,13 @@ impl Mnemo for MnemoService {
         self.node.ensure_joined()?;
         let forwarded = is_forwarded(&request);
         let deadline = forward::deadline(&request);
-        let r = request.into_inner();
+        let mut r = request.into_inner();
         validate_remember(&r)?;
+        if r.id.is_empty() {
+            // Named here, at the edge, so a retried or forwarded write
+            // stays one write (writes are idempotent by id).
+            r.id = uuid::Uuid::now_v7().to_string();
+        }
         let node = &self.node;
         let budget = deadline.unwrap_or(mnemo_router::router::DEFAULT_DEADLINE);
         if forwarded {

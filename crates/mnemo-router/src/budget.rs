@@ -3,7 +3,7 @@
 //! "Retries can never multiply load during an outage": without a limit, every
 //! failed request retried N times turns a brown-out into N times the load.
 //! We use gRPC's retry throttling (gRFC A6, "Client Retries", itself after
-//! Finagle's retry budgets): a token bucket of `max_tokens` (default 10) that
+//! Finagle's retry budgets): a token bucket of `max_tokens` (default 100) that
 //! every failed attempt drains by 1 and every success refills by
 //! `token_ratio` (default 0.1). Retries and hedges are allowed only while
 //! more than half the bucket is left. In a total outage retries stop after
@@ -17,9 +17,18 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Budget settings (gRFC A6 `retryThrottling`).
+///
+/// Why 100 and not A6's example of 10: a node that dies costs its breaker
+/// five failed attempts (the failure threshold) per caller before it opens,
+/// plus whatever was in flight. Every one of those requests needs a retry
+/// token to fall back to a replica; with 10 tokens (5 usable) the fifth
+/// already finds the budget spent and fails although two replicas are
+/// healthy. Measured: a primary SIGKILLed under recall load lost 4 of ~2000
+/// recalls per 10 kills with 10 tokens, none with 100. A total outage still
+/// stops retrying after 50 failures.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BudgetConfig {
-    /// Bucket size; default 10.
+    /// Bucket size; default 100.
     pub max_tokens: u32,
     /// Tokens refilled per success; default 0.1.
     pub token_ratio: f32,
@@ -28,7 +37,7 @@ pub struct BudgetConfig {
 impl Default for BudgetConfig {
     fn default() -> Self {
         Self {
-            max_tokens: 10,
+            max_tokens: 100,
             token_ratio: 0.1,
         }
     }
@@ -97,7 +106,11 @@ mod tests {
 
     #[test]
     fn outage_stops_retries_after_half_the_bucket() {
-        let b = RetryBudget::new(BudgetConfig::default());
+        // A6's example parameters, so the arithmetic below is easy to follow.
+        let b = RetryBudget::new(BudgetConfig {
+            max_tokens: 10,
+            token_ratio: 0.1,
+        });
         let mut allowed = 0;
         for _ in 0..10_000 {
             b.on_failure(); // the first attempt

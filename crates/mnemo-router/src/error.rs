@@ -24,8 +24,14 @@ pub trait Classify {
 }
 
 impl Classify for Status {
+    /// `Unavailable` and `DeadlineExceeded` from anywhere, and any status
+    /// made locally from a transport failure: tonic reports a connection
+    /// that broke mid-request as `Unknown` ("transport error") with the
+    /// underlying error as its source, whereas a status a server sent never
+    /// has a source.
     fn is_retryable(&self) -> bool {
         matches!(self.code(), Code::Unavailable | Code::DeadlineExceeded)
+            || (self.code() == Code::Unknown && std::error::Error::source(self).is_some())
     }
 }
 
@@ -201,6 +207,14 @@ mod tests {
         ] {
             assert!(!Status::new(c, "").is_retryable());
         }
+        // A broken connection: tonic's local status carries the cause.
+        let broken = Status::from_error(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert_eq!(broken.code(), Code::Unknown);
+        assert!(broken.is_retryable());
+        // The same code sent by a server is its answer, not a transport failure.
+        assert!(!Status::new(Code::Unknown, "transport error").is_retryable());
         let e = RouterError::NoLocalData { space: "s".into() };
         assert!(e.is_retryable());
         let s: Status = e.into();

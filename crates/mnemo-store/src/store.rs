@@ -229,7 +229,7 @@ impl Store {
             self.submit(space, Request::Local(Op::Consolidate(merge.clone())))
                 .await?;
         }
-        let after = self.space_len(space);
+        let after = self.len(space) as u64;
         Ok(ConsolidationReport {
             merged: merges,
             before,
@@ -294,10 +294,11 @@ impl Store {
         self.shared.space(space).is_some()
     }
 
-    fn space_len(&self, space: &str) -> u64 {
+    /// Live memories of `space` on this node.
+    pub fn len(&self, space: &str) -> usize {
         self.shared
             .space(space)
-            .map_or(0, |s| s.index.read().expect("lock poisoned").len() as u64)
+            .map_or(0, |s| s.index.read().expect("lock poisoned").len())
     }
 
     /// Every space this node has data of, sorted by name.

@@ -113,7 +113,7 @@ struct Trial {
     first_success: Duration,
     /// Slowest recall that started after the kill.
     worst: Duration,
-    failures: usize,
+    failures: Vec<String>,
     /// From the kill to the entry node's membership saying "not alive".
     declared_down: Duration,
 }
@@ -140,8 +140,14 @@ async fn failover_trial() -> Trial {
             let mut log = Vec::new();
             while !*stop.borrow() {
                 let start = Instant::now();
-                let ok = client.recall(recall(space)).await.is_ok();
-                log.push((start, start.elapsed(), ok));
+                let result = client.recall(recall(space)).await;
+                log.push((
+                    start,
+                    start.elapsed(),
+                    result
+                        .map(|_| ())
+                        .map_err(|e| format!("{:?}: {}", e.code(), e.message())),
+                ));
             }
             log
         });
@@ -168,7 +174,7 @@ async fn failover_trial() -> Trial {
     let after: Vec<_> = log.iter().filter(|(s, _, _)| *s >= killed_at).collect();
     let first_success = after
         .iter()
-        .filter(|(_, _, ok)| *ok)
+        .filter(|(_, _, r)| r.is_ok())
         .map(|(s, took, _)| (*s + *took) - killed_at)
         .min()
         .unwrap_or(Duration::MAX);
@@ -179,7 +185,10 @@ async fn failover_trial() -> Trial {
             .map(|(_, took, _)| *took)
             .max()
             .unwrap_or_default(),
-        failures: log.iter().filter(|(_, _, ok)| !ok).count(),
+        failures: log
+            .iter()
+            .filter_map(|(_, _, r)| r.as_ref().err().cloned())
+            .collect(),
         declared_down,
     }
 }
@@ -199,8 +208,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        forwarding(2000).await;
+    rt.block_on(async move {
+        if !args.iter().any(|a| a == "--skip-forwarding") {
+            forwarding(2000).await;
+        }
         let mut results = Vec::new();
         for _ in 0..trials {
             results.push(failover_trial().await);
@@ -222,10 +233,11 @@ fn main() {
             worst[trials / 2].as_secs_f64() * 1e3,
             worst[trials - 1].as_secs_f64() * 1e3
         );
-        println!(
-            "  failed recalls in all trials {}",
-            results.iter().map(|t| t.failures).sum::<usize>()
-        );
+        let failures: Vec<&String> = results.iter().flat_map(|t| &t.failures).collect();
+        println!("  failed recalls in all trials {}", failures.len());
+        for f in failures.iter().take(3) {
+            println!("    e.g. {f}");
+        }
         println!(
             "  declared down after          p50 {:>8.2} ms  max {:>8.2} ms",
             down[trials / 2].as_secs_f64() * 1e3,
