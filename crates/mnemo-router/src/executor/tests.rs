@@ -324,10 +324,10 @@ async fn outage_retries_stay_within_the_budget() {
         assert!(r.execute(&d, None, |t| fake.call(&t)).await.is_err());
     }
     // Retries stop once half the bucket is spent; nothing refills it.
-    let allowed = u64::from(BudgetConfig::default().max_tokens / 2);
+    let allowed = BudgetConfig::default().max_tokens / 2;
     let retries = fake.total() - 10_000;
     assert!(
-        (retries as u64) <= allowed,
+        retries <= allowed,
         "{retries} retries in a total outage, budget {allowed}"
     );
 }
