@@ -212,6 +212,9 @@ fn main() {
         if !args.iter().any(|a| a == "--skip-forwarding") {
             forwarding(2000).await;
         }
+        if trials == 0 {
+            return;
+        }
         let mut results = Vec::new();
         for _ in 0..trials {
             results.push(failover_trial().await);
