@@ -91,6 +91,12 @@ impl Node {
             && topology.preference_list(space).primary() == topology.local_index()
     }
 
+    /// True when writes to `space` may be ordered in this node's log: it is
+    /// the primary, or it is partitioned and routes what it holds locally.
+    pub fn writes_log_of(&self, space: &str) -> bool {
+        self.is_primary(space) || self.router.partition().partitioned
+    }
+
     /// True when this node has, or should have, data of `space`.
     pub fn holds(&self, space: &str) -> bool {
         self.store.holds(space) || self.topology().topology().holds(space)

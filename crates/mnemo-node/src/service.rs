@@ -71,6 +71,16 @@ impl MnemoService {
             .map_err(exec_status)
     }
 
+    /// A forwarded write is served only by the node that writes the space's
+    /// log: its primary, or (partitioned) any holder.
+    fn accept_forwarded_write(&self, space: &str) -> Result<(), Status> {
+        if self.node.writes_log_of(space) {
+            Ok(())
+        } else {
+            Err(self.refuse_forwarded(space, "primary"))
+        }
+    }
+
     /// A forwarded request is served here or refused; never sent on.
     fn refuse_forwarded(&self, space: &str, what: &str) -> Status {
         Status::unavailable(format!(
@@ -147,9 +157,7 @@ impl Mnemo for MnemoService {
         let node = &self.node;
         let budget = deadline.unwrap_or(mnemo_router::router::DEFAULT_DEADLINE);
         if forwarded {
-            if !node.is_primary(&r.space) && !node.router.partition().partitioned {
-                return Err(self.refuse_forwarded(&r.space, "primary"));
-            }
+            self.accept_forwarded_write(&r.space)?;
             return local::remember(node, r, budget).await.map(Response::new);
         }
         let decision = node.router.route_store(&r.space).map_err(route_status)?;
@@ -208,9 +216,7 @@ impl Mnemo for MnemoService {
         check(validate::id(&r.id))?;
         let node = &self.node;
         if forwarded {
-            if !node.is_primary(&r.space) && !node.router.partition().partitioned {
-                return Err(self.refuse_forwarded(&r.space, "primary"));
-            }
+            self.accept_forwarded_write(&r.space)?;
             return local::forget(node, r).await.map(Response::new);
         }
         let decision = node.router.route_store(&r.space).map_err(route_status)?;
@@ -241,7 +247,7 @@ impl Mnemo for MnemoService {
         node.router
             .route_consolidation(&r.space)
             .map_err(route_status)?;
-        if !node.is_primary(&r.space) && !node.router.partition().partitioned {
+        if !node.writes_log_of(&r.space) {
             let primary = node.placement(&r.space).primary.unwrap_or_default();
             return Err(Status::failed_precondition(format!(
                 "node {} holds a replica of space {:?}; consolidation runs where the space's log \
