@@ -32,13 +32,17 @@ pub(crate) async fn run(args: DevArgs) -> Result<(), Failure> {
             .arg("--data-dir")
             .arg(args.data_dir.join(&id))
             .stdin(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         if i > 0 {
             cmd.args(["--join", &seed]);
         }
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .map_err(|e| Failure(format!("cannot start node {id}: {e}")))?;
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(prefix_lines(id.clone(), stderr));
+        }
         children.push((id, child));
     }
     let addrs: Vec<String> = (0..args.nodes)
@@ -74,9 +78,8 @@ pub(crate) async fn run(args: DevArgs) -> Result<(), Failure> {
     let mut failure = None;
     while let Some(done) = exits.join_next().await {
         if let Ok(Some((id, status))) = done {
-            failure.get_or_insert_with(|| {
-                format!("node {id} exited ({status:?}); stopping the others")
-            });
+            let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            failure.get_or_insert_with(|| format!("node {id} exited ({how}); stopped the others"));
             exits.abort_all();
         }
     }
@@ -126,4 +129,14 @@ async fn await_formed(addrs: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Copies a node's log lines to our stderr, one whole line at a time and
+/// marked with the node id, so the nodes' output does not interleave.
+async fn prefix_lines(id: String, stderr: tokio::process::ChildStderr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("[{id}] {line}");
+    }
 }
