@@ -30,6 +30,8 @@ pub struct NodeConfig {
     pub expected_size: Option<usize>,
     /// How long a node's breaker stays open before one probe is let through.
     pub breaker_open_timeout: Duration,
+    /// Hedge a recall to the next replica after this long; `None`: never.
+    pub hedge_delay: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -45,6 +47,7 @@ impl NodeConfig {
             consolidate_threshold: mnemo_store::consolidate::DEFAULT_THRESHOLD,
             expected_size: None,
             breaker_open_timeout: Duration::from_secs(30),
+            hedge_delay: None,
         }
     }
 }

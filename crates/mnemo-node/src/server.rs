@@ -75,6 +75,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
 
     let mut router_config = RouterConfig {
         replication_factor: config.replication_factor,
+        hedge_delay: config.hedge_delay,
         ..RouterConfig::default()
     };
     router_config.breaker.open_timeout = config.breaker_open_timeout;

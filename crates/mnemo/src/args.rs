@@ -77,6 +77,10 @@ pub(crate) struct NodeArgs {
     /// Cluster size a majority is counted of (default: the largest seen).
     #[arg(long, value_name = "N")]
     pub(crate) expected_size: Option<usize>,
+    /// Hedge a recall to the next replica when the primary has not answered
+    /// after this long (off when left out).
+    #[arg(long, value_name = "MS")]
+    pub(crate) hedge_ms: Option<u64>,
     /// How long a breaker stays open before it lets one probe through.
     #[arg(long, value_name = "MS")]
     pub(crate) breaker_open_timeout_ms: Option<u64>,

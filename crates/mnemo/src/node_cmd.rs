@@ -23,6 +23,7 @@ struct FileConfig {
     consolidate_threshold: Option<f32>,
     expected_size: Option<usize>,
     breaker_open_timeout_ms: Option<u64>,
+    hedge_ms: Option<u64>,
 }
 
 fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
@@ -61,6 +62,10 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
     {
         c.breaker_open_timeout = std::time::Duration::from_millis(ms);
     }
+    c.hedge_delay = args
+        .hedge_ms
+        .or(file.hedge_ms)
+        .map(std::time::Duration::from_millis);
     if let Some(t) = file.consolidate_threshold {
         c.consolidate_threshold = t;
     }
