@@ -16,6 +16,8 @@
 //!   partition state → [`RoutingDecision`](decision::RoutingDecision).
 //! - [`topology`]: the immutable cluster snapshot, swapped atomically.
 //! - [`placement`]: rendezvous hashing, space → `[primary, replicas..]`.
+//! - `placement_cache`: a lock-free memo of recent preference lists per
+//!   snapshot (seqlock slots), so hot spaces skip the O(N) HRW scan.
 //! - [`executor`]: runs an operation on a decision: breakers, attempts,
 //!   backoff, budget, fallback, hedging, deadline; scatter-gather queries.
 //! - [`breaker`]: per-node circuit breaker, one `AtomicU64`.
@@ -63,6 +65,7 @@ pub mod error;
 pub mod executor;
 pub mod metrics;
 pub mod placement;
+mod placement_cache;
 pub mod pool;
 pub mod router;
 pub mod topology;

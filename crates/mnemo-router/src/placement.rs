@@ -108,6 +108,12 @@ impl PreferenceList {
         l
     }
 
+    /// Appends a member (at most [`MAX_RF`]).
+    pub(crate) fn push(&mut self, node: NodeIndex) {
+        self.nodes[usize::from(self.len)] = node;
+        self.len += 1;
+    }
+
     /// Keeps the first `n` members.
     pub(crate) fn truncate(&mut self, n: usize) {
         self.len = self.len.min(n as u8);

@@ -15,6 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::placement::{NodeIndex, Placement, PreferenceList, node_seed, space_hash};
+use crate::placement_cache::PlacementCache;
 
 /// A node's stable identity. Cheap to clone (`Arc<str>`).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -115,6 +116,8 @@ pub struct Topology {
     /// before failures shrank the live view; used to judge "holds the space"
     /// during a partition.
     expected: Placement,
+    /// Recent answers of `live`, for the hot path.
+    cache: PlacementCache,
     epoch: u64,
 }
 
@@ -161,6 +164,7 @@ impl Topology {
             members,
             live,
             expected,
+            cache: PlacementCache::default(),
             epoch,
         }
     }
@@ -213,7 +217,13 @@ impl Topology {
 
     /// The space's preference list over live members `[primary, replicas..]`.
     pub fn preference_list(&self, space: &str) -> PreferenceList {
-        self.live.preference_list(space)
+        let hash = space_hash(space);
+        if let Some(list) = self.cache.get(hash) {
+            return list;
+        }
+        let list = self.live.preference_list_hashed(hash);
+        self.cache.put(hash, &list);
+        list
     }
 
     /// True when this node holds `space`: it is in the space's preference list
