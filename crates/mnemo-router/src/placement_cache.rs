@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use crate::placement::{NodeIndex, PreferenceList};
 
-/// Entries per snapshot (24 bytes each: 24 KiB).
-pub(crate) const SLOTS: usize = 1024;
+/// Entries per snapshot (24 bytes each: 48 KiB).
+pub(crate) const SLOTS: usize = 2048;
 /// Longest preference list that is cached.
 pub(crate) const CACHED_RF: usize = 3;
 

@@ -233,9 +233,7 @@ impl Topology {
         let Some(local) = self.local_index else {
             return false;
         };
-        let h = space_hash(space);
-        self.live.preference_list_hashed(h).contains(local)
-            || self.expected.preference_list_hashed(h).contains(local)
+        self.preference_list(space).contains(local) || self.holds_as_placed(space)
     }
 
     /// True when this node is in `space`'s preference list over every member
