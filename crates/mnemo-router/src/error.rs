@@ -26,12 +26,18 @@ pub trait Classify {
 impl Classify for Status {
     /// `Unavailable` and `DeadlineExceeded` from anywhere, and any status
     /// made locally from a transport failure: tonic reports a connection
-    /// that broke mid-request as `Unknown` ("transport error") with the
-    /// underlying error as its source, whereas a status a server sent never
-    /// has a source.
+    /// that broke mid-request as `Unknown` ("transport error") or
+    /// `Cancelled` ("operation was canceled", the connection task died)
+    /// with the underlying error as its source, whereas a status a server
+    /// sent never has a source.
     fn is_retryable(&self) -> bool {
-        matches!(self.code(), Code::Unavailable | Code::DeadlineExceeded)
-            || (self.code() == Code::Unknown && std::error::Error::source(self).is_some())
+        match self.code() {
+            Code::Unavailable | Code::DeadlineExceeded => true,
+            Code::Unknown | Code::Cancelled | Code::Internal => {
+                std::error::Error::source(self).is_some()
+            }
+            _ => false,
+        }
     }
 }
 
@@ -213,6 +219,12 @@ mod tests {
         )));
         assert_eq!(broken.code(), Code::Unknown);
         assert!(broken.is_retryable());
+        let mut dropped = Status::cancelled("operation was canceled");
+        dropped.set_source(std::sync::Arc::new(std::io::Error::from(
+            std::io::ErrorKind::BrokenPipe,
+        )));
+        assert!(dropped.is_retryable());
+        assert!(!Status::cancelled("client went away").is_retryable());
         // The same code sent by a server is its answer, not a transport failure.
         assert!(!Status::new(Code::Unknown, "transport error").is_retryable());
         let e = RouterError::NoLocalData { space: "s".into() };
