@@ -23,7 +23,7 @@ pub struct Node {
     /// How it was started.
     pub config: NodeConfig,
     /// Where requests go.
-    pub router: Router,
+    pub router: Arc<Router>,
     /// Ships this node's writes to the replicas of the spaces it leads.
     pub replicator: Arc<Replicator>,
     pub(crate) view: watch::Receiver<ClusterView>,
@@ -100,13 +100,6 @@ impl Node {
     /// True when this node has, or should have, data of `space`.
     pub fn holds(&self, space: &str) -> bool {
         self.store.holds(space) || self.topology().topology().holds(space)
-    }
-
-    /// A pooled channel to node `id`, if it is a known remote member.
-    pub fn channel_to(&self, id: &str) -> Option<tonic::transport::Channel> {
-        let table = self.topology();
-        let idx = table.topology().index_of(id)?;
-        Some(table.remote(idx)?.channels.as_ref()?.get().clone())
     }
 
     /// Ids of `space`'s replicas other than this node.
@@ -188,4 +181,11 @@ impl Node {
             expected_cluster_size: view.partition.expected as u32,
         }
     }
+}
+
+/// A pooled channel to node `id`, if it is a known remote member.
+pub(crate) fn channel_to(router: &Router, id: &str) -> Option<tonic::transport::Channel> {
+    let table = router.table();
+    let idx = table.topology().index_of(id)?;
+    Some(table.remote(idx)?.channels.as_ref()?.get().clone())
 }

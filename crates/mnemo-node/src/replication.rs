@@ -36,6 +36,8 @@ pub type ChannelFor = Arc<dyn Fn(&str) -> Option<Channel> + Send + Sync>;
 
 /// Ships writes to replicas and tracks how far each one is.
 pub struct Replicator {
+    /// This node's id, sent with every batch.
+    node_id: String,
     store: Store,
     channel_for: ChannelFor,
     peers: Mutex<HashMap<String, Arc<Peer>>>,
@@ -64,9 +66,11 @@ pub struct Lag {
 }
 
 impl Replicator {
-    /// A replicator for `store`, reaching replicas through `channel_for`.
-    pub fn new(store: Store, channel_for: ChannelFor) -> Arc<Self> {
+    /// A replicator of node `node_id`'s `store`, reaching replicas through
+    /// `channel_for`.
+    pub fn new(node_id: String, store: Store, channel_for: ChannelFor) -> Arc<Self> {
         Arc::new(Replicator {
+            node_id,
             store,
             channel_for,
             peers: Mutex::new(HashMap::new()),
@@ -188,7 +192,7 @@ impl Replicator {
         let last = entries.last().map_or(position, |e| e.seq);
         let mut request = tonic::Request::new(v1::ReplicateRequest {
             space: space.to_owned(),
-            from_node: String::new(),
+            from_node: self.node_id.clone(),
             entries: entries.into_iter().map(entry_to_wire).collect(),
         });
         request.set_timeout(CALL_TIMEOUT);

@@ -79,20 +79,17 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         ..RouterConfig::default()
     };
     router_config.breaker.open_timeout = config.breaker_open_timeout;
-    let router = Router::new(
+    let router = Arc::new(Router::new(
         NodeId::from(config.id.as_str()),
         crate::membership::members(&view.borrow()),
         router_config,
+    ));
+    let pool = Arc::clone(&router);
+    let replicator = Replicator::new(
+        config.id.clone(),
+        store.clone(),
+        Arc::new(move |id: &str| crate::node::channel_to(&pool, id)),
     );
-    let replicator = {
-        let pool_of = Arc::new(std::sync::OnceLock::<std::sync::Weak<Node>>::new());
-        let lookup = Arc::clone(&pool_of);
-        let replicator = Replicator::new(
-            store.clone(),
-            Arc::new(move |id: &str| lookup.get()?.upgrade()?.channel_to(id)),
-        );
-        (replicator, pool_of)
-    };
     let (health, health_service) = tonic_health::server::health_reporter();
     // A node with seeds serves once it has met another member (see Node::ensure_joined).
     let joined = config.join.is_empty();
@@ -107,13 +104,12 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         store,
         config,
         router,
-        replicator: replicator.0,
+        replicator,
         view: view.clone(),
         membership: tokio::sync::Mutex::new(Some(membership)),
         joined: std::sync::atomic::AtomicBool::new(joined),
         health,
     });
-    let _ = replicator.1.set(Arc::downgrade(&node));
     tokio::spawn(crate::membership::follow(Arc::clone(&node), view));
 
     let http_addr = match node.config.http {
