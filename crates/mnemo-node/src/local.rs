@@ -38,9 +38,20 @@ pub(crate) async fn remember(
     node.replicator
         .notify(&r.space, replicas.iter().map(String::as_str));
     if r.ack == v1::Ack::Quorum as i32 {
-        // A majority of the replica set (RF = replicas + this primary) is
-        // RF/2 + 1 nodes; this node is one of them.
-        let needed = replicas.len().div_ceil(2);
+        // A majority of the replica set is RF/2 + 1 nodes, this primary one
+        // of them. RF is the configured factor (capped by the cluster size
+        // the partition detector expects), not the live view: a node cut
+        // off from its replicas must not call itself a quorum.
+        let expected = node.view.borrow().partition.expected.max(1);
+        let needed = node.config.replication_factor.min(expected) / 2;
+        if replicas.len() < needed {
+            return Err(Status::unavailable(format!(
+                "write {id} to space {:?} is durable on {} only: quorum needs {needed} replicas                  and {} are reachable",
+                r.space,
+                node.id,
+                replicas.len()
+            )));
+        }
         node.replicator
             .wait_for(&r.space, outcome.seq, &replicas, needed, timeout)
             .await

@@ -375,4 +375,16 @@ async fn a_node_left_in_a_minority_serves_only_what_it_holds_degraded() {
         .unwrap()
         .into_inner();
     assert_eq!(w.served_by, survivor);
+    // A quorum write cannot be acknowledged by a node cut off from its replicas.
+    let q = c
+        .remember(remember(
+            &held[0],
+            "late-q",
+            "quorum in the minority",
+            v1::Ack::Quorum,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(q.code(), Code::Unavailable);
+    assert!(q.message().contains("quorum"), "{q:?}");
 }
