@@ -21,8 +21,14 @@ pub(crate) fn is_forwarded<T>(request: &Request<T>) -> bool {
     request.metadata().contains_key(FORWARDED_BY)
 }
 
-/// The deadline the caller set (the `grpc-timeout` header), if any.
+/// The deadline the caller set (the `grpc-timeout` header), if any, capped
+/// at the default: a client may ask for less time, never more (and an
+/// absurd value must not overflow an `Instant`).
 pub(crate) fn deadline<T>(request: &Request<T>) -> Option<Duration> {
+    requested(request).map(|d| d.min(mnemo_router::router::DEFAULT_DEADLINE))
+}
+
+fn requested<T>(request: &Request<T>) -> Option<Duration> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (amount, unit) = value.split_at(value.len().checked_sub(1)?);
     let amount: u64 = amount.parse().ok()?;

@@ -45,7 +45,11 @@ impl Internal for InternalService {
             }
             .into());
         }
-        let entries = r.entries.into_iter().map(entry_from_wire).collect();
+        let entries: Vec<mnemo_store::LogEntry> =
+            r.entries.into_iter().map(entry_from_wire).collect();
+        for entry in &entries {
+            check_entry(&r.space, entry)?;
+        }
         let applied_seq = self
             .node
             .store
@@ -65,4 +69,29 @@ impl Internal for InternalService {
             applied_seq: self.node.store.seq(&r.space),
         }))
     }
+}
+
+/// A replicated memory must be as valid as a client's, and carry the
+/// embedding its primary computed.
+fn check_entry(space: &str, entry: &mnemo_store::LogEntry) -> Result<(), Status> {
+    use mnemo_store::Op;
+    let memory = match &entry.op {
+        Some(Op::Remember(m)) => Some(m),
+        Some(Op::Consolidate(c)) => c.merged.as_ref(),
+        _ => None,
+    };
+    if let Some(m) = memory {
+        validate::memory(space, m).map_err(NodeError::from)?;
+        if m.id.is_empty() || m.embedding.is_empty() {
+            return Err(NodeError::Invalid {
+                field: "entries",
+                reason: format!(
+                    "entry {} carries a memory without id or embedding",
+                    entry.seq
+                ),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }

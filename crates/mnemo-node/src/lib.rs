@@ -37,3 +37,8 @@ pub use server::{Running, start};
 pub fn validate_id(id: &str) -> Result<(), mnemo_store::StoreError> {
     mnemo_store::validate::id(id)
 }
+
+/// Checks a consolidation threshold: a similarity in (0, 1].
+pub fn validate_threshold(t: f32) -> Result<(), mnemo_store::StoreError> {
+    mnemo_store::validate::threshold(t)
+}

@@ -25,6 +25,8 @@ use crate::convert::entry_to_wire;
 
 /// Most log entries in one replication request.
 pub const BATCH: usize = 512;
+/// Largest encoded batch, half the gRPC message limit.
+const MAX_BATCH_BYTES: usize = crate::config::MAX_MESSAGE_BYTES / 2;
 /// Longest wait between retries to an unreachable replica.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -182,10 +184,22 @@ impl Replicator {
             self.advance(&key, p);
             p
         };
-        let entries = self
+        let mut entries = self
             .store
             .log_since(space, position, BATCH)
             .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        // Stay well under the receiver's message limit: memories with large
+        // embeddings make 512 entries larger than 4 MiB. One entry always goes.
+        let mut bytes = 0;
+        let keep = entries
+            .iter()
+            .take_while(|e| {
+                bytes += prost::Message::encoded_len(*e);
+                bytes <= MAX_BATCH_BYTES
+            })
+            .count()
+            .max(1);
+        entries.truncate(keep);
         if entries.is_empty() {
             return Ok(true);
         }

@@ -70,6 +70,8 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
         c.consolidate_threshold = t;
     }
     mnemo_node::validate_id(&c.id).map_err(|e| Failure(format!("--id: {e}")))?;
+    mnemo_node::validate_threshold(c.consolidate_threshold)
+        .map_err(|e| Failure(format!("consolidate_threshold in --config: {e}")))?;
     if c.replication_factor == 0 {
         return Err(Failure("--replication-factor must be at least 1".into()));
     }
