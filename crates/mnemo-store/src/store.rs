@@ -206,7 +206,10 @@ impl Store {
             .shared
             .space(space)
             .ok_or_else(|| StoreError::NoSuchSpace(space.into()))?;
-        let (merges, before) = {
+        // Copy the rows and let go of the index before the O(n²) pass, and
+        // run that pass off the async workers: holding the read lock would
+        // stall the writer thread (and so every write) for its duration.
+        let rows: Vec<(Arc<Memory>, Vec<f32>)> = {
             let ix = s.index.read().expect("lock poisoned");
             if ix.len() > MAX_CONSOLIDATE {
                 return Err(StoreError::invalid(
@@ -217,14 +220,22 @@ impl Store {
                     ),
                 ));
             }
-            let items: Vec<(Arc<Memory>, &[f32])> = ix
-                .records()
+            ix.records()
                 .iter()
                 .enumerate()
-                .map(|(i, m)| (Arc::clone(m), ix.row(i)))
-                .collect();
-            (consolidate::plan(&items, threshold), ix.len() as u64)
+                .map(|(i, m)| (Arc::clone(m), ix.row(i).to_vec()))
+                .collect()
         };
+        let before = rows.len() as u64;
+        let merges = tokio::task::spawn_blocking(move || {
+            let items: Vec<(Arc<Memory>, &[f32])> = rows
+                .iter()
+                .map(|(m, row)| (Arc::clone(m), row.as_slice()))
+                .collect();
+            consolidate::plan(&items, threshold)
+        })
+        .await
+        .map_err(|e| StoreError::Storage(redb::Error::Io(std::io::Error::other(e.to_string()))))?;
         for merge in &merges {
             self.submit(space, Request::Local(Op::Consolidate(merge.clone())))
                 .await?;
