@@ -52,20 +52,7 @@ impl MnemoService {
         self.node
             .router
             .execute(decision, deadline, |target| {
-                let request = request.clone();
-                async move {
-                    match target {
-                        Target::Local => local(request).await,
-                        Target::Remote {
-                            channel, timeout, ..
-                        } => remote(
-                            forward::client(channel),
-                            forward::request(request, from, timeout),
-                        )
-                        .await
-                        .map(Response::into_inner),
-                    }
-                }
+                dispatch(target, request.clone(), from, local, remote)
             })
             .await
             .map_err(exec_status)
@@ -88,6 +75,35 @@ impl MnemoService {
              the forwarding node's view differs, retry shortly",
             self.node.id
         ))
+    }
+}
+
+/// Runs one attempt at `target`: `local` on this node, or `remote` (a
+/// generated client call) on a peer, marked as forwarded by `from` and
+/// given the time left of the deadline.
+async fn dispatch<Q, A, L, LF, R, RF>(
+    target: Target,
+    request: Q,
+    from: &str,
+    local: L,
+    remote: R,
+) -> Result<A, Status>
+where
+    L: FnOnce(Q) -> LF,
+    LF: Future<Output = Result<A, Status>>,
+    R: FnOnce(MnemoClient<Channel>, Request<Q>) -> RF,
+    RF: Future<Output = Result<Response<A>, Status>>,
+{
+    match target {
+        Target::Local => local(request).await,
+        Target::Remote {
+            channel, timeout, ..
+        } => remote(
+            forward::client(channel),
+            forward::request(request, from, timeout),
+        )
+        .await
+        .map(Response::into_inner),
     }
 }
 
@@ -281,19 +297,19 @@ impl Mnemo for MnemoService {
                     k: r.k,
                     min_confidence: r.min_confidence,
                 };
-                async move {
-                    match target {
-                        Target::Local => {
-                            local::recall(node, &sub, node.router.partition().penalty())
-                        }
-                        Target::Remote {
-                            channel, timeout, ..
-                        } => forward::client(channel)
-                            .recall(forward::request(sub, &node.id, timeout))
-                            .await
-                            .map(Response::into_inner),
-                    }
-                }
+                dispatch(
+                    target,
+                    sub,
+                    &node.id,
+                    |sub| {
+                        std::future::ready(local::recall(
+                            node,
+                            &sub,
+                            node.router.partition().penalty(),
+                        ))
+                    },
+                    |mut peer, sub| async move { peer.recall(sub).await },
+                )
             })
             .await
             .map_err(route_status)?;
