@@ -112,17 +112,14 @@ fn check<T>(result: mnemo_store::Result<T>) -> Result<T, Status> {
 }
 
 fn validate_remember(r: &v1::RememberRequest) -> Result<(), Status> {
-    check(validate::space(&r.space))?;
-    if !r.id.is_empty() {
-        check(validate::id(&r.id))?;
-    }
-    check(validate::content(&r.content))?;
-    check(validate::embedding("embedding", &r.embedding))?;
-    check(validate::unit_interval(
-        "confidence",
+    check(validate::memory_fields(
+        &r.space,
+        &r.id,
+        &r.content,
+        &r.embedding,
         r.confidence.unwrap_or(1.0),
+        &r.tags,
     ))?;
-    check(validate::tags(&r.tags))?;
     if v1::Ack::try_from(r.ack).is_err() {
         return Err(Status::invalid_argument(format!(
             "invalid ack: {} is not primary (0) or quorum (1)",

@@ -138,14 +138,34 @@ pub fn tags(tags: &[String]) -> Result<()> {
 
 /// A memory as a client sends it to be remembered.
 pub fn memory(space_name: &str, m: &crate::Memory) -> Result<()> {
+    memory_fields(
+        space_name,
+        &m.id,
+        &m.content,
+        &m.embedding,
+        m.confidence,
+        &m.tags,
+    )
+}
+
+/// The same checks as [`memory`], on fields not yet made into a `Memory`
+/// (an empty `id` means "generate one").
+pub fn memory_fields(
+    space_name: &str,
+    memory_id: &str,
+    text: &str,
+    values: &[f32],
+    confidence: f32,
+    labels: &[String],
+) -> Result<()> {
     space(space_name)?;
-    if !m.id.is_empty() {
-        id(&m.id)?;
+    if !memory_id.is_empty() {
+        id(memory_id)?;
     }
-    content(&m.content)?;
-    embedding("embedding", &m.embedding)?;
-    unit_interval("confidence", m.confidence)?;
-    tags(&m.tags)
+    content(text)?;
+    embedding("embedding", values)?;
+    unit_interval("confidence", confidence)?;
+    tags(labels)
 }
 
 /// The cue of a recall or query: text, an embedding, or both.
