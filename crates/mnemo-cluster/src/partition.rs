@@ -6,8 +6,11 @@
 //! the largest membership ever observed, whichever is larger. It is never the
 //! current live view: inside a minority the live view shrinks too, and a
 //! node alone would otherwise count itself as "1 of 1, majority reached".
-//! The expected size only grows; members that left on purpose still count
-//! until the process restarts (shrinking a cluster is an operator action).
+//! The expected size grows with every member seen and shrinks by one for
+//! each member that **left on purpose** (a graceful leave or a
+//! decommission): a crashed or unreachable member still counts, since it
+//! may be on the other side of a partition, but a removed one must not keep
+//! the majority threshold at the old size.
 //!
 //! Hysteresis: membership flaps (a suspect refutes, a node restarts), and a
 //! flapping partition flag would flip routing between local-only and normal.
@@ -75,8 +78,13 @@ impl PartitionDetector {
         self.configured.unwrap_or(0).max(self.largest_seen).max(1)
     }
 
+    /// A member left the cluster on purpose: it no longer counts.
+    pub fn member_left(&mut self) {
+        self.largest_seen = self.largest_seen.saturating_sub(1).max(1);
+    }
+
     /// Feeds one observation. `reachable`: alive + suspect members including
-    /// self. `known`: every member currently in the view, any state,
+    /// self. `known`: every member currently in the view that has not left,
     /// including self (feeds "largest ever seen").
     pub fn observe(&mut self, now: Instant, reachable: usize, known: usize) -> PartitionState {
         self.largest_seen = self.largest_seen.max(known).max(reachable);
@@ -155,6 +163,21 @@ mod tests {
         let s = d.observe(t0 + HOLD * 2, 2, 2);
         assert!(s.partitioned);
         assert_eq!(d.expected(), 5);
+    }
+
+    #[test]
+    fn a_member_that_left_no_longer_counts() {
+        let t0 = Instant::now();
+        let mut d = PartitionDetector::new(None, HOLD);
+        d.observe(t0, 3, 3);
+        d.member_left();
+        let s = d.observe(t0, 2, 2);
+        assert_eq!(s.expected, 2);
+        // One of two left is no majority: a crash still counts.
+        d.observe(t0 + HOLD, 1, 2);
+        assert!(d.observe(t0 + HOLD * 2, 1, 2).partitioned);
+        // It comes back (a new incarnation): it counts again.
+        assert_eq!(d.observe(t0 + HOLD * 3, 3, 3).expected, 3);
     }
 
     #[test]

@@ -317,8 +317,12 @@ impl Driver {
                     Ok(member) => {
                         let identity = member.id().clone();
                         tracing::info!(member = ?identity, "member is leaving");
-                        self.left
-                            .insert((identity.id.clone(), identity.incarnation));
+                        if self
+                            .left
+                            .insert((identity.id.clone(), identity.incarnation))
+                        {
+                            self.detector.member_left();
+                        }
                         let update = std::iter::once(Member::down(identity));
                         if let Err(e) = self.foca.apply_many(update, true, &mut self.runtime) {
                             tracing::debug!(error = %e, "applying leave notice failed");
@@ -443,9 +447,11 @@ impl Driver {
             .map(|m| (m.id(), m.state()));
         let members = merge_members(&local, entries, &self.left);
         let reachable = members.iter().filter(|m| m.state.is_reachable()).count();
-        let partition: PartitionState =
-            self.detector
-                .observe(now.into_std(), reachable, members.len());
+        let present = members
+            .iter()
+            .filter(|m| m.state != MemberState::Left)
+            .count();
+        let partition: PartitionState = self.detector.observe(now.into_std(), reachable, present);
         let changed = {
             let current = self.view_tx.borrow();
             current.local != local || current.members != members || current.partition != partition

@@ -32,7 +32,19 @@ pub struct NodeConfig {
     pub breaker_open_timeout: Duration,
     /// Hedge a recall to the next replica after this long; `None`: never.
     pub hedge_delay: Option<Duration>,
+    /// How often each space is compared with one other holder (default
+    /// 10 s). Repairs after failures and catch-ups do not wait for it.
+    pub anti_entropy_interval: Duration,
+    /// Most bytes of memories per second anti-entropy, catch-up and
+    /// hand-over move (default 64 MiB/s), so a join or a return does not
+    /// starve serving traffic.
+    pub sync_bytes_per_sec: u64,
 }
+
+/// Default [`NodeConfig::anti_entropy_interval`].
+pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(10);
+/// Default [`NodeConfig::sync_bytes_per_sec`].
+pub const DEFAULT_SYNC_BYTES_PER_SEC: u64 = 64 * 1024 * 1024;
 
 impl NodeConfig {
     /// A single node with defaults: id `n1` on 127.0.0.1:7401, data in `./mnemo-data`.
@@ -48,6 +60,8 @@ impl NodeConfig {
             expected_size: None,
             breaker_open_timeout: Duration::from_secs(30),
             hedge_delay: None,
+            anti_entropy_interval: DEFAULT_ANTI_ENTROPY_INTERVAL,
+            sync_bytes_per_sec: DEFAULT_SYNC_BYTES_PER_SEC,
         }
     }
 }

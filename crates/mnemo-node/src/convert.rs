@@ -1,7 +1,7 @@
 //! Conversions between the wire types (`mnemo.v1`) and the store's records.
 
 use mnemo_proto::v1;
-use mnemo_store::{Consolidation, LogEntry, Memory, Op, Scored};
+use mnemo_store::{Element, Memory, Scored};
 
 pub(crate) fn memory_to_wire(m: &Memory) -> v1::Memory {
     v1::Memory {
@@ -39,30 +39,21 @@ pub(crate) fn scored_to_wire(s: &Scored, penalty: f32) -> v1::ScoredMemory {
     }
 }
 
-pub(crate) fn entry_to_wire(e: LogEntry) -> v1::LogEntry {
-    use v1::log_entry::Op as W;
-    let op = e.op.map(|op| match op {
-        Op::Remember(m) => W::Remember(v1::Remembered {
-            memory: Some(memory_to_wire(&m)),
+pub(crate) fn element_to_wire(e: Element) -> v1::Element {
+    use v1::element::Kind;
+    v1::Element {
+        kind: Some(match e {
+            Element::Memory(m) => Kind::Memory(memory_to_wire(&m)),
+            Element::Tombstone(id) => Kind::Tombstone(id),
         }),
-        Op::Forget(id) => W::Forget(v1::Forgotten { id }),
-        Op::Consolidate(c) => W::Consolidate(v1::Consolidated {
-            merged: c.merged.as_ref().map(memory_to_wire),
-            inputs: c.inputs,
-        }),
-    });
-    v1::LogEntry { seq: e.seq, op }
+    }
 }
 
-pub(crate) fn entry_from_wire(e: v1::LogEntry) -> LogEntry {
-    use v1::log_entry::Op as W;
-    let op = e.op.and_then(|op| match op {
-        W::Remember(r) => r.memory.map(|m| Op::Remember(memory_from_wire(m))),
-        W::Forget(f) => Some(Op::Forget(f.id)),
-        W::Consolidate(c) => Some(Op::Consolidate(Consolidation {
-            merged: c.merged.map(memory_from_wire),
-            inputs: c.inputs,
-        })),
-    });
-    LogEntry { seq: e.seq, op }
+/// `None` for an element with no kind (refused by the caller).
+pub(crate) fn element_from_wire(e: v1::Element) -> Option<Element> {
+    use v1::element::Kind;
+    Some(match e.kind? {
+        Kind::Memory(m) => Element::Memory(memory_from_wire(m)),
+        Kind::Tombstone(id) => Element::Tombstone(id),
+    })
 }

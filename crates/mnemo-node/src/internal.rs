@@ -1,18 +1,26 @@
-//! The node-to-node `mnemo.v1.Internal` service: a replica applies what its
-//! primary ships.
+//! The node-to-node `mnemo.v1.Internal` service: merging what other holders
+//! send, and answering anti-entropy (reconciliation, fetching elements,
+//! listing spaces). Everything received is checked as strictly as a
+//! client's request; an invalid element is refused on its own and the rest
+//! applied, so one bad element can never stall a space.
 
 use std::sync::Arc;
 
 use mnemo_proto::v1::{self, internal_server::Internal};
-use mnemo_store::validate;
+use mnemo_store::{ElementId, validate};
 use tonic::{Request, Response, Status};
 
-use crate::convert::entry_from_wire;
+use crate::convert::{element_from_wire, element_to_wire};
 use crate::error::NodeError;
 use crate::node::Node;
+use crate::replication::MAX_CALL_BYTES;
 
-/// Most entries accepted in one replication batch.
-pub const MAX_REPLICATION_BATCH: usize = 4096;
+/// Most elements accepted in one `Merge` call.
+pub const MAX_MERGE_ELEMENTS: usize = 16_384;
+/// Most element ids in one `Fetch` call.
+pub const MAX_FETCH_IDS: usize = 16_384;
+/// Largest reconciliation message accepted.
+const MAX_RECONCILE_BYTES: usize = 1024 * 1024;
 
 /// The internal gRPC face of a [`Node`].
 #[derive(Clone)]
@@ -27,71 +35,135 @@ impl InternalService {
     }
 }
 
-#[tonic::async_trait]
-impl Internal for InternalService {
-    async fn replicate(
-        &self,
-        request: Request<v1::ReplicateRequest>,
-    ) -> Result<Response<v1::ReplicateResponse>, Status> {
-        let r = request.into_inner();
-        validate::space(&r.space).map_err(NodeError::from)?;
-        if r.entries.len() > MAX_REPLICATION_BATCH {
-            return Err(NodeError::Invalid {
-                field: "entries",
-                reason: format!(
-                    "has {} entries; the limit is {MAX_REPLICATION_BATCH}",
-                    r.entries.len()
-                ),
-            }
-            .into());
-        }
-        let entries: Vec<mnemo_store::LogEntry> =
-            r.entries.into_iter().map(entry_from_wire).collect();
-        for entry in &entries {
-            check_entry(&r.space, entry)?;
-        }
-        let applied_seq = self
-            .node
-            .store
-            .apply_replicated(&r.space, entries)
-            .await
-            .map_err(NodeError::from)?;
-        Ok(Response::new(v1::ReplicateResponse { applied_seq }))
-    }
-
-    async fn position(
-        &self,
-        request: Request<v1::PositionRequest>,
-    ) -> Result<Response<v1::PositionResponse>, Status> {
-        let r = request.into_inner();
-        validate::space(&r.space).map_err(NodeError::from)?;
-        Ok(Response::new(v1::PositionResponse {
-            applied_seq: self.node.store.seq(&r.space),
-        }))
-    }
+fn invalid(field: &'static str, reason: String) -> Status {
+    NodeError::Invalid { field, reason }.into()
 }
 
-/// A replicated memory must be as valid as a client's, and carry the
-/// embedding its primary computed.
-fn check_entry(space: &str, entry: &mnemo_store::LogEntry) -> Result<(), Status> {
-    use mnemo_store::Op;
-    let memory = match &entry.op {
-        Some(Op::Remember(m)) => Some(m),
-        Some(Op::Consolidate(c)) => c.merged.as_ref(),
-        _ => None,
-    };
-    if let Some(m) = memory {
-        validate::memory(space, m).map_err(NodeError::from)?;
-        if m.id.is_empty() || m.embedding.is_empty() {
-            return Err(NodeError::Invalid {
-                field: "entries",
-                reason: format!(
-                    "entry {} carries a memory without id or embedding",
-                    entry.seq
-                ),
-            }
-            .into());
+fn check_space(space: &str) -> Result<(), Status> {
+    validate::space(space).map_err(|e| NodeError::from(e).into())
+}
+
+#[tonic::async_trait]
+impl Internal for InternalService {
+    async fn merge(
+        &self,
+        request: Request<v1::MergeRequest>,
+    ) -> Result<Response<v1::MergeResponse>, Status> {
+        let r = request.into_inner();
+        check_space(&r.space)?;
+        if r.elements.is_empty() {
+            return Err(invalid("elements", "is empty; send at least one".into()));
         }
+        if r.elements.len() > MAX_MERGE_ELEMENTS {
+            return Err(invalid(
+                "elements",
+                format!(
+                    "has {} elements; the limit is {MAX_MERGE_ELEMENTS}",
+                    r.elements.len()
+                ),
+            ));
+        }
+        let mut refused = Vec::new();
+        let mut elements = Vec::with_capacity(r.elements.len());
+        for (i, e) in r.elements.into_iter().enumerate() {
+            match element_from_wire(e) {
+                Some(e) => elements.push(e),
+                None => refused.push(format!("element {i}: has neither a memory nor a tombstone")),
+            }
+        }
+        let merged = self
+            .node
+            .store
+            .merge(&r.space, elements)
+            .await
+            .map_err(NodeError::from)?;
+        refused.extend(merged.refused);
+        if !refused.is_empty() {
+            metrics::counter!("mnemo_merge_refused_total").increment(refused.len() as u64);
+            tracing::warn!(space = %r.space, from = %r.from_node, ?refused, "refused elements from a peer");
+        }
+        Ok(Response::new(v1::MergeResponse {
+            applied: merged.applied,
+            unchanged: merged.unchanged,
+            conflicts: merged.conflicts,
+            refused,
+        }))
     }
-    Ok(())
+
+    async fn reconcile(
+        &self,
+        request: Request<v1::ReconcileRequest>,
+    ) -> Result<Response<v1::ReconcileResponse>, Status> {
+        let r = request.into_inner();
+        check_space(&r.space)?;
+        if r.message.len() > MAX_RECONCILE_BYTES {
+            return Err(invalid(
+                "message",
+                format!(
+                    "is {} bytes; the limit is {MAX_RECONCILE_BYTES}",
+                    r.message.len()
+                ),
+            ));
+        }
+        let view = self.node.store.reconciliation(&r.space);
+        let message =
+            mnemo_store::reconcile::respond(&view, &r.message).map_err(NodeError::from)?;
+        Ok(Response::new(v1::ReconcileResponse { message }))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<v1::FetchRequest>,
+    ) -> Result<Response<v1::FetchResponse>, Status> {
+        let r = request.into_inner();
+        check_space(&r.space)?;
+        if r.ids.len() > MAX_FETCH_IDS {
+            return Err(invalid(
+                "ids",
+                format!("has {} ids; the limit is {MAX_FETCH_IDS}", r.ids.len()),
+            ));
+        }
+        let ids: Vec<ElementId> = r
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                ElementId::try_from(id.as_slice()).map_err(|_| {
+                    invalid("ids", format!("id {i} is {} bytes; ids are 32", id.len()))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        // The answer stops under the message limit (one element always
+        // goes); the caller asks again for the rest.
+        let (mut bytes, mut answered, mut elements) = (0, 0, Vec::new());
+        for id in &ids {
+            let found: Vec<v1::Element> = self
+                .node
+                .store
+                .elements(&r.space, std::slice::from_ref(id))
+                .into_iter()
+                .map(element_to_wire)
+                .collect();
+            let size: usize = found
+                .iter()
+                .map(|e| prost::Message::encoded_len(e) + 8)
+                .sum();
+            if bytes + size > MAX_CALL_BYTES && answered > 0 {
+                break;
+            }
+            bytes += size;
+            answered += 1;
+            elements.extend(found);
+        }
+        Ok(Response::new(v1::FetchResponse { elements, answered }))
+    }
+
+    async fn spaces(
+        &self,
+        _request: Request<v1::SpacesRequest>,
+    ) -> Result<Response<v1::SpacesResponse>, Status> {
+        Ok(Response::new(v1::SpacesResponse {
+            spaces: self.node.store.space_names(),
+        }))
+    }
 }

@@ -7,14 +7,22 @@
 //!   the marker that stops it from travelling further.
 //! - `local`: serving from this node's store.
 //! - [`node`]: the node's state: identity, store, router, cluster view.
-//! - [`replication`]: shipping the log from primaries to replicas.
-//! - [`internal`]: the node-to-node `Internal` service (replication).
-//! - `membership`: SWIM view changes → router topology and partition state.
+//! - [`replication`]: the fast path: each write sent at once to the space's
+//!   other holders, acknowledged per holder (what `ack=quorum` counts).
+//! - [`antientropy`]: the truth: holders compare element sets and exchange
+//!   what differs; catch-up, repair and hand-over.
+//! - [`catchup`]: which spaces this node may answer reads of as complete.
+//! - [`internal`]: the node-to-node `Internal` service (merge, reconcile,
+//!   fetch, spaces).
+//! - `membership`: SWIM view changes → router topology, partition state,
+//!   breakers of returning nodes, settles and repairs.
 //! - [`server`]: binding, joining, serving, health and reflection.
 //! - [`http`]: `/metrics` and `/health`.
 //! - [`error`]: the node's errors and their single mapping to gRPC codes.
 //! - `convert`: wire types to store records and back.
 
+pub mod antientropy;
+pub mod catchup;
 pub mod config;
 mod convert;
 pub mod error;

@@ -14,8 +14,8 @@ use crate::node::Node;
 /// Spaces up to this many memories are scanned on the request's worker.
 const INLINE_SCAN_LIMIT: usize = 20_000;
 
-/// Remembers as the space's primary, hands the write to replication and,
-/// for `ack=quorum`, waits until a majority of the replica set has it.
+/// Remembers on this node, sends the write to the space's other holders
+/// and, for `ack=quorum`, waits until a majority of the replica set has it.
 pub(crate) async fn remember(
     node: &Node,
     r: v1::RememberRequest,
@@ -29,69 +29,100 @@ pub(crate) async fn remember(
         created_at_ms: 0,
         tags: r.tags,
     };
-    let (id, outcome) = node
+    let (id, written) = node
         .store
         .remember(&r.space, memory)
         .await
         .map_err(NodeError::from)?;
-    let replicas = node.replicas_of(&r.space);
-    node.replicator
-        .notify(&r.space, replicas.iter().map(String::as_str));
-    if r.ack == v1::Ack::Quorum as i32 {
-        // A majority of the replica set is RF/2 + 1 nodes, this primary one
-        // of them. RF is the configured factor (capped by the cluster size
-        // the partition detector expects), not the live view: a node cut
-        // off from its replicas must not call itself a quorum.
-        let expected = node.view.borrow().partition.expected.max(1);
-        let needed = node.config.replication_factor.min(expected) / 2;
-        if replicas.len() < needed {
-            return Err(Status::unavailable(format!(
-                "write {id} to space {:?} is durable on {} only: quorum needs {needed} replicas                  and {} are reachable",
-                r.space,
-                node.id,
-                replicas.len()
-            )));
-        }
-        node.replicator
-            .wait_for(&r.space, outcome.seq, &replicas, needed, timeout)
-            .await
-            .map_err(|have| {
-                Status::unavailable(format!(
-                    "write {id} to space {:?} is durable on {} but only {have} of the {} replicas \
-                     confirmed it before the deadline; quorum needs {needed}",
-                    r.space,
-                    node.id,
-                    replicas.len()
-                ))
-            })?;
-    }
+    let quorum = r.ack == v1::Ack::Quorum as i32;
+    replicate(node, &r.space, &written.elements, quorum, timeout, &id).await?;
     Ok(v1::RememberResponse {
         id,
         space: r.space,
         served_by: node.id.clone(),
-        created: outcome.changed,
-        seq: outcome.seq,
+        created: written.changed,
+    })
+}
+
+/// Sends a write's elements to the other holders of `space`; with `quorum`
+/// waits until a majority of the replica set applied them. `what` names the
+/// write in errors.
+async fn replicate(
+    node: &Node,
+    space: &str,
+    elements: &[mnemo_store::Element],
+    quorum: bool,
+    timeout: Duration,
+    what: &str,
+) -> Result<(), Status> {
+    let replicas = node.replicas_of(space);
+    let mut acks = node.replicator.send(space, elements, &replicas);
+    if !quorum {
+        return Ok(());
+    }
+    // A majority of the replica set is RF/2 + 1 nodes, this one of them. RF
+    // is the configured factor (capped by the cluster size the partition
+    // detector expects), not the live view: a node cut off from the other
+    // holders must not call itself a quorum.
+    let expected = node.view.borrow().partition.expected.max(1);
+    let needed = node.config.replication_factor.min(expected) / 2;
+    if replicas.len() < needed {
+        return Err(Status::unavailable(format!(
+            "write {what} to space {space:?} is durable on {} only: quorum needs {needed} more \
+             holders and {} are reachable",
+            node.id,
+            replicas.len()
+        )));
+    }
+    acks.wait(needed, timeout).await.map_err(|have| {
+        Status::unavailable(format!(
+            "write {what} to space {space:?} is durable on {} but only {have} of the {} other \
+             holders confirmed it before the deadline; quorum needs {needed}",
+            node.id,
+            replicas.len()
+        ))
     })
 }
 
 pub(crate) async fn forget(
     node: &Node,
     r: v1::ForgetRequest,
+    timeout: Duration,
 ) -> Result<v1::ForgetResponse, Status> {
-    let outcome = node
+    let written = node
         .store
         .forget(&r.space, &r.id)
         .await
         .map_err(NodeError::from)?;
-    let replicas = node.replicas_of(&r.space);
-    node.replicator
-        .notify(&r.space, replicas.iter().map(String::as_str));
+    let quorum = r.ack == v1::Ack::Quorum as i32;
+    replicate(node, &r.space, &written.elements, quorum, timeout, &r.id).await?;
     Ok(v1::ForgetResponse {
         space: r.space,
         id: r.id,
         served_by: node.id.clone(),
-        existed: outcome.existed,
+        existed: written.existed,
     })
+}
+
+/// Refuses reads of a space this node is still catching up on (and makes
+/// sure the catch-up runs): the router then asks the next holder.
+fn check_caught_up(node: &Node, space: &str, penalty: f32) -> Result<(), Status> {
+    // Cut off from the cluster, the local copy is all there is: it is
+    // served, marked degraded.
+    if penalty < 1.0 || node.sync.ready(space) {
+        return Ok(());
+    }
+    node.sync.enqueue(crate::antientropy::Job::CatchUp {
+        space: space.to_owned(),
+    });
+    metrics::counter!("mnemo_catching_up_refusals_total").increment(1);
+    Err(mnemo_router::error::refusal(
+        "catching-up",
+        format!(
+            "node {} is catching up on space {space:?} with its other holders; ask another holder",
+            node.id
+        ),
+    ))
 }
 
 /// Ranks the local copy of a space; confidences are scaled by `penalty`.
@@ -101,7 +132,10 @@ pub(crate) fn recall(
     penalty: f32,
 ) -> Result<v1::RecallResponse, Status> {
     let k = validate::k(r.k).map_err(NodeError::from)?;
-    let min = r.min_confidence.unwrap_or(0.0);
+    // The penalty applies before the caller's filter: a memory is kept when
+    // its *returned* confidence, `confidence · penalty`, reaches the minimum.
+    let min = r.min_confidence.unwrap_or(0.0) / penalty.max(f32::MIN_POSITIVE);
+    check_caught_up(node, &r.space, penalty)?;
     let scan = || {
         node.store.recall(
             &r.space,
@@ -141,8 +175,7 @@ pub(crate) async fn consolidate(
         .await
         .map_err(NodeError::from)?;
     let replicas = node.replicas_of(&r.space);
-    node.replicator
-        .notify(&r.space, replicas.iter().map(String::as_str));
+    node.replicator.send(&r.space, &report.elements, &replicas);
     Ok(v1::ConsolidateResponse {
         space: r.space,
         served_by: node.id.clone(),

@@ -1,18 +1,30 @@
-//! Membership → routing: every change of the SWIM view swaps the router's
-//! topology, feeds it the partition state, and sets replication going
-//! towards replicas that appeared or came back.
+//! Membership → routing and data: every change of the SWIM view swaps the
+//! router's topology and partition state, and sets data moving:
+//! - a node that returns (new incarnation, or alive after down) gets its
+//!   breaker probed at once, and the spaces it holds repaired towards it;
+//! - this node's first view with a peer, and the end of a partition, start a
+//!   full settle (catch up on everything before serving it);
+//! - a member that went away starts a partial settle: spaces this node now
+//!   holds and did not before are caught up before they are served.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use mnemo_cluster::{ClusterView, MemberState as Swim};
 use mnemo_proto::v1::mnemo_server::MnemoServer;
 use mnemo_router::{Member, MemberState, NodeId, PartitionState};
-use std::sync::atomic::Ordering;
 use tokio::sync::watch;
 
+use crate::antientropy::{self, Job};
+use crate::catchup::SettleKind;
 use crate::node::Node;
 use crate::service::MnemoService;
+
+/// While this node's first settle is this young, a member seen for the
+/// first time restarts it: the view is still filling in, and the new member
+/// may hold spaces the settle has not listed.
+const STARTUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The router's members for a membership view (this node included).
 pub(crate) fn members(view: &ClusterView) -> Vec<Member> {
@@ -39,11 +51,54 @@ pub(crate) fn partition(view: &ClusterView) -> PartitionState {
     }
 }
 
+/// What changed among the other members between two views.
+#[derive(Default)]
+struct Changes {
+    /// Live now and new, restarted, or back from down.
+    came: Vec<String>,
+    /// Seen for the first time.
+    new: bool,
+    /// Live before and not now (down, left, or gone from the view).
+    went: bool,
+}
+
+fn diff(me: &str, known: &mut HashMap<String, (u64, bool)>, view: &ClusterView) -> Changes {
+    let mut c = Changes::default();
+    let mut present = HashSet::new();
+    for m in view.members.iter().filter(|m| m.id != me) {
+        present.insert(m.id.as_str());
+        let live = m.state.is_reachable();
+        match known.insert(m.id.clone(), (m.incarnation, live)) {
+            None => {
+                c.new = true;
+                if live {
+                    c.came.push(m.id.clone());
+                }
+            }
+            Some((incarnation, was_live)) => {
+                if live && (!was_live || incarnation != m.incarnation) {
+                    c.came.push(m.id.clone());
+                }
+                c.went |= was_live && !live;
+            }
+        }
+    }
+    known.retain(|id, (_, live)| {
+        let keep = present.contains(id.as_str());
+        c.went |= !keep && *live;
+        keep
+    });
+    c
+}
+
 /// Follows membership until the node stops.
 pub(crate) async fn follow(node: Arc<Node>, mut view: watch::Receiver<ClusterView>) {
-    let mut incarnations: HashMap<String, (u64, Swim)> = HashMap::new();
+    let mut known: HashMap<String, (u64, bool)> = HashMap::new();
+    let mut was_partitioned = false;
+    let mut first_settle: Option<tokio::time::Instant> = None;
     loop {
         let current = view.borrow_and_update().clone();
+        let before = node.router.table();
         node.router
             .update_topology(members(&current), current.epoch);
         node.router.set_partition(partition(&current));
@@ -56,22 +111,62 @@ pub(crate) async fn follow(node: Arc<Node>, mut view: watch::Receiver<ClusterVie
             node.health.set_serving::<MnemoServer<MnemoService>>().await;
         }
 
+        let changes = diff(&node.id, &mut known, &current);
         for m in &current.members {
-            let before = incarnations.insert(m.id.clone(), (m.incarnation, m.state));
-            let restarted = before.is_some_and(|(inc, _)| inc != m.incarnation);
-            if restarted || m.state == Swim::Left {
-                // Its position must be asked again before shipping more.
-                node.replicator.forget_replica(&m.id);
+            if m.state == Swim::Left && m.id != node.id {
+                node.replicator.forget_peer(&m.id);
             }
         }
-        // Catch up every replica of every space this node leads: new
-        // replicas get the log from the start, returning ones from where
-        // they stopped.
-        for space in node.store.spaces() {
-            if node.is_primary(&space.name) {
-                let replicas = node.replicas_of(&space.name);
-                node.replicator
-                    .notify(&space.name, replicas.iter().map(String::as_str));
+        for id in &changes.came {
+            node.router.member_returned(id);
+        }
+        let partitioned = current.partition.partitioned;
+        let healed = was_partitioned && !partitioned;
+        was_partitioned = partitioned;
+
+        if node.joined.load(Ordering::Acquire) && !partitioned {
+            let young = first_settle.is_none_or(|t| t.elapsed() < STARTUP_WINDOW);
+            if first_settle.is_none() || healed || (changes.new && young) {
+                first_settle.get_or_insert_with(tokio::time::Instant::now);
+                tokio::spawn(antientropy::settle(Arc::clone(&node), SettleKind::Full));
+            } else if changes.went {
+                // Spaces this node holds now and did not before: catch up.
+                let was_holder = |space: &str| {
+                    let t = before.topology();
+                    t.local_index()
+                        .is_some_and(|me| t.preference_list(space).contains(me))
+                };
+                {
+                    let mut r = node.sync.readiness.lock().expect("lock poisoned");
+                    for space in node.store.space_names() {
+                        if node.is_holder(&space) && !was_holder(&space) {
+                            r.mark_stale(&space);
+                        }
+                    }
+                }
+                let kind = match node
+                    .sync
+                    .readiness
+                    .lock()
+                    .expect("lock poisoned")
+                    .settling()
+                {
+                    Some(SettleKind::Full) => SettleKind::Full,
+                    _ => SettleKind::Partial,
+                };
+                tokio::spawn(antientropy::settle(Arc::clone(&node), kind));
+            }
+        }
+        // Give a returning or new holder what this node has of its spaces.
+        if !changes.came.is_empty() && !partitioned {
+            for space in node.store.space_names() {
+                let holders = node.holders_of(&space);
+                for peer in changes.came.iter().filter(|p| holders.contains(p)) {
+                    node.sync.enqueue(Job::Repair {
+                        space: space.clone(),
+                        peer: peer.clone(),
+                    });
+                }
             }
         }
         if view.changed().await.is_err() {

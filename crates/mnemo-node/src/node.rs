@@ -9,6 +9,7 @@ use mnemo_router::{Router, Topology};
 use mnemo_store::Store;
 use tokio::sync::watch;
 
+use crate::antientropy::AntiEntropy;
 use crate::config::NodeConfig;
 use crate::replication::Replicator;
 
@@ -24,14 +25,18 @@ pub struct Node {
     pub config: NodeConfig,
     /// Where requests go.
     pub router: Arc<Router>,
-    /// Ships this node's writes to the replicas of the spaces it leads.
+    /// Sends the writes this node takes to the other holders.
     pub replicator: Arc<Replicator>,
+    /// Anti-entropy, catch-up and hand-over.
+    pub sync: AntiEntropy,
     pub(crate) view: watch::Receiver<ClusterView>,
     pub(crate) membership: tokio::sync::Mutex<Option<MembershipHandle>>,
     /// False while a node started with seeds has not met any other member:
     /// until then it would take every space for its own and split the data.
     pub(crate) joined: std::sync::atomic::AtomicBool,
     pub(crate) health: tonic_health::server::HealthReporter,
+    /// Sending `true` stops the node (after handing its spaces over).
+    pub(crate) stop: watch::Sender<bool>,
 }
 
 /// Where one space lives, by node id.
@@ -91,10 +96,32 @@ impl Node {
             && topology.preference_list(space).primary() == topology.local_index()
     }
 
-    /// True when writes to `space` may be ordered in this node's log: it is
-    /// the primary, or it is partitioned and routes what it holds locally.
-    pub fn writes_log_of(&self, space: &str) -> bool {
-        self.is_primary(space) || self.router.partition().partitioned
+    /// True when this node is in `space`'s preference list over live members.
+    pub fn is_holder(&self, space: &str) -> bool {
+        let table = self.topology();
+        let topology = table.topology();
+        topology
+            .local_index()
+            .is_some_and(|me| topology.preference_list(space).contains(me))
+    }
+
+    /// True when this node takes writes to `space` forwarded by another:
+    /// it is a holder; during a partition, a holder as the space was placed
+    /// over the whole cluster (never a stray copy of a space it lacks).
+    pub fn accepts_writes_for(&self, space: &str) -> bool {
+        if self.router.partition().partitioned {
+            self.topology().topology().holds_as_placed(space)
+        } else {
+            self.is_holder(space)
+        }
+    }
+
+    /// True when consolidation of `space` may run here: on its primary, or
+    /// during a partition on a holder.
+    pub fn consolidates(&self, space: &str) -> bool {
+        self.is_primary(space)
+            || (self.router.partition().partitioned
+                && self.topology().topology().holds_as_placed(space))
     }
 
     /// True when this node has, or should have, data of `space`.
@@ -102,16 +129,56 @@ impl Node {
         self.store.holds(space) || self.topology().topology().holds(space)
     }
 
-    /// Ids of `space`'s replicas other than this node.
-    pub fn replicas_of(&self, space: &str) -> Vec<String> {
+    /// Ids of `space`'s holders over live members, primary first (this node
+    /// included if it is one).
+    pub fn holders_of(&self, space: &str) -> Vec<String> {
         let table = self.topology();
         let topology = table.topology();
         topology
             .preference_list(space)
             .as_slice()
             .iter()
-            .filter(|&&i| Some(i) != topology.local_index())
             .map(|&i| topology.member(i).id.to_string())
+            .collect()
+    }
+
+    /// Ids of `space`'s holders other than this node.
+    pub fn replicas_of(&self, space: &str) -> Vec<String> {
+        let mut holders = self.holders_of(space);
+        holders.retain(|h| *h != self.id);
+        holders
+    }
+
+    /// Where this node catches `space` up from: its holders among the live
+    /// members other than this node (see `Topology::sources`).
+    pub fn sources_of(&self, space: &str) -> Vec<String> {
+        let table = self.topology();
+        let topology = table.topology();
+        topology
+            .sources(space)
+            .into_iter()
+            .map(|i| topology.member(i).id.to_string())
+            .collect()
+    }
+
+    /// True when membership says node `id` is alive or suspect.
+    pub fn is_live(&self, id: &str) -> bool {
+        let table = self.topology();
+        let topology = table.topology();
+        topology
+            .index_of(id)
+            .is_some_and(|i| topology.member(i).state.is_live())
+    }
+
+    /// Ids of the live members other than this node.
+    pub fn live_peers(&self) -> Vec<String> {
+        let table = self.topology();
+        table
+            .topology()
+            .members()
+            .iter()
+            .filter(|m| m.state.is_live() && m.id.as_str() != self.id)
+            .map(|m| m.id.to_string())
             .collect()
     }
 
@@ -155,25 +222,40 @@ impl Node {
                     channels: channels as u32,
                 })
                 .collect(),
-            replication: self
-                .replicator
-                .lag()
+            replication: {
+                let to_repair = self.sync.undelivered();
+                self.replicator
+                    .stats()
+                    .into_iter()
+                    .map(|p| v1::PeerReplication {
+                        to_repair: to_repair.get(&p.node).copied().unwrap_or(0) as u64,
+                        node: p.node,
+                        pending: p.pending,
+                        refused: p.refused,
+                    })
+                    .collect()
+            },
+            handoffs: self
+                .sync
+                .jobs()
                 .into_iter()
-                .map(|l| v1::ReplicaLag {
-                    space: l.space,
-                    replica: l.replica,
-                    primary_seq: l.primary_seq,
-                    replica_seq: l.replica_seq,
+                .map(|j| v1::Handoff {
+                    space: j.space().to_owned(),
+                    peer: j.peer().unwrap_or_default().to_owned(),
+                    kind: j.kind().into(),
                 })
                 .collect(),
+            settled: self.sync.settled(),
             spaces: self
                 .store
                 .spaces()
                 .into_iter()
                 .map(|s| v1::SpaceStatus {
+                    catching_up: !self.sync.ready(&s.name),
                     name: s.name,
                     memories: s.memories,
-                    seq: s.seq,
+                    tombstones: s.tombstones,
+                    digest: format!("{:032x}", s.digest),
                     dimension: s.dimension,
                 })
                 .collect(),

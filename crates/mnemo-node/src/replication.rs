@@ -1,289 +1,348 @@
-//! Asynchronous replication from a space's primary to its replicas.
+//! Replication: the fast path. Every write a node takes goes at once to the
+//! space's other holders as the elements it stands for (see
+//! [`mnemo_store::set`]), and each holder answers once they are durable
+//! there.
 //!
-//! The primary orders a space's writes in its log (the store assigns each a
-//! sequence number). For every replica there is one worker that ships the
-//! log in order, in batches of up to [`BATCH`] entries, from the replica's
-//! last applied position; the replica applies idempotently and answers with
-//! its new position. A worker that does not know a replica's position asks
-//! for it first, so shipping resumes where the replica stopped after either
-//! side restarts (catch-up). Failures keep the space marked and retry with
-//! capped exponential backoff.
+//! Nothing here is ordered or positional: elements merge in any order, any
+//! number of times, so a resend, a reordering or a holder that restarted
+//! cannot make a replica skip a write. What the fast path fails to deliver
+//! (a holder down, a queue over its bound) is handed to anti-entropy
+//! ([`crate::antientropy`]), which is the truth: it finds every difference
+//! between two holders whatever caused it.
 //!
-//! `ack=quorum` writes wait here until a majority of the replica set (the
-//! primary included) has applied them.
+//! One worker per peer drains that peer's queue, sending everything queued
+//! for a space in one `Merge` call (group commit on the other side), and
+//! acknowledges each write it carried. `ack=quorum` waits on those
+//! acknowledgements, so it counts exactly the holders that durably applied
+//! *that* write.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mnemo_proto::v1::{self, internal_client::InternalClient};
-use mnemo_store::Store;
-use tokio::sync::{Notify, watch};
+use mnemo_store::Element;
+use tokio::sync::{Notify, mpsc};
 use tonic::transport::Channel;
 
-use crate::convert::entry_to_wire;
+use crate::config::MAX_MESSAGE_BYTES;
+use crate::convert::element_to_wire;
 
-/// Most log entries in one replication request.
-pub const BATCH: usize = 512;
-/// Largest encoded batch, half the gRPC message limit.
-const MAX_BATCH_BYTES: usize = crate::config::MAX_MESSAGE_BYTES / 2;
-/// Longest wait between retries to an unreachable replica.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Largest encoded `Merge` call, half the gRPC message limit.
+pub(crate) const MAX_CALL_BYTES: usize = MAX_MESSAGE_BYTES / 2;
+/// Most writes queued for one peer; beyond it the queue goes to
+/// anti-entropy instead of growing without bound.
+const MAX_QUEUE: usize = 100_000;
+/// Consecutive failed sends after which a peer's queue is handed to
+/// anti-entropy rather than retried.
+const MAX_FAILURES: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-/// Deadline of one replication call.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Deadline of one `Merge` call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Finds a channel to a node by id (the router's pool).
 pub type ChannelFor = Arc<dyn Fn(&str) -> Option<Channel> + Send + Sync>;
 
-/// Ships writes to replicas and tracks how far each one is.
+/// A space whose writes did not reach a peer: anti-entropy's to do.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Undelivered {
+    /// The space.
+    pub space: String,
+    /// The peer that lacks some of its writes.
+    pub peer: String,
+}
+
+/// Ships writes to the other holders of their spaces.
 pub struct Replicator {
-    /// This node's id, sent with every batch.
     node_id: String,
-    store: Store,
     channel_for: ChannelFor,
     peers: Mutex<HashMap<String, Arc<Peer>>>,
-    /// (space, replica) → highest position the replica confirmed.
-    positions: Mutex<HashMap<(String, String), u64>>,
-    /// Bumped whenever a position advances; quorum waiters watch it.
-    advanced: watch::Sender<u64>,
+    undelivered: mpsc::UnboundedSender<Undelivered>,
+}
+
+struct Push {
+    space: String,
+    elements: Vec<Element>,
+    ack: Option<mpsc::Sender<()>>,
 }
 
 struct Peer {
-    dirty: Mutex<HashSet<String>>,
+    queue: Mutex<VecDeque<Push>>,
     wake: Notify,
+    refused: AtomicU64,
 }
 
-/// One replica's position in one space, for `status`.
+/// One peer's replication, for `status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lag {
-    /// Space name.
-    pub space: String,
-    /// Replica node id.
-    pub replica: String,
-    /// The primary's last log position.
-    pub primary_seq: u64,
-    /// The replica's confirmed position.
-    pub replica_seq: u64,
+pub struct PeerStats {
+    /// Peer node id.
+    pub node: String,
+    /// Writes queued for it.
+    pub pending: u64,
+    /// Elements it refused as invalid.
+    pub refused: u64,
+}
+
+/// The acknowledgements of one write's holders.
+pub struct Acks {
+    rx: mpsc::Receiver<()>,
+}
+
+impl Acks {
+    /// Waits until `needed` holders confirmed the write, or `timeout`.
+    /// `Err(n)`: only `n` had.
+    pub async fn wait(&mut self, needed: usize, timeout: Duration) -> Result<(), usize> {
+        let mut have = 0;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while have < needed {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(())) => have += 1,
+                // Every holder answered or gave up; or the time is up.
+                Ok(None) | Err(_) => return Err(have),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Replicator {
-    /// A replicator of node `node_id`'s `store`, reaching replicas through
-    /// `channel_for`.
-    pub fn new(node_id: String, store: Store, channel_for: ChannelFor) -> Arc<Self> {
+    /// A replicator of node `node_id`, reaching peers through `channel_for`
+    /// and reporting what it could not deliver on `undelivered`.
+    pub fn new(
+        node_id: String,
+        channel_for: ChannelFor,
+        undelivered: mpsc::UnboundedSender<Undelivered>,
+    ) -> Arc<Self> {
         Arc::new(Replicator {
             node_id,
-            store,
             channel_for,
             peers: Mutex::new(HashMap::new()),
-            positions: Mutex::new(HashMap::new()),
-            advanced: watch::Sender::new(0),
+            undelivered,
         })
     }
 
-    /// Marks `space` as having writes for each of `replicas` to ship.
-    pub fn notify<'a>(self: &Arc<Self>, space: &str, replicas: impl IntoIterator<Item = &'a str>) {
-        for replica in replicas {
-            let peer = self.peer(replica);
-            peer.dirty
-                .lock()
-                .expect("lock poisoned")
-                .insert(space.to_owned());
+    /// Sends a write's `elements` of `space` to each of `holders`. The
+    /// returned [`Acks`] hears from each holder that applied them.
+    pub fn send(self: &Arc<Self>, space: &str, elements: &[Element], holders: &[String]) -> Acks {
+        let (tx, rx) = mpsc::channel(holders.len().max(1));
+        for holder in holders {
+            let peer = self.peer(holder);
+            let mut queue = peer.queue.lock().expect("lock poisoned");
+            queue.push_back(Push {
+                space: space.to_owned(),
+                elements: elements.to_vec(),
+                ack: Some(tx.clone()),
+            });
+            drop(queue);
             peer.wake.notify_one();
         }
+        Acks { rx }
     }
 
-    fn peer(self: &Arc<Self>, replica: &str) -> Arc<Peer> {
+    fn peer(self: &Arc<Self>, node: &str) -> Arc<Peer> {
         let mut peers = self.peers.lock().expect("lock poisoned");
-        if let Some(p) = peers.get(replica) {
+        if let Some(p) = peers.get(node) {
             return Arc::clone(p);
         }
         let peer = Arc::new(Peer {
-            dirty: Mutex::new(HashSet::new()),
+            queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
+            refused: AtomicU64::new(0),
         });
-        peers.insert(replica.to_owned(), Arc::clone(&peer));
-        let (this, worker_peer, id) = (Arc::clone(self), Arc::clone(&peer), replica.to_owned());
+        peers.insert(node.to_owned(), Arc::clone(&peer));
+        let (this, worker_peer, id) = (Arc::clone(self), Arc::clone(&peer), node.to_owned());
         tokio::spawn(async move { this.work(id, worker_peer).await });
         peer
     }
 
-    /// Stops tracking a node that left the cluster.
-    pub fn forget_replica(&self, replica: &str) {
-        if let Some(peer) = self.peers.lock().expect("lock poisoned").remove(replica) {
+    /// Stops sending to a node that left; what was queued goes to
+    /// anti-entropy (which drops it if the node is gone for good).
+    pub fn forget_peer(&self, node: &str) {
+        if let Some(peer) = self.peers.lock().expect("lock poisoned").remove(node) {
+            self.give_up(node, &peer);
             // Its worker wakes, finds itself gone and ends.
             peer.wake.notify_one();
         }
-        self.positions
-            .lock()
-            .expect("lock poisoned")
-            .retain(|(_, r), _| r != replica);
     }
 
-    async fn work(self: Arc<Self>, replica: String, peer: Arc<Peer>) {
+    /// Every peer's queue and refusals, sorted by node.
+    pub fn stats(&self) -> Vec<PeerStats> {
+        let peers = self.peers.lock().expect("lock poisoned");
+        let mut out: Vec<PeerStats> = peers
+            .iter()
+            .map(|(node, p)| PeerStats {
+                node: node.clone(),
+                pending: p.queue.lock().expect("lock poisoned").len() as u64,
+                refused: p.refused.load(Ordering::Relaxed),
+            })
+            .collect();
+        out.sort_by(|a, b| a.node.cmp(&b.node));
+        out
+    }
+
+    /// Hands everything queued for `node` to anti-entropy; its writers stop
+    /// waiting for it.
+    fn give_up(&self, node: &str, peer: &Peer) {
+        let dropped: Vec<Push> = peer
+            .queue
+            .lock()
+            .expect("lock poisoned")
+            .drain(..)
+            .collect();
+        let mut spaces: Vec<&str> = dropped.iter().map(|p| p.space.as_str()).collect();
+        spaces.sort_unstable();
+        spaces.dedup();
+        for space in spaces {
+            let _ = self.undelivered.send(Undelivered {
+                space: space.to_owned(),
+                peer: node.to_owned(),
+            });
+        }
+        if !dropped.is_empty() {
+            metrics::counter!("mnemo_replication_undelivered_total")
+                .increment(dropped.len() as u64);
+            tracing::debug!(
+                peer = node,
+                writes = dropped.len(),
+                "writes left to anti-entropy"
+            );
+        }
+    }
+
+    async fn work(self: Arc<Self>, node: String, peer: Arc<Peer>) {
+        let mut failures = 0u32;
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let spaces: Vec<String> = peer.dirty.lock().expect("lock poisoned").drain().collect();
-            if spaces.is_empty() {
+            let batch = take_batch(&peer);
+            if batch.is_empty() {
                 peer.wake.notified().await;
                 if !self
                     .peers
                     .lock()
                     .expect("lock poisoned")
-                    .contains_key(&replica)
+                    .contains_key(&node)
                 {
                     return;
                 }
                 continue;
             }
-            let mut failed = false;
-            for space in spaces {
-                match self.ship(&replica, &space).await {
-                    Ok(done) => {
-                        if !done {
-                            peer.dirty.lock().expect("lock poisoned").insert(space);
+            let mut failed: Vec<Push> = Vec::new();
+            for (space, pushes) in batch {
+                if !failed.is_empty() {
+                    failed.extend(pushes);
+                    continue;
+                }
+                match self.deliver(&node, &space, &pushes).await {
+                    Ok(refused) => {
+                        if !refused.is_empty() {
+                            peer.refused
+                                .fetch_add(refused.len() as u64, Ordering::Relaxed);
+                            metrics::counter!("mnemo_replication_refused_total")
+                                .increment(refused.len() as u64);
+                            tracing::warn!(peer = %node, %space, refused = ?refused, "peer refused elements; the rest of the space replicated");
+                        }
+                        for push in pushes {
+                            if let Some(ack) = push.ack {
+                                let _ = ack.try_send(());
+                            }
                         }
                     }
                     Err(e) => {
-                        tracing::debug!(%replica, %space, error = %e, "replication attempt failed");
+                        tracing::debug!(peer = %node, %space, error = %e, "replication attempt failed");
                         metrics::counter!("mnemo_replication_errors_total").increment(1);
-                        peer.dirty.lock().expect("lock poisoned").insert(space);
-                        failed = true;
+                        failed.extend(pushes);
                     }
                 }
             }
-            if failed {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            } else {
+            if failed.is_empty() {
+                failures = 0;
                 backoff = FIRST_BACKOFF;
+                continue;
             }
+            failures += 1;
+            {
+                let mut queue = peer.queue.lock().expect("lock poisoned");
+                for push in failed.into_iter().rev() {
+                    queue.push_front(push);
+                }
+            }
+            if failures >= MAX_FAILURES
+                || peer.queue.lock().expect("lock poisoned").len() > MAX_QUEUE
+            {
+                self.give_up(&node, &peer);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
-    /// Ships one batch of `space` to `replica`. `Ok(true)` when it is caught up.
-    async fn ship(&self, replica: &str, space: &str) -> Result<bool, tonic::Status> {
-        let channel = (self.channel_for)(replica)
-            .ok_or_else(|| tonic::Status::unavailable(format!("no route to {replica}")))?;
-        let mut client = InternalClient::new(channel);
-        let key = (space.to_owned(), replica.to_owned());
-        let known = self
-            .positions
-            .lock()
-            .expect("lock poisoned")
-            .get(&key)
-            .copied();
-        let position = if let Some(p) = known {
-            p
-        } else {
-            let mut request = tonic::Request::new(v1::PositionRequest {
+    /// Sends one space's queued elements in calls under the size limit.
+    /// Returns what the peer refused.
+    async fn deliver(
+        &self,
+        node: &str,
+        space: &str,
+        pushes: &[Push],
+    ) -> Result<Vec<String>, tonic::Status> {
+        let channel = (self.channel_for)(node)
+            .ok_or_else(|| tonic::Status::unavailable(format!("no route to {node}")))?;
+        let mut client = InternalClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let elements = pushes.iter().flat_map(|p| p.elements.iter().cloned());
+        let mut refused = Vec::new();
+        for chunk in chunks(elements.map(element_to_wire)) {
+            let mut request = tonic::Request::new(v1::MergeRequest {
                 space: space.to_owned(),
+                from_node: self.node_id.clone(),
+                elements: chunk,
             });
             request.set_timeout(CALL_TIMEOUT);
-            let p = client.position(request).await?.into_inner().applied_seq;
-            self.advance(&key, p);
-            p
-        };
-        let mut entries = self
-            .store
-            .log_since(space, position, BATCH)
-            .map_err(|e| tonic::Status::internal(e.to_string()))?;
-        // Stay well under the receiver's message limit: memories with large
-        // embeddings make 512 entries larger than 4 MiB. One entry always goes.
-        let mut bytes = 0;
-        let keep = entries
-            .iter()
-            .take_while(|e| {
-                bytes += prost::Message::encoded_len(*e);
-                bytes <= MAX_BATCH_BYTES
-            })
-            .count()
-            .max(1);
-        entries.truncate(keep);
-        if entries.is_empty() {
-            return Ok(true);
+            let answer = client.merge(request).await?.into_inner();
+            refused.extend(answer.refused);
         }
-        let last = entries.last().map_or(position, |e| e.seq);
-        let mut request = tonic::Request::new(v1::ReplicateRequest {
-            space: space.to_owned(),
-            from_node: self.node_id.clone(),
-            entries: entries.into_iter().map(entry_to_wire).collect(),
-        });
-        request.set_timeout(CALL_TIMEOUT);
-        match client.replicate(request).await {
-            Ok(r) => {
-                let applied = r.into_inner().applied_seq;
-                self.advance(&key, applied);
-                metrics::counter!("mnemo_replication_entries_total").increment(last - position);
-                Ok(applied >= self.store.seq(space))
-            }
-            Err(status) if status.code() == tonic::Code::InvalidArgument => {
-                // The replica's position is not what we thought: ask again.
-                self.positions.lock().expect("lock poisoned").remove(&key);
-                Err(status)
-            }
-            Err(status) => Err(status),
+        Ok(refused)
+    }
+}
+
+/// Everything queued, grouped by space in order of first appearance.
+fn take_batch(peer: &Peer) -> Vec<(String, Vec<Push>)> {
+    let drained: Vec<Push> = peer
+        .queue
+        .lock()
+        .expect("lock poisoned")
+        .drain(..)
+        .collect();
+    let mut out: Vec<(String, Vec<Push>)> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for push in drained {
+        if let Some(&i) = at.get(&push.space) {
+            out[i].1.push(push);
+        } else {
+            at.insert(push.space.clone(), out.len());
+            out.push((push.space.clone(), vec![push]));
         }
     }
+    out
+}
 
-    fn advance(&self, key: &(String, String), position: u64) {
-        let mut positions = self.positions.lock().expect("lock poisoned");
-        let entry = positions.entry(key.clone()).or_insert(0);
-        *entry = position;
-        let lag = self.store.seq(&key.0).saturating_sub(position);
-        drop(positions);
-        metrics::gauge!("mnemo_replication_lag", "space" => key.0.clone(), "replica" => key.1.clone())
-            .set(lag as f64);
-        self.advanced.send_modify(|v| *v += 1);
-    }
-
-    /// Waits until `needed` of `replicas` confirmed `seq` of `space`, or
-    /// `timeout` passes. Returns how many had.
-    pub async fn wait_for(
-        &self,
-        space: &str,
-        seq: u64,
-        replicas: &[String],
-        needed: usize,
-        timeout: Duration,
-    ) -> Result<(), usize> {
-        let mut advanced = self.advanced.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let have = {
-                let positions = self.positions.lock().expect("lock poisoned");
-                replicas
-                    .iter()
-                    .filter(|r| {
-                        positions
-                            .get(&(space.to_owned(), (*r).clone()))
-                            .is_some_and(|p| *p >= seq)
-                    })
-                    .count()
-            };
-            if have >= needed {
-                return Ok(());
-            }
-            tokio::select! {
-                moved = advanced.changed() => if moved.is_err() { return Err(have) },
-                () = tokio::time::sleep_until(deadline) => return Err(have),
+/// Splits wire elements into groups whose encoded size stays under
+/// [`MAX_CALL_BYTES`] (one element always goes, however large).
+pub(crate) fn chunks(elements: impl Iterator<Item = v1::Element>) -> Vec<Vec<v1::Element>> {
+    let mut out: Vec<Vec<v1::Element>> = Vec::new();
+    let mut bytes = 0;
+    for e in elements {
+        let size = prost::Message::encoded_len(&e) + 8;
+        match out.last_mut() {
+            Some(last) if bytes + size <= MAX_CALL_BYTES => last.push(e),
+            _ => {
+                out.push(vec![e]);
+                bytes = 0;
             }
         }
+        bytes += size;
     }
-
-    /// Every tracked replica position, sorted.
-    pub fn lag(&self) -> Vec<Lag> {
-        let positions = self.positions.lock().expect("lock poisoned");
-        let mut out: Vec<Lag> = positions
-            .iter()
-            .map(|((space, replica), p)| Lag {
-                space: space.clone(),
-                replica: replica.clone(),
-                primary_seq: self.store.seq(space),
-                replica_seq: *p,
-            })
-            .collect();
-        out.sort_by(|a, b| (&a.space, &a.replica).cmp(&(&b.space, &b.replica)));
-        out
-    }
+    out
 }

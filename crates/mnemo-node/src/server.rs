@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
+use crate::antientropy::AntiEntropy;
 use crate::config::{MAX_MESSAGE_BYTES, NodeConfig};
 use crate::internal::InternalService;
 use crate::node::Node;
@@ -24,6 +25,9 @@ use crate::replication::Replicator;
 use crate::service::MnemoService;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Longest a graceful leave waits for its hand-over.
+const HANDOFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A node that is serving.
 pub struct Running {
@@ -56,6 +60,20 @@ impl Running {
     }
 }
 
+/// A graceful leave hands every space to the holders it will have without
+/// this node before telling the cluster it leaves.
+async fn hand_over_before_leaving(node: &Node) {
+    match tokio::time::timeout(HANDOFF_TIMEOUT, crate::antientropy::hand_over_all(node)).await {
+        Ok(Ok(spaces)) => tracing::info!(spaces, "handed spaces over before leaving"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "hand-over before leaving failed; the other holders will repair");
+        }
+        Err(_) => {
+            tracing::warn!("hand-over before leaving timed out; the other holders will repair");
+        }
+    }
+}
+
 /// Opens the node's store, joins the cluster and starts serving on
 /// `config.listen`.
 pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
@@ -85,11 +103,14 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         router_config,
     ));
     let pool = Arc::clone(&router);
+    let (undelivered_tx, undelivered) = tokio::sync::mpsc::unbounded_channel();
     let replicator = Replicator::new(
         config.id.clone(),
-        store.clone(),
         Arc::new(move |id: &str| crate::node::channel_to(&pool, id)),
+        undelivered_tx,
     );
+    let sync = AntiEntropy::new(config.sync_bytes_per_sec);
+    let (stop, mut stopped) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
     // A node with seeds serves once it has met another member (see Node::ensure_joined).
     let joined = config.join.is_empty();
@@ -105,11 +126,14 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         config,
         router,
         replicator,
+        sync,
         view: view.clone(),
         membership: tokio::sync::Mutex::new(Some(membership)),
         joined: std::sync::atomic::AtomicBool::new(joined),
         health,
+        stop: stop.clone(),
     });
+    crate::antientropy::spawn(&node, undelivered);
     tokio::spawn(crate::membership::follow(Arc::clone(&node), view));
 
     let http_addr = match node.config.http {
@@ -128,7 +152,6 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
-    let (stop, mut stopped) = watch::channel(false);
     let leaving = Arc::clone(&node);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -144,7 +167,8 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move {
                     let _ = stopped.wait_for(|s| *s).await;
-                    // Tell the cluster first, so peers stop routing here.
+                    hand_over_before_leaving(&leaving).await;
+                    // Tell the cluster, so peers stop routing here.
                     if let Some(mut m) = leaving.membership.lock().await.take() {
                         let _ = m.leave().await;
                     }

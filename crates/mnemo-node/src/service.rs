@@ -58,23 +58,27 @@ impl MnemoService {
             .map_err(exec_status)
     }
 
-    /// A forwarded write is served only by the node that writes the space's
-    /// log: its primary, or (partitioned) any holder.
+    /// A forwarded write is served only by a holder of the space (during a
+    /// partition: a holder as placed over the whole cluster).
     fn accept_forwarded_write(&self, space: &str) -> Result<(), Status> {
-        if self.node.writes_log_of(space) {
+        if self.node.accepts_writes_for(space) {
             Ok(())
         } else {
-            Err(self.refuse_forwarded(space, "primary"))
+            Err(self.refuse_forwarded(space))
         }
     }
 
-    /// A forwarded request is served here or refused; never sent on.
-    fn refuse_forwarded(&self, space: &str, what: &str) -> Status {
-        Status::unavailable(format!(
-            "node {} is not the {what} of space {space:?} in its view; \
-             the forwarding node's view differs, retry shortly",
-            self.node.id
-        ))
+    /// A forwarded request is served here or refused; never sent on. The
+    /// refusal is not a fault of this node: the router moves on.
+    fn refuse_forwarded(&self, space: &str) -> Status {
+        mnemo_router::error::refusal(
+            "not-a-holder",
+            format!(
+                "node {} does not hold space {space:?} in its view; \
+                 the forwarding node's view differs, retry shortly",
+                self.node.id
+            ),
+        )
     }
 }
 
@@ -120,10 +124,13 @@ fn validate_remember(r: &v1::RememberRequest) -> Result<(), Status> {
         r.confidence.unwrap_or(1.0),
         &r.tags,
     ))?;
-    if v1::Ack::try_from(r.ack).is_err() {
+    check_ack(r.ack)
+}
+
+fn check_ack(ack: i32) -> Result<(), Status> {
+    if v1::Ack::try_from(ack).is_err() {
         return Err(Status::invalid_argument(format!(
-            "invalid ack: {} is not primary (0) or quorum (1)",
-            r.ack
+            "invalid ack: {ack} is not primary (0) or quorum (1)"
         )));
     }
     Ok(())
@@ -198,10 +205,12 @@ impl Mnemo for MnemoService {
         validate_cue(&r.cue, &r.cue_embedding, r.k, r.min_confidence)?;
         let node = &self.node;
         if forwarded {
-            if !node.holds(&r.space) {
-                return Err(self.refuse_forwarded(&r.space, "primary or a replica"));
+            let partitioned = node.router.partition().partitioned;
+            if !node.accepts_writes_for(&r.space) && (partitioned || !node.store.holds(&r.space)) {
+                return Err(self.refuse_forwarded(&r.space));
             }
-            return local::recall(node, &r, 1.0).map(Response::new);
+            let penalty = node.router.partition().penalty();
+            return local::recall(node, &r, penalty).map(Response::new);
         }
         let decision = node.router.route_recall(&r.space).map_err(route_status)?;
         let penalty = decision.confidence_penalty();
@@ -227,10 +236,12 @@ impl Mnemo for MnemoService {
         let r = request.into_inner();
         check(validate::space(&r.space))?;
         check(validate::id(&r.id))?;
+        check_ack(r.ack)?;
         let node = &self.node;
+        let budget = deadline.unwrap_or(mnemo_router::router::DEFAULT_DEADLINE);
         if forwarded {
             self.accept_forwarded_write(&r.space)?;
-            return local::forget(node, r).await.map(Response::new);
+            return local::forget(node, r, budget).await.map(Response::new);
         }
         let decision = node.router.route_store(&r.space).map_err(route_status)?;
         let served = self
@@ -238,7 +249,7 @@ impl Mnemo for MnemoService {
                 &decision,
                 deadline,
                 &r,
-                |r| local::forget(node, r),
+                |r| local::forget(node, r, budget),
                 |mut peer, r| async move { peer.forget(r).await },
             )
             .await?;
@@ -260,7 +271,7 @@ impl Mnemo for MnemoService {
         node.router
             .route_consolidation(&r.space)
             .map_err(route_status)?;
-        if !node.writes_log_of(&r.space) {
+        if !node.consolidates(&r.space) {
             let primary = node.placement(&r.space).primary.unwrap_or_default();
             return Err(Status::failed_precondition(format!(
                 "node {} holds a replica of space {:?}; consolidation runs where the space's log \
@@ -355,6 +366,28 @@ impl Mnemo for MnemoService {
         _request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
         Ok(Response::new(self.node.status()))
+    }
+
+    async fn decommission(
+        &self,
+        _request: Request<v1::DecommissionRequest>,
+    ) -> Result<Response<v1::DecommissionResponse>, Status> {
+        let node = &self.node;
+        tracing::info!(id = %node.id, "decommissioning: handing spaces over before leaving");
+        let spaces = crate::antientropy::hand_over_all(node).await.map_err(|e| {
+            Status::unavailable(format!(
+                "node {} could not hand its spaces over ({}); nothing was removed, retry once \
+                 the other holders are reachable",
+                node.id,
+                e.message()
+            ))
+        })?;
+        // Stopping leaves the cluster once this answer is on its way.
+        let _ = node.stop.send(true);
+        Ok(Response::new(v1::DecommissionResponse {
+            node_id: node.id.clone(),
+            spaces,
+        }))
     }
 }
 

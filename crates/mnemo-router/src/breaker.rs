@@ -200,6 +200,18 @@ impl Breaker {
         }
     }
 
+    /// Membership saw the node come back (a new incarnation, or alive after
+    /// down): an open breaker lets its probe through at once instead of
+    /// waiting out the open timeout. Closed and half-open are left alone.
+    pub fn member_returned(&self) -> Option<Transition> {
+        // The probe itself makes the Open → HalfOpen transition, so this
+        // records nothing; it only moves the probe time to "now".
+        let _ = self.update(|w| {
+            (w & STATE_MASK == OPEN && until(w) != 0).then_some(pack(OPEN, failures(w), 0))
+        });
+        None
+    }
+
     fn reopen_at(&self, now_ms: u64, r: u64) -> u64 {
         let base = self.open_ms.saturating_sub(self.jitter_ms);
         now_ms.saturating_add(base + uniform_inclusive(r, 2 * self.jitter_ms))

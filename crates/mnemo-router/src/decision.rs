@@ -2,7 +2,7 @@
 //!
 //! | operation | strategy |
 //! | --- | --- |
-//! | store (remember, forget) | [`Strategy::Primary`]: only the primary writes |
+//! | store (remember, forget) | [`Strategy::PrimaryWithFallback`]: the primary, then the next holder (writes are idempotent by id and spaces merge, so any holder may take one) |
 //! | recall | [`Strategy::PrimaryWithFallback`]: primary, then replicas in placement order |
 //! | consolidation | [`Strategy::LocalOnly`]: never leaves this node; it must hold the space |
 //! | query | [`Strategy::ScatterGather`]: one recall per space, merged by score |
@@ -333,23 +333,17 @@ pub fn decide(
     if partition.partitioned {
         return local_only(|space| RouterError::NoLocalData { space });
     }
-    let mut targets = topo.preference_list(space);
+    let targets = topo.preference_list(space);
     if targets.is_empty() {
         return Err(RouterError::NoLiveNodes {
             space: space.to_owned(),
         });
     }
-    let strategy = if operation == Operation::Store {
-        targets.truncate(1);
-        Strategy::Primary
-    } else {
-        Strategy::PrimaryWithFallback
-    };
     Ok(RoutingDecision {
         table: Arc::clone(table),
         targets,
         operation,
-        strategy,
+        strategy: Strategy::PrimaryWithFallback,
         penalty: 1.0,
         degraded: false,
     })
@@ -383,17 +377,13 @@ mod tests {
     fn each_operation_routes_as_design_says() {
         let t = table("n0", 5);
         let healthy = PartitionState::HEALTHY;
-        let d = decide(&t, Operation::Store, "a", healthy).unwrap();
-        assert_eq!(d.strategy(), Strategy::Primary);
-        assert_eq!(
-            d.targets(),
-            &t.topology().preference_list("a").as_slice()[..1]
-        );
-        let d = decide(&t, Operation::Recall, "a", healthy).unwrap();
-        assert_eq!(d.strategy(), Strategy::PrimaryWithFallback);
-        assert_eq!(d.targets(), t.topology().preference_list("a").as_slice());
-        assert_eq!(d.fallbacks().count(), 2);
-        assert!(!d.is_degraded());
+        for op in [Operation::Store, Operation::Recall] {
+            let d = decide(&t, op, "a", healthy).unwrap();
+            assert_eq!(d.strategy(), Strategy::PrimaryWithFallback);
+            assert_eq!(d.targets(), t.topology().preference_list("a").as_slice());
+            assert_eq!(d.fallbacks().count(), 2);
+            assert!(!d.is_degraded());
+        }
 
         let held = space_where(&t, |l, me| l.contains(&me));
         let not_held = space_where(&t, |l, me| !l.contains(&me));

@@ -15,15 +15,42 @@ use tonic::{Code, Status};
 
 use crate::topology::NodeId;
 
+/// Metadata key of a status that is a *refusal*: the node answered, but
+/// will not serve this request now (it is catching up on the space, or its
+/// view of placement differs). Its value says why. A refusal moves the
+/// request on to the next target without counting against the node's
+/// breaker or the retry budget: it says nothing about the node's health.
+pub const REFUSAL_KEY: &str = "mnemo-refusal";
+
 /// Whether an operation error may succeed if tried again (here or on a
 /// replica).
 pub trait Classify {
     /// True for transport failures, `Unavailable`, per-attempt
     /// `DeadlineExceeded`.
     fn is_retryable(&self) -> bool;
+
+    /// True for a refusal (see [`REFUSAL_KEY`]): try the next target, but
+    /// count no node fault. Implies nothing about [`is_retryable`](Self::is_retryable).
+    fn is_refusal(&self) -> bool {
+        false
+    }
+}
+
+/// A refusal status: `Unavailable`, marked with [`REFUSAL_KEY`] = `why`.
+pub fn refusal(why: &'static str, message: impl Into<String>) -> Status {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    metadata.insert(
+        REFUSAL_KEY,
+        tonic::metadata::MetadataValue::from_static(why),
+    );
+    Status::with_metadata(Code::Unavailable, message, metadata)
 }
 
 impl Classify for Status {
+    fn is_refusal(&self) -> bool {
+        self.metadata().contains_key(REFUSAL_KEY)
+    }
+
     /// `Unavailable` and `DeadlineExceeded` from anywhere, and any status
     /// made locally from a transport failure: tonic reports a connection
     /// that broke mid-request as `Unknown` ("transport error") or

@@ -6,7 +6,10 @@
 //! left) or [`Target::Local`], and classify the result
 //! ([`Classify`]). A success returns at once, saying who served and whether
 //! it was a fallback; a non-retryable error returns at once and leaves
-//! breakers alone; a retryable one moves to the next target. When every
+//! breakers alone; a retryable one moves to the next target; a refusal
+//! ([`REFUSAL_KEY`](crate::error::REFUSAL_KEY): the node is catching up, or
+//! its view differs) moves to the next target too, but counts no fault
+//! against the node's breaker or the retry budget. When every
 //! target was tried, a new round starts after a full-jitter backoff, up to
 //! `max_attempts_per_node` rounds (default 3), so no node sees more than that
 //! many attempts. Every attempt after the first needs the shared retry budget
@@ -135,7 +138,10 @@ where
 enum Outcome<T, E> {
     Ok(T),
     Fatal(E),
+    /// A node fault: next target, counted by breaker and budget.
     Retry(E),
+    /// The node answered but will not serve this: next target, no fault.
+    Refused(E),
     TimedOut,
 }
 
@@ -147,6 +153,8 @@ struct Prepared<'a> {
 
 struct Tally<E> {
     attempts: u32,
+    /// Attempts that failed with a node fault (refusals excluded).
+    faults: u32,
     rejected: u32,
     last: Option<E>,
 }
@@ -277,6 +285,7 @@ impl Router {
         };
         let mut tally = Tally {
             attempts: 0,
+            faults: 0,
             rejected: 0,
             last: None,
         };
@@ -291,7 +300,7 @@ impl Router {
             let mut admitted = false;
             let mut i = 0;
             while i < targets.len() {
-                if tally.attempts > 0 && !self.budget.can_retry() {
+                if tally.faults > 0 && !self.budget.can_retry() {
                     metrics::budget_exhausted(opname);
                     let attempts = tally.attempts;
                     return Err(tally.fail(RouterError::BudgetExhausted { attempts }));
@@ -339,7 +348,11 @@ impl Router {
                         });
                     }
                     Some(Outcome::Fatal(e)) => return Err(ExecError::Operation(e)),
-                    Some(Outcome::Retry(e)) => tally.last = Some(e),
+                    Some(Outcome::Retry(e)) => {
+                        tally.faults += 1;
+                        tally.last = Some(e);
+                    }
+                    Some(Outcome::Refused(e)) => tally.last = Some(e),
                     Some(Outcome::TimedOut) => return Err(tally.deadline()),
                     None => {} // both hedged requests failed retryably
                 }
@@ -355,7 +368,7 @@ impl Router {
 
     /// Races the primary attempt `run` against a hedge sent after `delay`.
     /// Returns (outcome, index of the winner, whether the hedge won, next
-    /// target index). Outcome `None`: both failed retryably.
+    /// target index). Outcome `None`: both failed retryably or were refused.
     async fn hedged<'a, T, E, F, Fut>(
         &'a self,
         d: &'a RoutingDecision,
@@ -396,7 +409,11 @@ impl Router {
             };
             let idx = if from_hedge { hedge_idx } else { 0 };
             match result {
-                Outcome::Retry(e) => tally.last = Some(e),
+                Outcome::Retry(e) => {
+                    tally.faults += 1;
+                    tally.last = Some(e);
+                }
+                Outcome::Refused(e) => tally.last = Some(e),
                 other => {
                     if from_hedge && matches!(other, Outcome::Ok(_)) {
                         metrics::hedge(true);
@@ -477,6 +494,7 @@ impl Router {
                 self.budget.on_success();
                 (Outcome::Ok(v), permit.and_then(Permit::success))
             }
+            Ok(Err(e)) if e.is_refusal() => (Outcome::Refused(e), permit.and_then(Permit::neutral)),
             Ok(Err(e)) if e.is_retryable() => {
                 self.budget.on_failure();
                 let r = self.random.next_u64();

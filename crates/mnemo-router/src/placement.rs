@@ -116,11 +116,6 @@ impl PreferenceList {
         self.len += 1;
     }
 
-    /// Keeps the first `n` members.
-    pub(crate) fn truncate(&mut self, n: usize) {
-        self.len = self.len.min(n as u8);
-    }
-
     /// The members in preference order.
     pub fn as_slice(&self) -> &[NodeIndex] {
         &self.nodes[..usize::from(self.len)]

@@ -168,6 +168,19 @@ impl Router {
         true
     }
 
+    /// Membership saw node `id` come back: its breaker, if open, probes at
+    /// once (see [`Breaker::member_returned`](crate::breaker::Breaker::member_returned)).
+    pub fn member_returned(&self, id: &str) {
+        let table = self.table.load();
+        if let Some(remote) = table
+            .topology()
+            .index_of(id)
+            .and_then(|idx| table.remote(idx))
+        {
+            let _ = remote.breaker.member_returned();
+        }
+    }
+
     /// The current table (topology, channels, breakers).
     pub fn table(&self) -> Arc<RouteTable> {
         self.table.load_full()

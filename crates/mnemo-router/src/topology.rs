@@ -226,6 +226,25 @@ impl Topology {
         list
     }
 
+    /// Where this node finds `space`'s data when it must catch up: the
+    /// space's preference list over the live members *other than this
+    /// node*. When this node is a holder, these are the other holders and
+    /// the node it displaced (who held the space before it joined or came
+    /// back); when it is not, they are the holders. Not for the hot path:
+    /// O(members).
+    pub fn sources(&self, space: &str) -> Vec<NodeIndex> {
+        let others = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| m.state.is_live() && Some(NodeIndex(*i as u16)) != self.local_index)
+            .map(|(i, m)| (NodeIndex(i as u16), node_seed(m.id.as_str())));
+        Placement::new(others, self.live.rf())
+            .preference_list(space)
+            .as_slice()
+            .to_vec()
+    }
+
     /// True when this node holds `space`: it is in the space's preference list
     /// over live members, or over all members that have not left (where the
     /// data was written before peers became unreachable).

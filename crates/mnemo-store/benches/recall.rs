@@ -4,7 +4,7 @@
 #![allow(missing_docs)]
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use mnemo_store::{Cue, LogEntry, Memory, Op, Store};
+use mnemo_store::{Cue, Element, Memory, Store};
 
 const DIM: usize = 256;
 
@@ -25,20 +25,19 @@ fn filled(rt: &tokio::runtime::Runtime, n: usize) -> (tempfile::TempDir, Store) 
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let entries = (0..n)
-        .map(|i| LogEntry {
-            seq: i as u64 + 1,
-            op: Some(Op::Remember(Memory {
+        .map(|i| {
+            Element::Memory(Memory {
                 id: format!("m{i}"),
                 content: format!("memory {i}"),
                 embedding: vector(i as u64),
                 confidence: 1.0,
                 created_at_ms: 1,
                 tags: Vec::new(),
-            })),
+            })
         })
         .collect();
-    rt.block_on(store.apply_replicated("bench", entries))
-        .unwrap();
+    let merged = rt.block_on(store.merge("bench", entries)).unwrap();
+    assert!(merged.refused.is_empty());
     (dir, store)
 }
 

@@ -7,8 +7,9 @@
 //! merged memory:
 //! - id: `c-` and the 128-bit xxh3 of the sorted input ids, so the same
 //!   inputs give the same id on any node;
-//! - content and tags of the most confident input (ties: smallest id), tags
-//!   of all inputs (sorted, deduplicated);
+//! - content of the most confident input (ties: smallest id); tags of all
+//!   inputs, sorted and deduplicated, the first [`MAX_TAGS`] kept (a merged
+//!   memory obeys the same limits as any other, or holders would refuse it);
 //! - embedding: the normalised sum of the inputs' unit embeddings;
 //! - confidence: noisy-or of the inputs, `1 - Π(1 - cᵢ)`: independent
 //!   witnesses of the same fact make it more credible;
@@ -24,6 +25,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::embed::{dot, normalize};
 use crate::memory::{Consolidation, Memory};
+use crate::validate::MAX_TAGS;
 
 /// Similarity at or above which two memories merge.
 pub const DEFAULT_THRESHOLD: f32 = 0.92;
@@ -102,7 +104,7 @@ fn merge(group: &[&(Arc<Memory>, &[f32])]) -> Consolidation {
             .map(|(m, _)| m.created_at_ms)
             .max()
             .unwrap_or(0),
-        tags: tags.into_iter().cloned().collect(),
+        tags: tags.into_iter().take(MAX_TAGS).cloned().collect(),
     };
     Consolidation {
         merged: Some(merged),

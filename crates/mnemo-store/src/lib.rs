@@ -2,29 +2,39 @@
 //!
 //! Layout:
 //! - [`store`]: the [`Store`] facade: open, remember, recall, forget,
-//!   consolidate, the replication log.
+//!   consolidate, merge what other holders send, reconciliation views.
+//! - [`set`]: a space as a mergeable set of elements (memories and
+//!   tombstones), the merge rules, element ids for anti-entropy.
+//! - [`reconcile`]: anti-entropy between two holders (negentropy).
 //! - [`memory`]: the records on disk and on the wire between nodes.
 //! - [`validate`]: the limits every request is checked against.
 //! - [`embed`]: the lexical embedding and vector arithmetic.
 //! - [`consolidate`]: the deterministic near-duplicate merge.
-//! - `index`: the in-memory layout recall scans.
 //! - `writer`: the single writer thread and its group commit.
+//! - `space`: what is kept in memory per space (index, element set).
+//! - `index`: the in-memory layout recall scans.
+//! - `tables`: the redb tables.
 //!
 //! Durability: every write is acknowledged only after the redb transaction
 //! that holds it committed with immediate durability (fsync). Concurrent
-//! writes share a commit. redb is the source of truth; the recall index is
-//! rebuilt from it at start-up.
+//! writes share a commit. redb is the source of truth; the recall index and
+//! element sets are rebuilt from it at start-up.
 
 pub mod consolidate;
 pub mod embed;
 mod error;
 mod index;
 pub mod memory;
+pub mod reconcile;
+pub mod set;
+mod space;
 pub mod store;
+mod tables;
 pub mod validate;
 mod writer;
 
 pub use error::{Result, StoreError};
-pub use memory::{Consolidation, LogEntry, Memory, Op, Scored};
+pub use memory::{Consolidation, Memory, Op, Scored};
+pub use set::{Element, ElementId};
 pub use store::{ConsolidationReport, Cue, SpaceStats, Store};
-pub use writer::Outcome;
+pub use writer::{Merged, Written};

@@ -1,6 +1,7 @@
 //! The records the store keeps, in the form they are written to disk and
 //! shipped to replicas (protobuf encoding through `prost`, so old records stay
-//! readable when fields are added).
+//! readable when fields are added). The encoding is deterministic, which the
+//! merge rule relies on (see [`crate::set::version`]).
 
 /// One immutable memory.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -38,17 +39,14 @@ impl Memory {
     }
 }
 
-/// One change to a space, as ordered in the space's log.
-#[derive(Clone, PartialEq, prost::Oneof)]
+/// A client's write, as the store applies it.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// Store a memory.
-    #[prost(message, tag = "2")]
     Remember(Memory),
     /// Tombstone a memory id.
-    #[prost(string, tag = "3")]
     Forget(String),
     /// Store a merged memory and tombstone its inputs.
-    #[prost(message, tag = "4")]
     Consolidate(Consolidation),
 }
 
@@ -61,17 +59,6 @@ pub struct Consolidation {
     /// Ids of the merged memories, sorted.
     #[prost(string, repeated, tag = "2")]
     pub inputs: Vec<String>,
-}
-
-/// A change and its position in the space's log.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LogEntry {
-    /// Position in the space's log, from 1, assigned by the primary.
-    #[prost(uint64, tag = "1")]
-    pub seq: u64,
-    /// The change.
-    #[prost(oneof = "Op", tags = "2, 3, 4")]
-    pub op: Option<Op>,
 }
 
 /// A memory and how well it matched a cue.

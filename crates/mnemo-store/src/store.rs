@@ -1,67 +1,26 @@
 //! The store facade: opens the database, rebuilds the recall index, hands
 //! writes to the writer thread and answers reads from memory.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use negentropy::NegentropyStorageVector;
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
 use crate::consolidate::{self, MAX_CONSOLIDATE};
 use crate::embed::{self, LEXICAL_DIM};
 use crate::error::{Result, StoreError};
-use crate::index::SpaceIndex;
-use crate::memory::{Consolidation, LogEntry, Memory, Op, Scored};
-use crate::writer::{self, Job, Outcome, Request};
-
-pub(crate) const MEMORIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("memories");
-/// Forgotten ids, with the log position that forgot them.
-pub(crate) const TOMBSTONES: TableDefinition<(&str, &str), u64> =
-    TableDefinition::new("tombstones");
-/// Each space's ordered changes, for replication and catch-up.
-pub(crate) const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("log");
-/// Per space: (last log position, embedding dimension).
-pub(crate) const SPACES: TableDefinition<&str, (u64, u32)> = TableDefinition::new("spaces");
+use crate::memory::{Memory, Op, Scored};
+use crate::set::{Element, ElementId, Entry, empty_reconciliation, memory_element, version};
+use crate::space::{Effect, Shared};
+use crate::tables::{self, MEMORIES, TOMBSTONES};
+use crate::writer::{self, Job, Merged, Reply, Request, Written};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "mnemo.redb";
-
-pub(crate) struct Space {
-    pub(crate) index: RwLock<SpaceIndex>,
-    pub(crate) seq: AtomicU64,
-}
-
-pub(crate) struct Shared {
-    pub(crate) db: Database,
-    spaces: RwLock<HashMap<String, Arc<Space>>>,
-}
-
-impl Shared {
-    pub(crate) fn space(&self, name: &str) -> Option<Arc<Space>> {
-        self.spaces
-            .read()
-            .expect("lock poisoned")
-            .get(name)
-            .cloned()
-    }
-
-    pub(crate) fn space_or_create(&self, name: &str) -> Arc<Space> {
-        if let Some(s) = self.space(name) {
-            return s;
-        }
-        let mut spaces = self.spaces.write().expect("lock poisoned");
-        Arc::clone(spaces.entry(name.to_owned()).or_insert_with(|| {
-            Arc::new(Space {
-                index: RwLock::new(SpaceIndex::default()),
-                seq: AtomicU64::new(0),
-            })
-        }))
-    }
-}
 
 /// A cue to recall with: text, an embedding, or both (the embedding wins).
 #[derive(Debug, Clone, Copy)]
@@ -79,8 +38,11 @@ pub struct SpaceStats {
     pub name: String,
     /// Live memories.
     pub memories: u64,
-    /// Last log position.
-    pub seq: u64,
+    /// Tombstones (forgotten ids).
+    pub tombstones: u64,
+    /// Order-independent digest of every element (memories and
+    /// tombstones): holders with equal digests hold the same state.
+    pub digest: u128,
     /// Embedding dimension (0 while unset).
     pub dimension: u32,
 }
@@ -89,11 +51,13 @@ pub struct SpaceStats {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsolidationReport {
     /// The merges, sorted by their inputs.
-    pub merged: Vec<Consolidation>,
-    /// Live memories before and after.
+    pub merged: Vec<crate::memory::Consolidation>,
+    /// Live memories before.
     pub before: u64,
     /// Live memories after.
     pub after: u64,
+    /// The elements the merges stand for, to send to the other holders.
+    pub elements: Vec<Element>,
 }
 
 /// A node's durable memory spaces. Cheap to clone; the last clone dropped
@@ -121,15 +85,13 @@ impl Drop for Writer {
 }
 
 impl Store {
-    /// Opens or creates the store in `dir` and rebuilds the recall index.
+    /// Opens or creates the store in `dir` and rebuilds what it keeps in
+    /// memory (recall index, element sets).
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Storage(e.into()))?;
         let db = Database::create(dir.join(DB_FILE))?;
-        writer::create_tables(&db)?;
-        let shared = Arc::new(Shared {
-            db,
-            spaces: RwLock::new(HashMap::new()),
-        });
+        tables::create(&db)?;
+        let shared = Arc::new(Shared::new(db));
         load(&shared)?;
         let (jobs, rx) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
@@ -144,7 +106,7 @@ impl Store {
         Ok(Store { writer, shared })
     }
 
-    async fn submit(&self, space: &str, request: Request) -> Result<Outcome> {
+    async fn submit(&self, space: &str, request: Request) -> Result<Reply> {
         let (reply, answer) = oneshot::channel();
         self.writer
             .jobs
@@ -159,10 +121,17 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Remembers a memory as the space's primary. Fills in what the client
-    /// left out: an id (UUIDv7), the lexical embedding, the creation time.
-    /// Returns the stored memory's id with the outcome.
-    pub async fn remember(&self, space: &str, mut memory: Memory) -> Result<(String, Outcome)> {
+    async fn write(&self, space: &str, op: Op) -> Result<Written> {
+        match self.submit(space, Request::Local(op)).await? {
+            Reply::Written(w) => Ok(w),
+            _ => unreachable!("a local write is answered with Written"),
+        }
+    }
+
+    /// Remembers a client's memory. Fills in what the client left out: an
+    /// id (UUIDv7), the lexical embedding, the creation time. Returns the
+    /// stored memory's id with what the write did.
+    pub async fn remember(&self, space: &str, mut memory: Memory) -> Result<(String, Written)> {
         crate::validate::memory(space, &memory)?;
         if memory.id.is_empty() {
             memory.id = uuid::Uuid::now_v7().to_string();
@@ -175,30 +144,37 @@ impl Store {
             memory.created_at_ms = now_ms();
         }
         let id = memory.id.clone();
-        let outcome = self
-            .submit(space, Request::Local(Op::Remember(memory)))
-            .await?;
-        Ok((id, outcome))
+        let written = self.write(space, Op::Remember(memory)).await?;
+        Ok((id, written))
     }
 
-    /// Forgets a memory as the space's primary: writes a tombstone, so the id
-    /// stays forgotten on every replica and across restarts.
-    pub async fn forget(&self, space: &str, id: &str) -> Result<Outcome> {
+    /// Forgets a memory: writes a tombstone, so the id stays forgotten on
+    /// every holder and across restarts.
+    pub async fn forget(&self, space: &str, id: &str) -> Result<Written> {
         crate::validate::space(space)?;
         crate::validate::id(id)?;
-        self.submit(space, Request::Local(Op::Forget(id.to_owned())))
-            .await
+        self.write(space, Op::Forget(id.to_owned())).await
     }
 
-    /// Applies entries ordered by the space's primary. Entries at or below
-    /// the applied position are skipped; a gap is refused.
-    pub async fn apply_replicated(&self, space: &str, entries: Vec<LogEntry>) -> Result<u64> {
+    /// Merges elements another holder sent (see [`crate::set`]). Invalid
+    /// elements are refused one by one; the others are applied.
+    pub async fn merge(&self, space: &str, elements: Vec<Element>) -> Result<Merged> {
         crate::validate::space(space)?;
-        Ok(self.submit(space, Request::Replicated(entries)).await?.seq)
+        match self.submit(space, Request::Merge(elements)).await? {
+            Reply::Merged(m) => Ok(m),
+            _ => unreachable!("a merge is answered with Merged"),
+        }
     }
 
-    /// Merges near-duplicates (see [`crate::consolidate`]) and commits the
-    /// merges through the log, so replicas converge on the same result.
+    /// Removes every trace of `space` from this node (after its holders
+    /// took it over).
+    pub async fn drop_space(&self, space: &str) -> Result<()> {
+        crate::validate::space(space)?;
+        self.submit(space, Request::Drop).await.map(|_| ())
+    }
+
+    /// Merges near-duplicates (see [`crate::consolidate`]): each merge stores
+    /// the merged memory and tombstones its inputs.
     pub async fn consolidate(&self, space: &str, threshold: f32) -> Result<ConsolidationReport> {
         crate::validate::space(space)?;
         crate::validate::threshold(threshold)?;
@@ -236,15 +212,17 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Storage(redb::Error::Io(std::io::Error::other(e.to_string()))))?;
+        let mut elements = Vec::new();
         for merge in &merges {
-            self.submit(space, Request::Local(Op::Consolidate(merge.clone())))
-                .await?;
+            let written = self.write(space, Op::Consolidate(merge.clone())).await?;
+            elements.extend(written.elements);
         }
         let after = self.len(space) as u64;
         Ok(ConsolidationReport {
             merged: merges,
             before,
             after,
+            elements,
         })
     }
 
@@ -275,29 +253,30 @@ impl Store {
         ix.get(id).cloned()
     }
 
-    /// Up to `limit` log entries of `space` after position `after`.
-    pub fn log_since(&self, space: &str, after: u64, limit: usize) -> Result<Vec<LogEntry>> {
-        let txn = self.shared.db.begin_read()?;
-        let log = txn.open_table(LOG)?;
-        let mut out = Vec::new();
-        for row in log
-            .range((space, after + 1)..=(space, u64::MAX))?
-            .take(limit)
-        {
-            let (_, v) = row?;
-            out.push(
-                LogEntry::decode(v.value())
-                    .map_err(|e| StoreError::Storage(redb::Error::Corrupted(e.to_string())))?,
-            );
+    /// The space's element ids as sealed negentropy storage, for
+    /// anti-entropy (empty for a space this node has no data of). Built once
+    /// per change of the space and shared until the next.
+    pub fn reconciliation(&self, space: &str) -> Arc<NegentropyStorageVector> {
+        match self.shared.space(space) {
+            Some(s) => s.set.write().expect("lock poisoned").reconciliation(),
+            None => empty_reconciliation(),
         }
-        Ok(out)
     }
 
-    /// The last log position of `space` (0 when it has none).
-    pub fn seq(&self, space: &str) -> u64 {
-        self.shared
-            .space(space)
-            .map_or(0, |s| s.seq.load(Ordering::Acquire))
+    /// The elements with these ids that this node holds (ids it does not
+    /// hold, for instance because they changed meanwhile, are skipped).
+    pub fn elements(&self, space: &str, ids: &[ElementId]) -> Vec<Element> {
+        let Some(s) = self.shared.space(space) else {
+            return Vec::new();
+        };
+        let ix = s.index.read().expect("lock poisoned");
+        let set = s.set.read().expect("lock poisoned");
+        ids.iter()
+            .filter_map(|id| match set.get(id)? {
+                Entry::Memory(m) => ix.get(m).map(|m| Element::Memory(Memory::clone(m))),
+                Entry::Tombstone(t) => Some(Element::Tombstone(t.to_string())),
+            })
+            .collect()
     }
 
     /// Whether this node has any data of `space`.
@@ -312,22 +291,28 @@ impl Store {
             .map_or(0, |s| s.index.read().expect("lock poisoned").len())
     }
 
+    /// One space's figures, if this node has data of it.
+    pub fn stats(&self, space: &str) -> Option<SpaceStats> {
+        let s = self.shared.space(space)?;
+        Some(stats(space, &s))
+    }
+
     /// Every space this node has data of, sorted by name.
     pub fn spaces(&self) -> Vec<SpaceStats> {
-        let spaces = self.shared.spaces.read().expect("lock poisoned");
-        let mut out: Vec<SpaceStats> = spaces
+        let mut out: Vec<SpaceStats> = self
+            .shared
+            .all()
             .iter()
-            .map(|(name, s)| {
-                let ix = s.index.read().expect("lock poisoned");
-                SpaceStats {
-                    name: name.clone(),
-                    memories: ix.len() as u64,
-                    seq: s.seq.load(Ordering::Acquire),
-                    dimension: ix.dim() as u32,
-                }
-            })
+            .map(|(name, s)| stats(name, s))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Names of every space this node has data of, sorted.
+    pub fn space_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.shared.all().into_iter().map(|(n, _)| n).collect();
+        out.sort();
         out
     }
 
@@ -344,6 +329,18 @@ impl Store {
             ));
         }
         Ok(())
+    }
+}
+
+fn stats(name: &str, s: &crate::space::Space) -> SpaceStats {
+    let ix = s.index.read().expect("lock poisoned");
+    let set = s.set.read().expect("lock poisoned");
+    SpaceStats {
+        name: name.to_owned(),
+        memories: ix.len() as u64,
+        tombstones: set.tombstones(),
+        digest: set.digest(),
+        dimension: ix.dim() as u32,
     }
 }
 
@@ -375,41 +372,35 @@ fn cue_vector(space: &str, cue: Cue<'_>, dim: usize) -> Result<Vec<f32>> {
     Ok(v)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Rebuilds every space's index from the database.
+/// Rebuilds every space's index and element set from the database.
 fn load(shared: &Shared) -> Result<()> {
     let txn = shared.db.begin_read()?;
-    let spaces = txn.open_table(SPACES)?;
-    for row in spaces.iter()? {
-        let (name, meta) = row?;
-        let (seq, dim) = meta.value();
-        let s = shared.space_or_create(name.value());
-        s.seq.store(seq, Ordering::Release);
-        s.index
-            .write()
-            .expect("lock poisoned")
-            .set_dim(dim as usize);
-    }
     let memories = txn.open_table(MEMORIES)?;
-    let mut count = 0usize;
+    let mut effects = Vec::new();
     for row in memories.iter()? {
         let (key, value) = row?;
         let (space, _) = key.value();
-        let m = Memory::decode(value.value())
+        let bytes = value.value();
+        let m = Memory::decode(bytes)
             .map_err(|e| StoreError::Storage(redb::Error::Corrupted(e.to_string())))?;
-        shared
-            .space_or_create(space)
-            .index
-            .write()
-            .expect("lock poisoned")
-            .insert(Arc::new(m));
-        count += 1;
+        let element = memory_element(&m.id, version(bytes));
+        effects.push((space.to_owned(), Effect::Insert(Arc::new(m), element)));
     }
-    tracing::info!(memories = count, "recall index rebuilt");
+    let count = effects.len();
+    let tombstones = txn.open_table(TOMBSTONES)?;
+    for row in tombstones.iter()? {
+        let (key, _) = row?;
+        let (space, id) = key.value();
+        effects.push((space.to_owned(), Effect::Tombstone(id.to_owned())));
+    }
+    let forgotten = effects.len() - count;
+    shared.publish(effects);
+    tracing::info!(memories = count, tombstones = forgotten, "store loaded");
     Ok(())
 }

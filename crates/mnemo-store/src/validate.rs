@@ -148,6 +148,35 @@ pub fn memory(space_name: &str, m: &crate::Memory) -> Result<()> {
     )
 }
 
+/// A memory as a holder stores it: a client's checks, plus the fields the
+/// node that took the write fills in (id, embedding), in the space's
+/// dimension `dim` (0: not fixed yet).
+pub fn stored_memory(space_name: &str, m: &crate::Memory, dim: usize) -> Result<()> {
+    memory(space_name, m)?;
+    if m.id.is_empty() {
+        return Err(StoreError::invalid(
+            "id",
+            "must not be empty in a stored memory",
+        ));
+    }
+    if m.embedding.is_empty() {
+        return Err(StoreError::invalid(
+            "embedding",
+            "must not be empty in a stored memory",
+        ));
+    }
+    if dim != 0 && m.embedding.len() != dim {
+        return Err(StoreError::invalid(
+            "embedding",
+            format!(
+                "has {} dimensions but space {space_name:?} uses {dim}",
+                m.embedding.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The same checks as [`memory`], on fields not yet made into a `Memory`
 /// (an empty `id` means "generate one").
 pub fn memory_fields(

@@ -2,59 +2,77 @@
 //! whatever has queued up while the previous commit was being made durable
 //! (group commit). A write is acknowledged only after the commit that holds
 //! it returned, so N concurrent writers cost one fsync per batch, not N.
+//!
+//! Two kinds of writes go through here, with the same rules underneath
+//! (see [`crate::set`]): a client's write taken by this node, which may be
+//! refused (an id already used for other content, an id forgotten), and a
+//! merge of elements from another holder, which never refuses a valid
+//! element: it applies the merge rules and counts conflicts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
 use prost::Message;
-use redb::{Database, ReadableTable, Table};
+use redb::{ReadableTable, Table};
 use tokio::sync::oneshot;
 
 use crate::error::{Result, StoreError};
-use crate::memory::{Consolidation, LogEntry, Memory, Op};
-use crate::store::{LOG, MEMORIES, SPACES, Shared, TOMBSTONES};
+use crate::memory::{Consolidation, Memory, Op};
+use crate::set::{Element, incoming_wins, memory_element, version};
+use crate::space::{Effect, Shared};
+use crate::tables::{MEMORIES, TOMBSTONES};
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 2048;
 
 /// What a write asks for.
 pub(crate) enum Request {
-    /// A write accepted by this node as the space's primary: it gets the
-    /// space's next sequence number.
+    /// A client's write taken by this node.
     Local(Op),
-    /// Entries already ordered by the primary, applied in order by a replica.
-    Replicated(Vec<LogEntry>),
+    /// Elements from another holder, merged.
+    Merge(Vec<Element>),
+    /// Remove every trace of the space from this node.
+    Drop,
+}
+
+/// What a write did.
+pub(crate) enum Reply {
+    Written(Written),
+    Merged(Merged),
+    Dropped,
 }
 
 pub(crate) struct Job {
     pub(crate) space: String,
     pub(crate) request: Request,
-    pub(crate) reply: oneshot::Sender<Result<Outcome>>,
+    pub(crate) reply: oneshot::Sender<Result<Reply>>,
 }
 
-/// What a write did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// The space's log position after the write.
-    pub seq: u64,
+/// What a client's write did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
     /// False when the write was already applied (an idempotent replay) or
     /// changed nothing (forgetting what was already forgotten).
     pub changed: bool,
     /// For a forget: whether a live memory was removed.
     pub existed: bool,
+    /// The elements the write stands for, as stored, to send to the other
+    /// holders (a replay sends them again: the first send may have failed).
+    pub elements: Vec<Element>,
 }
 
-/// How a committed batch changes the in-memory index.
-enum Effect {
-    Insert(Arc<Memory>),
-    Remove(String),
-}
-
-#[derive(Clone, Copy)]
-struct Meta {
-    seq: u64,
-    dim: u32,
+/// What a merge did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Elements that changed this holder's state.
+    pub applied: u32,
+    /// Elements it already had, or that lost to what it had.
+    pub unchanged: u32,
+    /// Two different memories under one id met (either side may have won).
+    pub conflicts: u32,
+    /// Elements refused as invalid, each with why. The rest were applied.
+    pub refused: Vec<String>,
 }
 
 pub(crate) fn run(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
@@ -71,9 +89,9 @@ pub(crate) fn run(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
 }
 
 fn commit_batch(shared: &Arc<Shared>, batch: Vec<Job>) {
-    let mut metas: HashMap<String, Meta> = HashMap::new();
     let mut effects: Vec<(String, Effect)> = Vec::new();
-    let mut results: Vec<Result<Outcome>> = Vec::with_capacity(batch.len());
+    let mut results: Vec<Result<Reply>> = Vec::with_capacity(batch.len());
+    let mut dims: HashMap<String, usize> = HashMap::new();
 
     let committed = (|| -> Result<()> {
         let txn = shared.db.begin_write()?;
@@ -81,30 +99,33 @@ fn commit_batch(shared: &Arc<Shared>, batch: Vec<Job>) {
             let mut t = Tables {
                 memories: txn.open_table(MEMORIES)?,
                 tombstones: txn.open_table(TOMBSTONES)?,
-                log: txn.open_table(LOG)?,
-                spaces: txn.open_table(SPACES)?,
             };
             for job in &batch {
-                let meta = match metas.get(&job.space) {
-                    Some(m) => *m,
-                    None => t.meta(&job.space)?,
-                };
+                let dim = *dims.entry(job.space.clone()).or_insert_with(|| {
+                    shared
+                        .space(&job.space)
+                        .map_or(0, |s| s.index.read().expect("lock poisoned").dim())
+                });
                 let mut ctx = Ctx {
                     space: &job.space,
-                    meta,
+                    dim,
                     effects: &mut effects,
                 };
                 let result = match &job.request {
-                    Request::Local(op) => ctx.local(&mut t, op),
-                    Request::Replicated(entries) => ctx.replicated(&mut t, entries),
+                    Request::Local(op) => ctx.local(&mut t, op).map(Reply::Written),
+                    Request::Merge(elements) => ctx.merge(&mut t, elements).map(Reply::Merged),
+                    Request::Drop => ctx.drop_space(&mut t).map(|()| Reply::Dropped),
                 };
                 // A storage error aborts the whole batch; refusals are per job.
                 if let Err(StoreError::Storage(e)) = result {
                     return Err(StoreError::Storage(e));
                 }
-                let meta = ctx.meta;
-                t.spaces.insert(job.space.as_str(), (meta.seq, meta.dim))?;
-                metas.insert(job.space.clone(), meta);
+                let dim = if matches!(job.request, Request::Drop) {
+                    0
+                } else {
+                    ctx.dim
+                };
+                dims.insert(job.space.clone(), dim);
                 results.push(result);
             }
         }
@@ -114,7 +135,7 @@ fn commit_batch(shared: &Arc<Shared>, batch: Vec<Job>) {
 
     match committed {
         Ok(()) => {
-            shared.publish(&metas, effects);
+            shared.publish(effects);
             for (job, result) in batch.into_iter().zip(results) {
                 let _ = job.reply.send(result);
             }
@@ -134,210 +155,214 @@ fn commit_batch(shared: &Arc<Shared>, batch: Vec<Job>) {
 struct Tables<'txn> {
     memories: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     tombstones: Table<'txn, (&'static str, &'static str), u64>,
-    log: Table<'txn, (&'static str, u64), &'static [u8]>,
-    spaces: Table<'txn, &'static str, (u64, u32)>,
-}
-
-impl Tables<'_> {
-    fn meta(&self, space: &str) -> Result<Meta> {
-        Ok(match self.spaces.get(space)? {
-            Some(v) => {
-                let (seq, dim) = v.value();
-                Meta { seq, dim }
-            }
-            None => Meta { seq: 0, dim: 0 },
-        })
-    }
 }
 
 struct Ctx<'a> {
     space: &'a str,
-    meta: Meta,
+    /// The space's embedding dimension (0 while no memory fixed it).
+    dim: usize,
     effects: &'a mut Vec<(String, Effect)>,
 }
 
+/// What storing one memory did.
+enum Stored {
+    New,
+    /// The same memory was there (perhaps stamped at another time): the
+    /// stored one.
+    Same(Memory),
+    /// Another memory holds the id; `replaced` when the incoming one won.
+    Conflict {
+        replaced: bool,
+    },
+    Forgotten,
+}
+
 impl Ctx<'_> {
-    /// A primary's write: refusals are returned to the client.
-    fn local(&mut self, t: &mut Tables<'_>, op: &Op) -> Result<Outcome> {
-        let seq = self.meta.seq + 1;
-        let outcome = self.apply(t, op, seq)?;
-        if outcome.changed {
-            self.meta.seq = seq;
-            let entry = LogEntry {
-                seq,
-                op: Some(op.clone()),
-            };
-            t.log
-                .insert((self.space, seq), entry.encode_to_vec().as_slice())?;
-        }
-        Ok(Outcome {
-            seq: self.meta.seq,
-            ..outcome
-        })
-    }
-
-    /// A replica's apply: the primary already decided, so a refusal here (a
-    /// memory the replica already has) is a no-op; the position advances.
-    fn replicated(&mut self, t: &mut Tables<'_>, entries: &[LogEntry]) -> Result<Outcome> {
-        let mut changed = false;
-        for entry in entries {
-            if entry.seq <= self.meta.seq {
-                continue;
-            }
-            if entry.seq != self.meta.seq + 1 {
-                return Err(StoreError::invalid(
-                    "entries",
-                    format!(
-                        "start at seq {} but space {:?} has applied up to {}",
-                        entry.seq, self.space, self.meta.seq
-                    ),
-                ));
-            }
-            if let Some(op) = &entry.op {
-                match self.apply(t, op, entry.seq) {
-                    Ok(o) => changed |= o.changed,
-                    Err(StoreError::Storage(e)) => return Err(StoreError::Storage(e)),
-                    Err(refused) => {
-                        tracing::debug!(space = self.space, seq = entry.seq, %refused, "replicated entry was a no-op");
-                    }
-                }
-            }
-            self.meta.seq = entry.seq;
-            t.log
-                .insert((self.space, entry.seq), entry.encode_to_vec().as_slice())?;
-        }
-        Ok(Outcome {
-            seq: self.meta.seq,
-            changed,
-            existed: false,
-        })
-    }
-
-    fn apply(&mut self, t: &mut Tables<'_>, op: &Op, seq: u64) -> Result<Outcome> {
+    /// A client's write: refusals go back to the client.
+    fn local(&mut self, t: &mut Tables<'_>, op: &Op) -> Result<Written> {
         match op {
-            Op::Remember(m) => self.remember(t, m),
+            Op::Remember(m) => match self.store_memory(t, m, false)? {
+                Stored::New => Ok(Written {
+                    changed: true,
+                    existed: false,
+                    elements: vec![Element::Memory(m.clone())],
+                }),
+                Stored::Same(stored) => Ok(Written {
+                    changed: false,
+                    existed: true,
+                    elements: vec![Element::Memory(stored)],
+                }),
+                Stored::Conflict { .. } => Err(StoreError::AlreadyExists {
+                    space: self.space.into(),
+                    id: m.id.clone(),
+                }),
+                Stored::Forgotten => Err(StoreError::Forgotten {
+                    space: self.space.into(),
+                    id: m.id.clone(),
+                }),
+            },
             Op::Forget(id) => {
-                let existed = self.tombstone(t, id, seq)?;
-                Ok(Outcome {
-                    seq,
-                    changed: existed.is_some(),
-                    existed: existed == Some(true),
+                let (changed, existed) = self.tombstone(t, id)?;
+                Ok(Written {
+                    changed,
+                    existed,
+                    elements: vec![Element::Tombstone(id.clone())],
                 })
             }
             Op::Consolidate(Consolidation { merged, inputs }) => {
                 let merged = merged
                     .as_ref()
                     .ok_or_else(|| StoreError::invalid("merged", "is missing"))?;
-                let mut changed = match self.remember(t, merged) {
-                    Ok(o) => o.changed,
-                    Err(StoreError::AlreadyExists { .. } | StoreError::Forgotten { .. }) => false,
-                    Err(e) => return Err(e),
+                crate::validate::memory(self.space, merged)?;
+                let mut elements = Vec::with_capacity(inputs.len() + 1);
+                let mut changed = match self.store_memory(t, merged, false)? {
+                    Stored::New => {
+                        elements.push(Element::Memory(merged.clone()));
+                        true
+                    }
+                    Stored::Same(stored) => {
+                        elements.push(Element::Memory(stored));
+                        false
+                    }
+                    Stored::Conflict { .. } | Stored::Forgotten => false,
                 };
                 for id in inputs {
-                    changed |= self.tombstone(t, id, seq)?.is_some();
+                    changed |= self.tombstone(t, id)?.0;
+                    elements.push(Element::Tombstone(id.clone()));
                 }
-                Ok(Outcome {
-                    seq,
+                Ok(Written {
                     changed,
                     existed: false,
+                    elements,
                 })
             }
         }
     }
 
-    fn remember(&mut self, t: &mut Tables<'_>, m: &Memory) -> Result<Outcome> {
+    /// Elements from another holder: each valid one is merged, each invalid
+    /// one refused on its own.
+    fn merge(&mut self, t: &mut Tables<'_>, elements: &[Element]) -> Result<Merged> {
+        let mut out = Merged::default();
+        for element in elements {
+            let checked = match element {
+                Element::Memory(m) => crate::validate::stored_memory(self.space, m, self.dim),
+                Element::Tombstone(id) => crate::validate::id(id),
+            };
+            if let Err(e) = checked {
+                out.refused.push(format!("{:?}: {e}", element.id()));
+                continue;
+            }
+            let applied = match element {
+                Element::Memory(m) => match self.store_memory(t, m, true)? {
+                    Stored::New => true,
+                    Stored::Same(_) | Stored::Forgotten => false,
+                    Stored::Conflict { replaced } => {
+                        out.conflicts += 1;
+                        replaced
+                    }
+                },
+                Element::Tombstone(id) => self.tombstone(t, id)?.0,
+            };
+            if applied {
+                out.applied += 1;
+            } else {
+                out.unchanged += 1;
+            }
+        }
+        if out.conflicts > 0 {
+            metrics::counter!("mnemo_store_conflicts_total").increment(u64::from(out.conflicts));
+        }
+        Ok(out)
+    }
+
+    /// Stores `m` unless its id is forgotten or held. `merging`: a held id
+    /// with other content resolves by the merge rule instead of refusing.
+    fn store_memory(&mut self, t: &mut Tables<'_>, m: &Memory, merging: bool) -> Result<Stored> {
         let key = (self.space, m.id.as_str());
         if t.tombstones.get(key)?.is_some() {
-            return Err(StoreError::Forgotten {
-                space: self.space.into(),
-                id: m.id.clone(),
-            });
+            return Ok(Stored::Forgotten);
         }
-        if let Some(existing) = t.memories.get(key)? {
-            let existing = Memory::decode(existing.value())
+        let encoded = m.encode_to_vec();
+        let incoming = version(&encoded);
+        let existing = t.memories.get(key)?.map(|v| v.value().to_vec());
+        if let Some(bytes) = existing {
+            let held = version(&bytes);
+            if held == incoming {
+                return Ok(Stored::Same(m.clone()));
+            }
+            let stored = Memory::decode(bytes.as_slice())
                 .map_err(|e| StoreError::Storage(redb::Error::Corrupted(e.to_string())))?;
-            if existing.same_as(m) {
-                return Ok(Outcome {
-                    seq: self.meta.seq,
-                    changed: false,
-                    existed: true,
+            if !merging {
+                return Ok(if stored.same_as(m) {
+                    Stored::Same(stored)
+                } else {
+                    Stored::Conflict { replaced: false }
                 });
             }
-            return Err(StoreError::AlreadyExists {
-                space: self.space.into(),
-                id: m.id.clone(),
-            });
+            if !incoming_wins(held, incoming) {
+                return Ok(Stored::Conflict { replaced: false });
+            }
+            self.put(t, m, &encoded, incoming)?;
+            return Ok(Stored::Conflict { replaced: true });
         }
-        let dim = m.embedding.len() as u32;
-        if self.meta.dim == 0 {
-            self.meta.dim = dim;
-        } else if self.meta.dim != dim {
+        let dim = m.embedding.len();
+        if self.dim == 0 {
+            self.dim = dim;
+        } else if self.dim != dim {
             return Err(StoreError::invalid(
                 "embedding",
                 format!(
                     "has {dim} dimensions but space {:?} uses {}",
-                    self.space, self.meta.dim
+                    self.space, self.dim
                 ),
             ));
         }
-        t.memories.insert(key, m.encode_to_vec().as_slice())?;
-        self.effects
-            .push((self.space.into(), Effect::Insert(Arc::new(m.clone()))));
-        Ok(Outcome {
-            seq: self.meta.seq,
-            changed: true,
-            existed: false,
-        })
+        self.put(t, m, &encoded, incoming)?;
+        Ok(Stored::New)
     }
 
-    /// Tombstones `id`. `None`: it already was; `Some(existed)`: whether a
-    /// live memory was removed.
-    fn tombstone(&mut self, t: &mut Tables<'_>, id: &str, seq: u64) -> Result<Option<bool>> {
+    fn put(&mut self, t: &mut Tables<'_>, m: &Memory, encoded: &[u8], v: u128) -> Result<()> {
+        t.memories.insert((self.space, m.id.as_str()), encoded)?;
+        self.effects.push((
+            self.space.into(),
+            Effect::Insert(Arc::new(m.clone()), memory_element(&m.id, v)),
+        ));
+        Ok(())
+    }
+
+    /// Tombstones `id`. Returns (whether the tombstone is new, whether a
+    /// live memory was removed).
+    fn tombstone(&mut self, t: &mut Tables<'_>, id: &str) -> Result<(bool, bool)> {
         let key = (self.space, id);
         if t.tombstones.get(key)?.is_some() {
-            return Ok(None);
+            return Ok((false, false));
         }
-        t.tombstones.insert(key, seq)?;
+        t.tombstones.insert(key, crate::store::now_ms() as u64)?;
         let existed = t.memories.remove(key)?.is_some();
-        if existed {
-            self.effects
-                .push((self.space.into(), Effect::Remove(id.into())));
-        }
-        Ok(Some(existed))
+        self.effects
+            .push((self.space.into(), Effect::Tombstone(id.into())));
+        Ok((true, existed))
     }
-}
 
-impl Shared {
-    /// Makes a committed batch visible to recall.
-    fn publish(&self, metas: &HashMap<String, Meta>, effects: Vec<(String, Effect)>) {
-        for (space, meta) in metas {
-            let s = self.space_or_create(space);
-            s.seq.store(meta.seq, std::sync::atomic::Ordering::Release);
-            let mut ix = s.index.write().expect("index lock poisoned");
-            if ix.dim() == 0 {
-                ix.set_dim(meta.dim as usize);
-            }
+    fn drop_space(&mut self, t: &mut Tables<'_>) -> Result<()> {
+        let upper = (self.space, "\u{10ffff}");
+        let memories: Vec<String> = t
+            .memories
+            .range((self.space, "")..upper)?
+            .map(|row| row.map(|(k, _)| k.value().1.to_owned()))
+            .collect::<Result<_, _>>()?;
+        for id in memories {
+            t.memories.remove((self.space, id.as_str()))?;
         }
-        for (space, effect) in effects {
-            let s = self.space_or_create(&space);
-            let mut ix = s.index.write().expect("index lock poisoned");
-            match effect {
-                Effect::Insert(m) => ix.insert(m),
-                Effect::Remove(id) => {
-                    ix.remove(&id);
-                }
-            }
+        let tombstones: Vec<String> = t
+            .tombstones
+            .range((self.space, "")..upper)?
+            .map(|row| row.map(|(k, _)| k.value().1.to_owned()))
+            .collect::<Result<_, _>>()?;
+        for id in tombstones {
+            t.tombstones.remove((self.space, id.as_str()))?;
         }
+        self.effects.push((self.space.into(), Effect::Drop));
+        Ok(())
     }
-}
-
-/// Opens (creating if needed) every table, so readers never find one missing.
-pub(crate) fn create_tables(db: &Database) -> Result<()> {
-    let txn = db.begin_write()?;
-    txn.open_table(MEMORIES)?;
-    txn.open_table(TOMBSTONES)?;
-    txn.open_table(LOG)?;
-    txn.open_table(SPACES)?;
-    txn.commit()?;
-    Ok(())
 }

@@ -125,7 +125,7 @@ async fn failover_trial() -> Trial {
     let placement = cluster.locate_everywhere(space).await;
     let primary = placement.primary.unwrap().id;
     for r in &placement.replicas {
-        cluster.node(&r.id).await_seq(space, 20).await;
+        cluster.node(&r.id).await_memories(space, 20).await;
     }
     let entry_id = cluster.node_other_than(&[&primary]).id.clone();
     let client = cluster.node(&entry_id).client().await;

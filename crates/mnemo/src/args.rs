@@ -31,8 +31,12 @@ pub(crate) enum Command {
     Query(QueryArgs),
     /// Where a space lives: its primary and replicas.
     Locate(LocateArgs),
-    /// What the node sees: members, partition state, breakers, pool, lag.
+    /// What the node sees: members, partition state, breakers, pool,
+    /// replication and handoffs.
     Status(StatusArgs),
+    /// Hand every space of the node at --node to the other holders, then
+    /// make it leave the cluster and stop.
+    Decommission(StatusArgs),
 }
 
 /// Flags every client command takes.
@@ -104,10 +108,19 @@ pub(crate) struct DevArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum AckArg {
-    /// Durable on the primary.
+    /// Durable on the node that took the write.
     Primary,
-    /// Durable on the primary and a majority of the replica set.
+    /// Durable on a majority of the replica set.
     Quorum,
+}
+
+impl AckArg {
+    pub(crate) fn wire(self) -> i32 {
+        match self {
+            AckArg::Primary => mnemo_proto::v1::Ack::Primary as i32,
+            AckArg::Quorum => mnemo_proto::v1::Ack::Quorum as i32,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +170,9 @@ pub(crate) struct ForgetArgs {
     /// The memory's space.
     #[arg(long)]
     pub(crate) space: String,
+    /// How durable before acknowledging.
+    #[arg(long, value_enum, default_value = "primary")]
+    pub(crate) ack: AckArg,
     /// The memory's id.
     pub(crate) id: String,
 }

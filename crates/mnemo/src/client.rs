@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::args::{
-    AckArg, Common, ConsolidateArgs, ForgetArgs, LocateArgs, QueryArgs, RecallArgs, RememberArgs,
+    Common, ConsolidateArgs, ForgetArgs, LocateArgs, QueryArgs, RecallArgs, RememberArgs,
     StatusArgs,
 };
 
@@ -67,10 +67,6 @@ fn print_json(v: &Value) {
 
 pub(crate) async fn remember(a: RememberArgs) -> Outcome {
     let mut client = connect(&a.common).await?;
-    let ack = match a.ack {
-        AckArg::Primary => v1::Ack::Primary,
-        AckArg::Quorum => v1::Ack::Quorum,
-    };
     let r = client
         .remember(request(
             &a.common,
@@ -81,7 +77,7 @@ pub(crate) async fn remember(a: RememberArgs) -> Outcome {
                 embedding: Vec::new(),
                 confidence: a.confidence,
                 tags: a.tags,
-                ack: ack as i32,
+                ack: a.ack.wire(),
             },
         ))
         .await
@@ -90,7 +86,7 @@ pub(crate) async fn remember(a: RememberArgs) -> Outcome {
     if a.common.json {
         print_json(&json!({
             "id": r.id, "space": r.space, "served_by": r.served_by,
-            "created": r.created, "seq": r.seq,
+            "created": r.created,
         }));
     } else {
         let how = if r.created {
@@ -191,6 +187,7 @@ pub(crate) async fn forget(a: ForgetArgs) -> Outcome {
             v1::ForgetRequest {
                 space: a.space,
                 id: a.id,
+                ack: a.ack.wire(),
             },
         ))
         .await
@@ -375,27 +372,60 @@ pub(crate) async fn status(a: StatusArgs) -> Outcome {
         }
     }
     if !r.spaces.is_empty() {
-        println!("\nSPACE             MEMORIES       SEQ  DIM");
+        println!("\nSPACE             MEMORIES  FORGOTTEN  DIM  DIGEST            STATE");
         for s in &r.spaces {
             println!(
-                "{:<16}  {:>8}  {:>8}  {:>3}",
+                "{:<16}  {:>8}  {:>9}  {:>3}  {:<16}  {}",
                 clip(&s.name, 16),
                 s.memories,
-                s.seq,
-                s.dimension
+                s.tombstones,
+                s.dimension,
+                clip(&s.digest, 16),
+                if s.catching_up {
+                    "catching up"
+                } else {
+                    "ready"
+                }
             );
         }
     }
     if !r.replication.is_empty() {
-        println!("\nREPLICATION       REPLICA       LAG");
-        for l in &r.replication {
+        println!("\nREPLICATION   PENDING  REFUSED  TO REPAIR");
+        for p in &r.replication {
             println!(
-                "{:<16}  {:<12}  {:>5}",
-                clip(&l.space, 16),
-                l.replica,
-                l.primary_seq.saturating_sub(l.replica_seq)
+                "{:<12}  {:>7}  {:>7}  {:>9}",
+                p.node, p.pending, p.refused, p.to_repair
             );
         }
+    }
+    if !r.handoffs.is_empty() {
+        println!("\nHANDOFF       SPACE             PEER");
+        for h in &r.handoffs {
+            println!("{:<12}  {:<16}  {}", h.kind, clip(&h.space, 16), h.peer);
+        }
+    }
+    if !r.settled {
+        println!(
+            "\n(catching up with the cluster: spaces not yet caught up are served by other holders)"
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn decommission(a: StatusArgs) -> Outcome {
+    let mut client = connect(&a.common).await?;
+    let r = client
+        .decommission(request(&a.common, v1::DecommissionRequest {}))
+        .await
+        .map_err(|s| failed(&a.common, &s))?
+        .into_inner();
+    if a.common.json {
+        print_json(&json!({"node_id": r.node_id, "spaces": r.spaces}));
+    } else {
+        println!(
+            "node {} handed {} spaces to their other holders and is leaving the cluster",
+            r.node_id, r.spaces
+        );
     }
     Ok(())
 }
@@ -410,7 +440,9 @@ fn status_json(r: &v1::StatusResponse) -> Value {
         "members": r.members.iter().map(|m| json!({"id": m.id, "addr": m.addr, "state": m.state})).collect::<Vec<_>>(),
         "breakers": r.breakers.iter().map(|b| json!({"node": b.node, "state": b.state, "consecutive_failures": b.consecutive_failures})).collect::<Vec<_>>(),
         "pool": r.pool.iter().map(|p| json!({"node": p.node, "channels": p.channels})).collect::<Vec<_>>(),
-        "spaces": r.spaces.iter().map(|s| json!({"name": s.name, "memories": s.memories, "seq": s.seq, "dimension": s.dimension})).collect::<Vec<_>>(),
-        "replication": r.replication.iter().map(|l| json!({"space": l.space, "replica": l.replica, "primary_seq": l.primary_seq, "replica_seq": l.replica_seq, "lag": l.primary_seq.saturating_sub(l.replica_seq)})).collect::<Vec<_>>(),
+        "settled": r.settled,
+        "spaces": r.spaces.iter().map(|s| json!({"name": s.name, "memories": s.memories, "tombstones": s.tombstones, "digest": s.digest, "dimension": s.dimension, "catching_up": s.catching_up})).collect::<Vec<_>>(),
+        "handoffs": r.handoffs.iter().map(|h| json!({"space": h.space, "peer": h.peer, "kind": h.kind})).collect::<Vec<_>>(),
+        "replication": r.replication.iter().map(|p| json!({"node": p.node, "pending": p.pending, "refused": p.refused, "to_repair": p.to_repair})).collect::<Vec<_>>(),
     })
 }

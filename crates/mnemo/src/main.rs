@@ -45,6 +45,7 @@ fn main() -> std::process::ExitCode {
             Command::Query(a) => client::query(a).await,
             Command::Locate(a) => client::locate(a).await,
             Command::Status(a) => client::status(a).await,
+            Command::Decommission(a) => client::decommission(a).await,
         }
     });
     match result {

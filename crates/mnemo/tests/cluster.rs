@@ -121,7 +121,7 @@ async fn quorum_writes_are_on_a_replica_when_acknowledged() {
     .await
     .unwrap();
     for r in &replicas {
-        cluster.node(r).await_seq("ledger", 21).await;
+        cluster.node(r).await_memories("ledger", 21).await;
     }
 }
 
@@ -142,7 +142,7 @@ async fn recall_falls_back_when_the_primary_is_killed() {
     .await
     .unwrap();
     for r in &placement.replicas {
-        cluster.node(&r.id).await_seq("diary", 1).await;
+        cluster.node(&r.id).await_memories("diary", 1).await;
     }
 
     cluster.node_mut(&primary).kill9();
@@ -199,13 +199,16 @@ async fn recall_falls_back_when_the_primary_is_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_request_is_never_forwarded_again() {
-    let cluster = Cluster::start(3).await;
+    let cluster = Cluster::start_with(3, &["--replication-factor", "2"]).await;
     let placement = cluster.locate_everywhere("loop").await;
     let primary = placement.primary.unwrap().id;
-    let other = cluster.node_other_than(&[&primary]);
+    let holders: Vec<&str> = std::iter::once(primary.as_str())
+        .chain(placement.replicas.iter().map(|n| n.id.as_str()))
+        .collect();
+    let other = cluster.node_other_than(&holders);
 
-    // A write marked as forwarded reaching a node that is not the primary is
-    // refused, not bounced onwards.
+    // A write marked as forwarded reaching a node that does not hold the
+    // space is refused, not bounced onwards.
     let mut request = tonic::Request::new(remember("loop", "x", "text", v1::Ack::Primary));
     request
         .metadata_mut()
@@ -226,7 +229,7 @@ async fn a_forwarded_request_is_never_forwarded_again() {
         .await
         .unwrap();
     for r in &placement.replicas {
-        cluster.node(&r.id).await_seq("loop", 1).await;
+        cluster.node(&r.id).await_memories("loop", 1).await;
         let local = cluster
             .node(&r.id)
             .recall_local("loop", "looping")
@@ -253,7 +256,7 @@ async fn query_is_complete_with_one_node_killed() {
     }
     for s in &spaces {
         for n in &cluster.nodes {
-            n.await_seq(s, 1).await;
+            n.await_memories(s, 1).await;
         }
     }
     let victim = cluster.nodes[2].id.clone();
@@ -326,7 +329,7 @@ async fn a_node_left_in_a_minority_serves_only_what_it_holds_degraded() {
             .map(|n| n.id.clone())
             .collect();
         if on.contains(&survivor) {
-            cluster.node(&survivor).await_seq(s, 1).await;
+            cluster.node(&survivor).await_memories(s, 1).await;
             held.push(s.clone());
         }
     }

@@ -168,3 +168,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_returning_member_is_probed_at_once() {
+    let b = Breaker::new(BreakerConfig {
+        failure_threshold: 1,
+        open_timeout: std::time::Duration::from_secs(30),
+        jitter: 0.0,
+    });
+    b.try_acquire(0).unwrap().failure(0, 0);
+    assert_eq!(b.snapshot().0, BreakerState::Open);
+    assert!(b.try_acquire(1).is_err(), "open for 30 s");
+    b.member_returned();
+    let probe = b.try_acquire(1).expect("probe admitted at once");
+    assert!(probe.is_probe());
+    assert!(b.try_acquire(1).is_err(), "exactly one probe");
+    probe.success();
+    assert_eq!(b.snapshot().0, BreakerState::Closed);
+    // Closed stays closed.
+    b.member_returned();
+    assert_eq!(b.snapshot(), (BreakerState::Closed, 0));
+}

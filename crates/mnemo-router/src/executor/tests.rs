@@ -121,15 +121,52 @@ fn names(d: &RoutingDecision) -> Vec<String> {
 }
 
 #[tokio::test(start_paused = true)]
-async fn store_writes_to_the_primary_only() {
+async fn store_goes_to_the_primary_then_the_next_holder() {
     let r = router(config());
     let fake = Fake::default();
     let d = r.route_store(&space(&r, false)).unwrap();
-    assert_eq!(d.strategy(), Strategy::Primary);
+    assert_eq!(d.strategy(), Strategy::PrimaryWithFallback);
     let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
     assert_eq!(served.node, d.primary().id);
     assert!(!served.fallback);
     assert_eq!(fake.total(), 1);
+
+    let order = names(&d);
+    fake.set(&order[0], Act::Unavailable);
+    let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    assert_eq!(served.node.as_str(), order[1]);
+    assert!(served.fallback);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_moves_on_without_a_fault() {
+    let r = router(config());
+    let d = r.route_recall(&space(&r, false)).unwrap();
+    let order = names(&d);
+    for _ in 0..10 {
+        let served = r
+            .execute(&d, None, |t| {
+                let refuse = t.node().is_some_and(|n| n.as_str() == order[0]);
+                async move {
+                    if refuse {
+                        Err(crate::error::refusal("catching-up", "catching up"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(served.node.as_str(), order[1]);
+    }
+    let (state, failures) = r
+        .breaker_snapshot()
+        .into_iter()
+        .find(|b| b.0.as_str() == order[0])
+        .map(|b| (b.1, b.2))
+        .unwrap();
+    assert_eq!((state, failures), (BreakerState::Closed, 0));
+    assert!((r.retry_budget_tokens() - BudgetConfig::default().max_tokens as f32).abs() < 1e-3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -161,10 +198,12 @@ async fn open_breaker_is_skipped_without_calling() {
     let s = space(&r, false);
     let order = names(&r.route_recall(&s).unwrap());
     fake.set(&order[0], Act::Unavailable);
-    // Five failing writes trip the primary's breaker (threshold 5)...
-    for _ in 0..2 {
+    // Five writes that fail on the primary (and land on the next holder)
+    // trip its breaker (threshold 5)...
+    for _ in 0..5 {
         let d = r.route_store(&s).unwrap();
-        let _ = r.execute(&d, None, |t| fake.call(&t)).await;
+        let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+        assert_eq!(served.node.as_str(), order[1]);
     }
     let state = r
         .breaker_snapshot()
@@ -175,14 +214,9 @@ async fn open_breaker_is_skipped_without_calling() {
     // ... then neither a write nor a read reaches it.
     let before = fake.calls(&order[0]);
     let d = r.route_store(&s).unwrap();
-    let e = r.execute(&d, None, |t| fake.call(&t)).await.unwrap_err();
-    assert_eq!(
-        e.router_error(),
-        Some(&RouterError::Unavailable {
-            attempts: 0,
-            rejected: 1
-        })
-    );
+    let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    assert_eq!(served.node.as_str(), order[1]);
+    assert_eq!(served.attempts, 1, "the open breaker cost no attempt");
     let served = r
         .execute(&r.route_recall(&s).unwrap(), None, |t| fake.call(&t))
         .await
@@ -213,7 +247,7 @@ async fn cancelled_probe_releases_the_slot() {
     let s = space(&r, false);
     let primary = r.route_store(&s).unwrap().primary().id.to_string();
     fake.set(&primary, Act::Unavailable);
-    for _ in 0..2 {
+    for _ in 0..5 {
         let _ = r
             .execute(&r.route_store(&s).unwrap(), None, |t| fake.call(&t))
             .await;
@@ -260,21 +294,23 @@ async fn non_retryable_errors_return_at_once_and_leave_breakers() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn store_retries_the_primary_with_bounded_backoff() {
+async fn store_retries_every_holder_with_bounded_backoff() {
     let r = router(config());
     let fake = Fake::default();
     let d = r.route_store(&space(&r, false)).unwrap();
-    fake.set(d.primary().id.as_str(), Act::Unavailable);
+    for n in names(&d) {
+        fake.set(&n, Act::Unavailable);
+    }
     let start = Instant::now();
     let e = r.execute(&d, None, |t| fake.call(&t)).await.unwrap_err();
     assert_eq!(
         e.router_error(),
         Some(&RouterError::Unavailable {
-            attempts: 3,
+            attempts: 9,
             rejected: 0
         })
     );
-    assert_eq!(fake.total(), 3);
+    assert_eq!(fake.total(), 9);
     // Two backoffs: at most 10 ms + 20 ms.
     assert!(start.elapsed() <= Duration::from_millis(30));
 }

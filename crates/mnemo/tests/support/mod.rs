@@ -170,15 +170,15 @@ impl NodeProcess {
         Ok(self.client().await.recall(request).await?.into_inner())
     }
 
-    /// Waits until this node has applied `space` up to `seq`.
-    pub async fn await_seq(&self, space: &str, seq: u64) {
+    /// Waits until this node holds at least `n` live memories of `space`.
+    pub async fn await_memories(&self, space: &str, n: u64) {
         eventually(
-            &format!("{} to apply {space} up to {seq}", self.id),
+            &format!("{} to hold {n} memories of {space}", self.id),
             || async {
                 let s = self.status().await;
                 s.spaces
                     .iter()
-                    .any(|x| x.name == space && x.seq >= seq)
+                    .any(|x| x.name == space && x.memories >= n)
                     .then_some(())
             },
         )

@@ -1,0 +1,591 @@
+//! Anti-entropy: the truth about what every holder of a space should have.
+//!
+//! Two holders compare their element sets by range-based set reconciliation
+//! ([`mnemo_store::reconcile`]) and then exchange exactly the elements one
+//! has and the other lacks, both ways. Cost grows with the difference.
+//!
+//! When it runs:
+//! - **periodically**: every [`NodeConfig::anti_entropy_interval`](crate::NodeConfig)
+//!   each space is compared with one other holder, in turn;
+//! - **repair**: at once for spaces whose writes replication could not
+//!   deliver to a peer, as soon as the peer is reachable;
+//! - **catch-up**: a node that must serve a space it lacks or holds stale
+//!   (see [`crate::catchup`]) syncs it with every other live holder before
+//!   answering reads of it; a *settle* does this for every space it holds
+//!   after a start, a partition's end or a member's departure;
+//! - **hand-over**: a space this node holds but placement no longer names it
+//!   for goes to every current holder, and is dropped here only once each
+//!   of them has it (and this node still is not a holder).
+//!
+//! Moving elements is capped at [`NodeConfig::sync_bytes_per_sec`](crate::NodeConfig)
+//! so that a join or a return does not starve serving traffic.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mnemo_proto::v1::{self, internal_client::InternalClient};
+use mnemo_store::ElementId;
+use mnemo_store::reconcile::{ReconcileError, reconcile};
+use tokio::sync::{Notify, mpsc};
+use tonic::Status;
+
+use crate::catchup::{Readiness, SettleKind};
+use crate::config::MAX_MESSAGE_BYTES;
+use crate::convert::{element_from_wire, element_to_wire};
+use crate::node::Node;
+use crate::replication::{Undelivered, chunks};
+
+/// Element ids asked for in one `Fetch` call (the answer is also cut at
+/// half the message limit, the rest asked for again).
+const FETCH_IDS: usize = 1024;
+/// Deadline of one anti-entropy call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Jobs run at once.
+const WORKERS: usize = 2;
+/// Catch-ups run at once by a settle.
+const SETTLE_CONCURRENCY: usize = 4;
+/// Attempts of a settle before the spaces it could not catch up stay stale.
+const SETTLE_ATTEMPTS: u32 = 3;
+
+/// One piece of anti-entropy work.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Job {
+    /// Compare `space` with `peer` (both ways).
+    Repair {
+        /// The space.
+        space: String,
+        /// The other holder.
+        peer: String,
+    },
+    /// Sync `space` with every other live holder, then serve it.
+    CatchUp {
+        /// The space.
+        space: String,
+    },
+    /// Give `space` to its holders, then drop it here.
+    HandOver {
+        /// The space.
+        space: String,
+    },
+}
+
+impl Job {
+    /// `status`'s word for it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Job::Repair { .. } => "repair",
+            Job::CatchUp { .. } => "catch-up",
+            Job::HandOver { .. } => "hand-over",
+        }
+    }
+
+    /// The space it is about.
+    pub fn space(&self) -> &str {
+        match self {
+            Job::Repair { space, .. } | Job::CatchUp { space } | Job::HandOver { space } => space,
+        }
+    }
+
+    /// The peer, for a repair.
+    pub fn peer(&self) -> Option<&str> {
+        match self {
+            Job::Repair { peer, .. } => Some(peer),
+            _ => None,
+        }
+    }
+}
+
+/// What one sync of one space with one peer did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Reconciliation round trips.
+    pub rounds: u32,
+    /// Reconciliation bytes, both ways.
+    pub reconcile_bytes: u64,
+    /// Elements fetched from the peer.
+    pub pulled: u64,
+    /// Elements sent to the peer.
+    pub pushed: u64,
+    /// Encoded bytes of the elements moved, both ways.
+    pub element_bytes: u64,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: VecDeque<Job>,
+    queued: HashSet<Job>,
+    active: HashSet<Job>,
+}
+
+/// Anti-entropy state of a node: the job queue, catch-up readiness, what
+/// replication could not deliver, and the bandwidth cap.
+pub struct AntiEntropy {
+    pub(crate) readiness: Mutex<Readiness>,
+    queue: Mutex<Queue>,
+    wake: Notify,
+    undelivered: Mutex<HashMap<String, HashSet<String>>>,
+    bandwidth: Bandwidth,
+}
+
+impl AntiEntropy {
+    /// Nothing ready yet; moving at most `bytes_per_sec` of elements.
+    pub fn new(bytes_per_sec: u64) -> Self {
+        AntiEntropy {
+            readiness: Mutex::new(Readiness::starting()),
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            undelivered: Mutex::new(HashMap::new()),
+            bandwidth: Bandwidth::new(bytes_per_sec),
+        }
+    }
+
+    /// Queues `job` unless it is queued already. Catch-ups go first: a
+    /// client waits on them.
+    pub fn enqueue(&self, job: Job) {
+        let mut q = self.queue.lock().expect("lock poisoned");
+        if q.queued.insert(job.clone()) {
+            if matches!(job, Job::CatchUp { .. }) {
+                q.pending.push_front(job);
+            } else {
+                q.pending.push_back(job);
+            }
+            drop(q);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether reads of `space` may be answered from the local copy.
+    pub fn ready(&self, space: &str) -> bool {
+        self.readiness.lock().expect("lock poisoned").ready(space)
+    }
+
+    /// True outside a settle.
+    pub fn settled(&self) -> bool {
+        self.readiness.lock().expect("lock poisoned").settled()
+    }
+
+    /// Jobs queued or running, for `status`.
+    pub fn jobs(&self) -> Vec<Job> {
+        let q = self.queue.lock().expect("lock poisoned");
+        let mut out: Vec<Job> = q.active.iter().chain(q.pending.iter()).cloned().collect();
+        out.sort_by(|a, b| (a.space(), a.kind()).cmp(&(b.space(), b.kind())));
+        out.dedup();
+        out
+    }
+
+    /// Spaces per peer whose writes wait for a repair.
+    pub fn undelivered(&self) -> HashMap<String, usize> {
+        self.undelivered
+            .lock()
+            .expect("lock poisoned")
+            .iter()
+            .map(|(peer, spaces)| (peer.clone(), spaces.len()))
+            .collect()
+    }
+
+    fn next(&self) -> Option<Job> {
+        let mut q = self.queue.lock().expect("lock poisoned");
+        let job = q.pending.pop_front()?;
+        q.queued.remove(&job);
+        q.active.insert(job.clone());
+        Some(job)
+    }
+
+    fn done(&self, job: &Job) {
+        self.queue.lock().expect("lock poisoned").active.remove(job);
+    }
+}
+
+/// Starts the workers, the periodic pass and the intake of undelivered
+/// writes. They end when the node is dropped.
+pub fn spawn(node: &Arc<Node>, mut undelivered: mpsc::UnboundedReceiver<Undelivered>) {
+    for _ in 0..WORKERS {
+        let weak = Arc::downgrade(node);
+        tokio::spawn(async move {
+            loop {
+                let Some(node) = weak.upgrade() else { return };
+                let Some(job) = node.sync.next() else {
+                    // Wakes for new jobs, or now and then to notice the node
+                    // is gone (this task must not keep it alive).
+                    let _ = tokio::time::timeout(Duration::from_secs(1), node.sync.wake.notified())
+                        .await;
+                    continue;
+                };
+                let result = run(&node, &job).await;
+                node.sync.done(&job);
+                if let Err(e) = result {
+                    tracing::debug!(?job, error = %e, "anti-entropy job failed");
+                }
+            }
+        });
+    }
+    let weak = Arc::downgrade(node);
+    tokio::spawn(async move {
+        while let Some(u) = undelivered.recv().await {
+            let Some(node) = weak.upgrade() else { return };
+            node.sync
+                .undelivered
+                .lock()
+                .expect("lock poisoned")
+                .entry(u.peer)
+                .or_default()
+                .insert(u.space);
+        }
+    });
+    let weak = Arc::downgrade(node);
+    let every = node.config.anti_entropy_interval;
+    tokio::spawn(async move {
+        let mut tick = 0usize;
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(node) = weak.upgrade() else { return };
+            periodic(&node, tick);
+            tick = tick.wrapping_add(1);
+        }
+    });
+}
+
+async fn run(node: &Node, job: &Job) -> Result<(), Status> {
+    match job {
+        Job::Repair { space, peer } => {
+            if node.is_live(peer) {
+                sync_space(node, space, peer).await?;
+            }
+            Ok(())
+        }
+        Job::CatchUp { space } => catch_up(node, space).await,
+        Job::HandOver { space } => hand_over(node, space).await,
+    }
+}
+
+/// One periodic pass: each held space is compared with one other holder,
+/// chosen in turn; spaces no longer held are handed over; undelivered
+/// writes to reachable peers are repaired.
+fn periodic(node: &Node, tick: usize) {
+    let partitioned = node.router.partition().partitioned;
+    for space in node.store.space_names() {
+        let holders = node.holders_of(&space);
+        if holders.iter().any(|h| h == &node.id) {
+            let others: Vec<&String> = holders.iter().filter(|h| **h != node.id).collect();
+            if !others.is_empty() {
+                let peer = others[tick % others.len()].clone();
+                node.sync.enqueue(Job::Repair { space, peer });
+            }
+        } else if !partitioned && node.sync.settled() {
+            node.sync.enqueue(Job::HandOver { space });
+        }
+    }
+    let ready: Vec<(String, HashSet<String>)> = {
+        let mut undelivered = node.sync.undelivered.lock().expect("lock poisoned");
+        let peers: Vec<String> = undelivered
+            .keys()
+            .filter(|p| node.is_live(p))
+            .cloned()
+            .collect();
+        peers
+            .into_iter()
+            .filter_map(|p| undelivered.remove_entry(&p))
+            .collect()
+    };
+    for (peer, spaces) in ready {
+        for space in spaces {
+            node.sync.enqueue(Job::Repair {
+                space,
+                peer: peer.clone(),
+            });
+        }
+    }
+}
+
+fn client(node: &Node, peer: &str) -> Result<InternalClient<tonic::transport::Channel>, Status> {
+    let channel = crate::node::channel_to(&node.router, peer)
+        .ok_or_else(|| Status::unavailable(format!("no route to {peer}")))?;
+    Ok(InternalClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+fn timed<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request
+}
+
+/// Compares `space` with `peer` and exchanges what differs, both ways.
+pub async fn sync_space(node: &Node, space: &str, peer: &str) -> Result<SyncReport, Status> {
+    let mut rpc = client(node, peer)?;
+    let view = node.store.reconciliation(space);
+    let mut report = SyncReport::default();
+    let diff = {
+        let rpc = &rpc;
+        reconcile(&view, |message| {
+            let mut rpc = rpc.clone();
+            async move {
+                rpc.reconcile(timed(v1::ReconcileRequest {
+                    space: space.to_owned(),
+                    message,
+                }))
+                .await
+                .map(|r| r.into_inner().message)
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            ReconcileError::Transport(status) => status,
+            ReconcileError::Protocol(why) => Status::internal(why),
+        })?
+    };
+    drop(view);
+    report.rounds = diff.rounds;
+    report.reconcile_bytes = diff.sent + diff.received;
+
+    // Pull what the peer has and this node lacks.
+    let mut wanted: &[ElementId] = &diff.need;
+    while !wanted.is_empty() {
+        let ask = &wanted[..wanted.len().min(FETCH_IDS)];
+        let answer = rpc
+            .fetch(timed(v1::FetchRequest {
+                space: space.to_owned(),
+                ids: ask.iter().map(|id| id.to_vec()).collect(),
+            }))
+            .await?
+            .into_inner();
+        let (got, answered) = (answer.elements.len(), answer.answered as usize);
+        let bytes: usize = answer
+            .elements
+            .iter()
+            .map(prost::Message::encoded_len)
+            .sum();
+        node.sync.bandwidth.take(bytes as u64).await;
+        report.element_bytes += bytes as u64;
+        report.pulled += got as u64;
+        let elements: Vec<_> = answer
+            .elements
+            .into_iter()
+            .filter_map(element_from_wire)
+            .collect();
+        if !elements.is_empty() {
+            let merged = node
+                .store
+                .merge(space, elements)
+                .await
+                .map_err(|e| Status::from(crate::error::NodeError::from(e)))?;
+            if !merged.refused.is_empty() {
+                tracing::warn!(%space, %peer, refused = ?merged.refused, "refused elements fetched from a peer");
+            }
+        }
+        // The peer answers a prefix (cut by size); ask again for the rest.
+        // Ids it no longer has (changed meanwhile) are left to the next sync.
+        if answered == 0 {
+            break;
+        }
+        wanted = &wanted[answered.min(ask.len())..];
+    }
+
+    // Push what this node has and the peer lacks.
+    let elements = node.store.elements(space, &diff.have);
+    for chunk in chunks(elements.into_iter().map(element_to_wire)) {
+        let bytes: usize = chunk.iter().map(prost::Message::encoded_len).sum();
+        node.sync.bandwidth.take(bytes as u64).await;
+        report.element_bytes += bytes as u64;
+        report.pushed += chunk.len() as u64;
+        let answer = rpc
+            .merge(timed(v1::MergeRequest {
+                space: space.to_owned(),
+                from_node: node.id.clone(),
+                elements: chunk,
+            }))
+            .await?
+            .into_inner();
+        if !answer.refused.is_empty() {
+            tracing::warn!(%space, %peer, refused = ?answer.refused, "peer refused elements sent by anti-entropy");
+        }
+    }
+    metrics::counter!("mnemo_antientropy_syncs_total").increment(1);
+    metrics::counter!("mnemo_antientropy_reconcile_bytes_total").increment(report.reconcile_bytes);
+    metrics::counter!("mnemo_antientropy_element_bytes_total").increment(report.element_bytes);
+    metrics::counter!("mnemo_antientropy_elements_total", "direction" => "pulled")
+        .increment(report.pulled);
+    metrics::counter!("mnemo_antientropy_elements_total", "direction" => "pushed")
+        .increment(report.pushed);
+    if report.pulled + report.pushed > 0 {
+        tracing::debug!(%space, %peer, ?report, "anti-entropy moved elements");
+    }
+    Ok(report)
+}
+
+/// Syncs `space` with every other live holder (and whoever held it before
+/// this node did); once each answered, reads of it may be served here.
+pub async fn catch_up(node: &Node, space: &str) -> Result<(), Status> {
+    for peer in node.sources_of(space) {
+        if let Err(e) = sync_space(node, space, &peer).await {
+            node.sync
+                .readiness
+                .lock()
+                .expect("lock poisoned")
+                .mark_stale(space);
+            return Err(e);
+        }
+    }
+    node.sync
+        .readiness
+        .lock()
+        .expect("lock poisoned")
+        .caught_up(space);
+    Ok(())
+}
+
+/// Gives `space` to each of its current holders; drops it here once all of
+/// them have it, unless this node became a holder again meanwhile.
+async fn hand_over(node: &Node, space: &str) -> Result<(), Status> {
+    let holders = node.holders_of(space);
+    if node.is_holder(space) || holders.is_empty() {
+        return Ok(()); // a holder again, or nobody to give it to
+    }
+    for peer in &holders {
+        sync_space(node, space, peer).await?;
+    }
+    if !node.is_holder(space) && !node.router.partition().partitioned {
+        node.store
+            .drop_space(space)
+            .await
+            .map_err(|e| Status::from(crate::error::NodeError::from(e)))?;
+        tracing::info!(%space, to = ?holders, "handed space over and dropped it");
+        metrics::counter!("mnemo_antientropy_handed_over_total").increment(1);
+    }
+    Ok(())
+}
+
+/// Hands every space this node has to the holders it would have without
+/// this node (a graceful leave). Returns how many spaces went.
+pub async fn hand_over_all(node: &Node) -> Result<u64, Status> {
+    let mut count = 0;
+    for space in node.store.space_names() {
+        for peer in node.sources_of(&space) {
+            sync_space(node, &space, &peer).await?;
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Lists the spaces of every live peer and catches up each one this node
+/// holds, as [`crate::catchup`] describes. A newer settle supersedes this one.
+pub async fn settle(node: Arc<Node>, kind: SettleKind) {
+    let trusted: Vec<String> = match kind {
+        SettleKind::Full => Vec::new(),
+        SettleKind::Partial => {
+            let r = node.sync.readiness.lock().expect("lock poisoned");
+            let stale: HashSet<&String> = r.stale().collect();
+            node.store
+                .space_names()
+                .into_iter()
+                .filter(|s| !stale.contains(s))
+                .collect()
+        }
+    };
+    let generation = node
+        .sync
+        .readiness
+        .lock()
+        .expect("lock poisoned")
+        .begin(kind, trusted);
+    let started = tokio::time::Instant::now();
+    let mut failed: Vec<String> = Vec::new();
+    for attempt in 0..SETTLE_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+        }
+        if !node
+            .sync
+            .readiness
+            .lock()
+            .expect("lock poisoned")
+            .current(generation)
+        {
+            return;
+        }
+        let mut names: HashSet<String> = node.store.space_names().into_iter().collect();
+        for peer in node.live_peers() {
+            match client(&node, &peer) {
+                Ok(mut rpc) => match rpc.spaces(timed(v1::SpacesRequest {})).await {
+                    Ok(r) => names.extend(r.into_inner().spaces),
+                    Err(e) => tracing::debug!(%peer, error = %e, "cannot list a peer's spaces"),
+                },
+                Err(e) => tracing::debug!(%peer, error = %e, "no route to list a peer's spaces"),
+            }
+        }
+        let todo: Vec<String> = names
+            .into_iter()
+            .filter(|s| node.is_holder(s) && !node.sync.ready(s))
+            .collect();
+        let node_ref = &node;
+        failed = futures_util::stream::iter(todo)
+            .map(|space: String| async move {
+                match catch_up(node_ref, &space).await {
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::debug!(%space, error = %e, "catch-up failed");
+                        Some(space)
+                    }
+                }
+            })
+            .buffer_unordered(SETTLE_CONCURRENCY)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        if failed.is_empty() {
+            break;
+        }
+    }
+    let ended = node
+        .sync
+        .readiness
+        .lock()
+        .expect("lock poisoned")
+        .end(generation, failed.iter().cloned());
+    if ended {
+        tracing::info!(
+            ?kind,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            stale = failed.len(),
+            "caught up with the cluster"
+        );
+        for space in failed {
+            node.sync.enqueue(Job::CatchUp { space });
+        }
+    }
+}
+
+/// A token bucket over bytes, refilled at `rate` per second, holding at
+/// most one second's worth. `take` waits until the bytes are available.
+struct Bandwidth {
+    rate: f64,
+    state: tokio::sync::Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl Bandwidth {
+    fn new(bytes_per_sec: u64) -> Self {
+        let rate = bytes_per_sec.max(1) as f64;
+        Bandwidth {
+            rate,
+            state: tokio::sync::Mutex::new((rate, tokio::time::Instant::now())),
+        }
+    }
+
+    async fn take(&self, bytes: u64) {
+        let mut state = self.state.lock().await;
+        let now = tokio::time::Instant::now();
+        let (tokens, at) = &mut *state;
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.rate);
+        *at = now;
+        *tokens -= bytes as f64;
+        if *tokens < 0.0 {
+            let wait = Duration::from_secs_f64(-*tokens / self.rate);
+            // Holding the lock while waiting queues the other takers behind.
+            tokio::time::sleep(wait).await;
+        }
+    }
+}

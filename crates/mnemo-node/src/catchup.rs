@@ -1,0 +1,176 @@
+//! Which spaces this node may answer reads of as complete.
+//!
+//! A node that placement makes a holder of a space it lacks or holds stale
+//! (it just started, came back, a partition healed, a holder died and it
+//! inherited the space) must not answer from its copy as if it were
+//! complete. It *catches up* first (anti-entropy with the space's other
+//! holders, see [`crate::antientropy`]) and until then refuses reads with a
+//! refusal the router treats as "try the next holder".
+//!
+//! The node does not know every space that exists, so readiness is kept as
+//! a *settle*: a pass that lists the spaces of every live peer and catches
+//! up each one this node holds.
+//! - A **full** settle (start, end of a partition) trusts nothing: during
+//!   it, only spaces caught up since it began are ready.
+//! - A **partial** settle (a member went away, so this node may have
+//!   inherited spaces) keeps trusting the spaces it held before; only
+//!   spaces it did not have (unknown ones included) wait.
+//! - Outside a settle every space is ready except those marked stale (a
+//!   catch-up that failed, or a space this node became a holder of).
+//!
+//! Pure bookkeeping: no I/O, no clock.
+
+use std::collections::HashSet;
+
+/// Why a settle started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleKind {
+    /// Nothing local is trusted (start, partition healed).
+    Full,
+    /// Spaces held before stay trusted (a member went away).
+    Partial,
+}
+
+/// Catch-up state of one node.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    /// Bumped by every settle; a settle that finds it moved was superseded.
+    generation: u64,
+    settling: bool,
+    kind: Option<SettleKind>,
+    /// During a partial settle: spaces whose local copy stays trusted.
+    trusted: HashSet<String>,
+    /// Caught up since the current settle began.
+    synced: HashSet<String>,
+    /// Known to need a catch-up.
+    stale: HashSet<String>,
+}
+
+impl Readiness {
+    /// A node that has not settled yet (nothing is ready).
+    pub fn starting() -> Self {
+        Readiness {
+            settling: true,
+            ..Readiness::default()
+        }
+    }
+
+    /// Whether reads of `space` may be answered from the local copy.
+    pub fn ready(&self, space: &str) -> bool {
+        if self.stale.contains(space) {
+            return false;
+        }
+        !self.settling || self.synced.contains(space) || self.trusted.contains(space)
+    }
+
+    /// The kind of the settle in progress, if any.
+    pub fn settling(&self) -> Option<SettleKind> {
+        if self.settling { self.kind } else { None }
+    }
+
+    /// True outside a settle.
+    pub fn settled(&self) -> bool {
+        !self.settling
+    }
+
+    /// Spaces known to need a catch-up.
+    pub fn stale(&self) -> impl Iterator<Item = &String> {
+        self.stale.iter()
+    }
+
+    /// Starts a settle; returns its generation. `local`: the spaces this
+    /// node has data of and still holds (trusted by a partial settle).
+    pub fn begin(&mut self, kind: SettleKind, local: impl IntoIterator<Item = String>) -> u64 {
+        self.generation += 1;
+        self.settling = true;
+        self.kind = Some(kind);
+        self.synced.clear();
+        self.trusted = match kind {
+            SettleKind::Full => HashSet::new(),
+            SettleKind::Partial => local.into_iter().collect(),
+        };
+        self.generation
+    }
+
+    /// Ends settle `generation` (ignored if a newer one began); `failed`
+    /// spaces stay stale.
+    pub fn end(&mut self, generation: u64, failed: impl IntoIterator<Item = String>) -> bool {
+        if generation != self.generation {
+            return false;
+        }
+        self.settling = false;
+        self.kind = None;
+        self.trusted.clear();
+        self.synced.clear();
+        self.stale.extend(failed);
+        true
+    }
+
+    /// Marks `space` as needing a catch-up before it is read again.
+    pub fn mark_stale(&mut self, space: &str) {
+        self.trusted.remove(space);
+        self.synced.remove(space);
+        self.stale.insert(space.to_owned());
+    }
+
+    /// `space` caught up with every other holder.
+    pub fn caught_up(&mut self, space: &str) {
+        self.stale.remove(space);
+        if self.settling {
+            self.synced.insert(space.to_owned());
+        }
+    }
+
+    /// True while settle `generation` is the current one.
+    pub fn current(&self, generation: u64) -> bool {
+        self.generation == generation && self.settling
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_starting_node_trusts_nothing_until_caught_up() {
+        let mut r = Readiness::starting();
+        assert!(!r.ready("a"));
+        let g = r.begin(SettleKind::Full, ["a".to_owned()]);
+        assert!(!r.ready("a"), "a full settle trusts no local copy");
+        r.caught_up("a");
+        assert!(r.ready("a"));
+        assert!(!r.ready("never-seen"), "unknown spaces wait for the settle");
+        assert!(r.end(g, ["b".to_owned()]));
+        assert!(r.ready("never-seen"), "after a settle, unknown means empty");
+        assert!(!r.ready("b"), "a failed catch-up stays stale");
+        r.caught_up("b");
+        assert!(r.ready("b"));
+    }
+
+    #[test]
+    fn a_partial_settle_keeps_serving_what_was_held() {
+        let mut r = Readiness::starting();
+        let g = r.begin(SettleKind::Full, []);
+        r.end(g, []);
+        r.mark_stale("inherited");
+        let g = r.begin(SettleKind::Partial, ["held".to_owned()]);
+        assert!(r.ready("held"));
+        assert!(!r.ready("inherited"));
+        assert!(!r.ready("unknown"));
+        r.end(g, []);
+        assert!(!r.ready("inherited"), "still stale until caught up");
+        assert!(r.ready("unknown"));
+    }
+
+    #[test]
+    fn a_superseded_settle_does_not_end_the_new_one() {
+        let mut r = Readiness::starting();
+        let old = r.begin(SettleKind::Full, []);
+        let new = r.begin(SettleKind::Full, []);
+        assert!(!r.end(old, []));
+        assert!(!r.ready("x"));
+        assert!(r.current(new));
+        assert!(r.end(new, []));
+        assert!(r.ready("x"));
+    }
+}

@@ -1,0 +1,208 @@
+//! A space as a mergeable set (a two-phase set, a state-based CRDT).
+//!
+//! The state of a space on a holder is a set of **elements**:
+//! - a memory, keyed by its id; memories are immutable;
+//! - a tombstone, keyed by the id it forgot; tombstones are permanent.
+//!
+//! Merge is union with two rules that make the result the same whatever
+//! order holders learn things in (commutative, associative, idempotent):
+//! 1. **A tombstone wins.** A tombstoned id keeps no memory; a memory that
+//!    arrives for a tombstoned id is ignored.
+//! 2. **One version per id.** Two different memories under one id (written
+//!    on two holders while the primary was cut off, or on both sides of a
+//!    partition) resolve to the one with the larger [`version`]: a 128-bit
+//!    hash of its encoded bytes, so every node picks the same winner without
+//!    clocks. Such conflicts are counted (`mnemo_store_conflicts_total`).
+//!
+//! Visible memories = memories − tombstones, which rule 1 keeps literally:
+//! the canonical state never holds both for one id.
+//!
+//! Every element has a 32-byte [`ElementId`]: a hash of its kind and key,
+//! then (for memories) its version. Anti-entropy reconciles these ids with
+//! range-based set reconciliation (negentropy), so its cost grows with the
+//! difference between two holders, not with the space.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use negentropy::{Id, NegentropyStorageVector};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::memory::Memory;
+
+/// 32-byte identity of one element, as anti-entropy exchanges it.
+pub type ElementId = [u8; 32];
+
+/// One element of a space's state.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Element {
+    /// A memory.
+    Memory(Memory),
+    /// The id of a forgotten memory.
+    Tombstone(String),
+}
+
+impl Element {
+    /// The memory id the element is about.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Memory(m) => &m.id,
+            Self::Tombstone(id) => id,
+        }
+    }
+
+    /// The element's [`ElementId`].
+    pub fn element_id(&self) -> ElementId {
+        match self {
+            Self::Memory(m) => memory_element(&m.id, version(&prost::Message::encode_to_vec(m))),
+            Self::Tombstone(id) => tombstone_element(id),
+        }
+    }
+}
+
+/// Version of an encoded memory: the tie-breaker between two memories
+/// under one id (the larger wins).
+pub fn version(encoded: &[u8]) -> u128 {
+    xxh3_128(encoded)
+}
+
+fn keyed(kind: u8, id: &str) -> u128 {
+    let mut bytes = Vec::with_capacity(id.len() + 1);
+    bytes.push(kind);
+    bytes.extend_from_slice(id.as_bytes());
+    xxh3_128(&bytes)
+}
+
+/// Element id of a memory with `id` and `version`.
+pub fn memory_element(id: &str, version: u128) -> ElementId {
+    let mut out = [0u8; 32];
+    out[..16].copy_from_slice(&keyed(b'm', id).to_be_bytes());
+    out[16..].copy_from_slice(&version.to_be_bytes());
+    out
+}
+
+/// Element id of the tombstone of `id`.
+pub fn tombstone_element(id: &str) -> ElementId {
+    let mut out = [0u8; 32];
+    out[..16].copy_from_slice(&keyed(b't', id).to_be_bytes());
+    out
+}
+
+/// What one element is, by id, in a [`SpaceSet`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    Memory(Arc<str>),
+    Tombstone(Arc<str>),
+}
+
+/// The element ids of one space, in order, with a running digest.
+///
+/// Invariants: `elements` holds exactly one entry per live memory and one
+/// per tombstone; `memories` maps each live memory id to its element id;
+/// `digest` is the wrapping sum of [`element_digest`] over `elements`.
+#[derive(Debug, Default)]
+pub(crate) struct SpaceSet {
+    elements: BTreeMap<ElementId, Entry>,
+    memories: HashMap<Arc<str>, ElementId>,
+    tombstones: u64,
+    digest: u128,
+    /// The sealed reconciliation view, until the next change.
+    cached: Option<Arc<NegentropyStorageVector>>,
+}
+
+/// Contribution of one element to a set's digest. Summing hashes makes the
+/// digest independent of insertion order and cheap to update.
+fn element_digest(id: &ElementId) -> u128 {
+    xxh3_128(id)
+}
+
+impl SpaceSet {
+    pub(crate) fn insert_memory(&mut self, id: &str, element: ElementId) {
+        let id: Arc<str> = Arc::from(id);
+        if let Some(old) = self.memories.insert(Arc::clone(&id), element) {
+            self.remove(&old);
+        }
+        self.add(element, Entry::Memory(id));
+    }
+
+    pub(crate) fn remove_memory(&mut self, id: &str) {
+        if let Some(old) = self.memories.remove(id) {
+            self.remove(&old);
+        }
+    }
+
+    pub(crate) fn insert_tombstone(&mut self, id: &str) {
+        self.remove_memory(id);
+        let element = tombstone_element(id);
+        if !self.elements.contains_key(&element) {
+            self.tombstones += 1;
+            self.add(element, Entry::Tombstone(Arc::from(id)));
+        }
+    }
+
+    fn add(&mut self, element: ElementId, entry: Entry) {
+        if self.elements.insert(element, entry).is_none() {
+            self.digest = self.digest.wrapping_add(element_digest(&element));
+        }
+        self.cached = None;
+    }
+
+    fn remove(&mut self, element: &ElementId) {
+        if self.elements.remove(element).is_some() {
+            self.digest = self.digest.wrapping_sub(element_digest(element));
+        }
+        self.cached = None;
+    }
+
+    pub(crate) fn get(&self, element: &ElementId) -> Option<&Entry> {
+        self.elements.get(element)
+    }
+
+    pub(crate) fn tombstones(&self) -> u64 {
+        self.tombstones
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.elements.len()
+    }
+
+    /// Order-independent digest of the whole set: two holders with equal
+    /// digests (and sizes) hold the same elements.
+    pub(crate) fn digest(&self) -> u128 {
+        self.digest
+    }
+
+    /// The set as negentropy storage, sealed. Every element has timestamp 0,
+    /// so ranges split on element ids alone.
+    pub(crate) fn reconciliation(&mut self) -> Arc<NegentropyStorageVector> {
+        if let Some(c) = &self.cached {
+            return Arc::clone(c);
+        }
+        let mut storage = NegentropyStorageVector::with_capacity(self.elements.len());
+        for id in self.elements.keys() {
+            storage
+                .insert(0, Id::from_byte_array(*id))
+                .expect("unsealed storage accepts inserts");
+        }
+        storage.seal().expect("sealed once");
+        let storage = Arc::new(storage);
+        self.cached = Some(Arc::clone(&storage));
+        storage
+    }
+}
+
+/// An empty, sealed reconciliation view (a space this node has no data of).
+pub(crate) fn empty_reconciliation() -> Arc<NegentropyStorageVector> {
+    let mut storage = NegentropyStorageVector::new();
+    storage.seal().expect("sealed once");
+    Arc::new(storage)
+}
+
+/// Which of two different memories under one id survives a merge.
+pub(crate) fn incoming_wins(existing_version: u128, incoming_version: u128) -> bool {
+    incoming_version > existing_version
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,71 @@
+use super::*;
+
+fn ids(set: &mut SpaceSet) -> Vec<ElementId> {
+    let storage = set.reconciliation();
+    let mut out = Vec::new();
+    negentropy::NegentropyStorageBase::iterate(
+        &*storage,
+        0,
+        storage.len_for_tests(),
+        &mut |item, _| {
+            out.push(*item.id);
+            Ok(true)
+        },
+    )
+    .unwrap();
+    out
+}
+
+trait LenForTests {
+    fn len_for_tests(&self) -> usize;
+}
+
+impl LenForTests for NegentropyStorageVector {
+    fn len_for_tests(&self) -> usize {
+        negentropy::NegentropyStorageBase::size(self).unwrap()
+    }
+}
+
+#[test]
+fn digest_does_not_depend_on_order_and_tombstones_replace_memories() {
+    let mut a = SpaceSet::default();
+    let mut b = SpaceSet::default();
+    a.insert_memory("x", memory_element("x", 1));
+    a.insert_memory("y", memory_element("y", 2));
+    a.insert_tombstone("x");
+
+    b.insert_tombstone("x");
+    b.insert_memory("y", memory_element("y", 2));
+    // A tombstoned id keeps no memory element, however it got there.
+    b.insert_memory("x", memory_element("x", 1));
+    b.insert_tombstone("x");
+    b.remove_memory("x");
+
+    assert_eq!(a.digest(), b.digest());
+    assert_eq!(a.len(), 2);
+    assert_eq!(b.len(), 2);
+    assert_eq!(a.tombstones(), 1);
+    assert_eq!(ids(&mut a), ids(&mut b));
+}
+
+#[test]
+fn a_new_version_replaces_the_old_one() {
+    let mut s = SpaceSet::default();
+    s.insert_memory("x", memory_element("x", 1));
+    let before = s.digest();
+    s.insert_memory("x", memory_element("x", 2));
+    assert_eq!(s.len(), 1);
+    assert_ne!(s.digest(), before);
+    assert_eq!(
+        s.get(&memory_element("x", 2)),
+        Some(&Entry::Memory(Arc::from("x")))
+    );
+    assert!(s.get(&memory_element("x", 1)).is_none());
+}
+
+#[test]
+fn the_larger_version_wins() {
+    assert!(incoming_wins(1, 2));
+    assert!(!incoming_wins(2, 1));
+    assert!(!incoming_wins(2, 2));
+}
