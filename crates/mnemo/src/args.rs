@@ -88,6 +88,14 @@ pub(crate) struct NodeArgs {
     /// How long a breaker stays open before it lets one probe through.
     #[arg(long, value_name = "MS")]
     pub(crate) breaker_open_timeout_ms: Option<u64>,
+    /// How often each space is compared with one other holder (anti-entropy;
+    /// default 10000).
+    #[arg(long, value_name = "MS")]
+    pub(crate) anti_entropy_ms: Option<u64>,
+    /// Most MiB per second anti-entropy, catch-up and hand-over move
+    /// (default 64).
+    #[arg(long, value_name = "MIB")]
+    pub(crate) sync_rate_mib: Option<u64>,
     /// A TOML file with any of the settings above (flags win).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,

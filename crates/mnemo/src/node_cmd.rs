@@ -24,6 +24,8 @@ struct FileConfig {
     expected_size: Option<usize>,
     breaker_open_timeout_ms: Option<u64>,
     hedge_ms: Option<u64>,
+    anti_entropy_ms: Option<u64>,
+    sync_rate_mib: Option<u64>,
 }
 
 fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
@@ -66,6 +68,18 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
         .hedge_ms
         .or(file.hedge_ms)
         .map(std::time::Duration::from_millis);
+    if let Some(ms) = args.anti_entropy_ms.or(file.anti_entropy_ms) {
+        if ms == 0 {
+            return Err(Failure("--anti-entropy-ms must be at least 1".into()));
+        }
+        c.anti_entropy_interval = std::time::Duration::from_millis(ms);
+    }
+    if let Some(mib) = args.sync_rate_mib.or(file.sync_rate_mib) {
+        if mib == 0 {
+            return Err(Failure("--sync-rate-mib must be at least 1".into()));
+        }
+        c.sync_bytes_per_sec = mib.saturating_mul(1024 * 1024);
+    }
     if let Some(t) = file.consolidate_threshold {
         c.consolidate_threshold = t;
     }

@@ -86,6 +86,21 @@ impl NodeProcess {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, then waits for the process to end (a graceful leave).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        self.child.wait().expect("wait for the node")
+    }
+
+    /// Waits for the process to end by itself (after a decommission).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for the node")
+    }
+
     pub fn node_flag(&self) -> String {
         self.addr.to_string()
     }
@@ -139,7 +154,12 @@ where
 
 /// Flags every cluster test node gets: a short breaker open timeout so a
 /// restarted node is probed within the test.
-pub const TEST_NODE_FLAGS: &[&str] = &["--breaker-open-timeout-ms", "500"];
+pub const TEST_NODE_FLAGS: &[&str] = &[
+    "--breaker-open-timeout-ms",
+    "500",
+    "--anti-entropy-ms",
+    "1000",
+];
 
 impl NodeProcess {
     pub async fn status(&self) -> mnemo_proto::v1::StatusResponse {
@@ -257,7 +277,9 @@ impl NodeProcess {
 /// A cluster of real node processes on loopback.
 pub struct Cluster {
     pub nodes: Vec<NodeProcess>,
-    _dir: tempfile::TempDir,
+    /// Flags every node of this cluster was started with.
+    flags: Vec<String>,
+    dir: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -286,9 +308,70 @@ impl Cluster {
                 &flags,
             ));
         }
-        let cluster = Cluster { nodes, _dir: dir };
+        let flags = flags.iter().map(|f| (*f).to_owned()).collect();
+        let cluster = Cluster { nodes, flags, dir };
         cluster.await_formed().await;
         cluster
+    }
+
+    fn flags_joining(&self, through: &str) -> Vec<String> {
+        let mut flags = self.flags.clone();
+        flags.extend(["--join".to_owned(), through.to_owned()]);
+        flags
+    }
+
+    /// Starts a new node `id` that joins through `through` and waits until
+    /// every node sees the whole cluster.
+    pub async fn join(&mut self, id: &str, through: &str) {
+        let flags = self.flags_joining(through);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let node = NodeProcess::start(id, &self.dir.path().join(id), "127.0.0.1:0", &flags);
+        self.nodes.push(node);
+        self.await_formed().await;
+    }
+
+    /// Removes a stopped node from the cluster's list.
+    pub fn remove(&mut self, id: &str) -> NodeProcess {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.id == id)
+            .expect("node exists");
+        self.nodes.remove(i)
+    }
+
+    /// The holders of `space` (primary first), as the cluster agrees.
+    pub async fn holders(&self, space: &str) -> Vec<String> {
+        let p = self.locate_everywhere(space).await;
+        p.primary
+            .iter()
+            .chain(&p.replicas)
+            .map(|n| n.id.clone())
+            .collect()
+    }
+
+    /// Waits until every holder of each space has the same digest and
+    /// serves it (no catch-up pending): anti-entropy has converged.
+    pub async fn await_converged(&self, spaces: &[String]) {
+        for space in spaces {
+            let holders = self.holders(space).await;
+            eventually(
+                &format!("holders {holders:?} of {space} to converge"),
+                || async {
+                    let mut digests = Vec::new();
+                    for h in &holders {
+                        let s = self.node(h).status().await;
+                        let d = s.spaces.iter().find(|x| &x.name == space)?;
+                        if d.catching_up {
+                            return None;
+                        }
+                        digests.push(d.digest.clone());
+                    }
+                    digests.windows(2).all(|w| w[0] == w[1]).then_some(())
+                },
+            )
+            .await;
+        }
     }
 
     /// Waits until every running node sees every other alive and is connected.
@@ -327,12 +410,19 @@ impl Cluster {
     pub async fn restart(&mut self, id: &str) {
         // Join through any other node: the restarted one may be the seed.
         let other = self.node_other_than(&[id]).addr.to_string();
+        self.start_again(id, &other);
+        self.await_formed().await;
+    }
+
+    /// Starts a killed node again on its address and data directory,
+    /// joining through `through`, and returns as soon as it serves (before
+    /// it has rejoined or caught up).
+    pub fn start_again(&mut self, id: &str, through: &str) {
+        let flags = self.flags_joining(through);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let node = self.node_mut(id);
         let (addr, dir) = (node.addr.to_string(), node.dir.clone());
-        let mut flags = TEST_NODE_FLAGS.to_vec();
-        flags.extend(["--join", &other]);
         *node = NodeProcess::start(id, &dir, &addr, &flags);
-        self.await_formed().await;
     }
 
     /// Asks every node where `space` lives and checks they agree.

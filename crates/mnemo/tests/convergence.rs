@@ -1,0 +1,310 @@
+//! Data through returns, joins, leaves and consolidation, with real node
+//! processes: every acknowledged write stays visible through every node, and
+//! every holder of a space ends with the same copy.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use mnemo_proto::v1;
+use support::{Cluster, eventually};
+
+fn remember(space: &str, id: &str, content: &str) -> v1::RememberRequest {
+    v1::RememberRequest {
+        space: space.into(),
+        id: id.into(),
+        content: content.into(),
+        ack: v1::Ack::Quorum as i32,
+        ..Default::default()
+    }
+}
+
+fn everything(space: &str) -> v1::RecallRequest {
+    v1::RecallRequest {
+        space: space.into(),
+        cue: "note".into(),
+        k: Some(1000),
+        ..Default::default()
+    }
+}
+
+fn ids(r: &v1::RecallResponse) -> BTreeSet<String> {
+    r.memories
+        .iter()
+        .map(|m| m.memory.as_ref().unwrap().id.clone())
+        .collect()
+}
+
+/// Writes `ids` to `space` through `node` with `ack=quorum`.
+async fn write_all(cluster: &Cluster, node: &str, space: &str, ids: &[String]) {
+    let mut c = cluster.node(node).client().await;
+    for id in ids {
+        c.remember(remember(space, id, &format!("note {id}")))
+            .await
+            .unwrap_or_else(|e| panic!("write {id} through {node}: {e}"));
+    }
+}
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// Every node answers a routed recall of `space` with all of `expected`.
+async fn visible_everywhere(cluster: &Cluster, space: &str, expected: &BTreeSet<String>) {
+    for node in &cluster.nodes {
+        let got = ids(&node
+            .client()
+            .await
+            .recall(everything(space))
+            .await
+            .unwrap_or_else(|e| panic!("recall of {space} through {}: {e}", node.id))
+            .into_inner());
+        let missing: Vec<&String> = expected.difference(&got).collect();
+        assert!(
+            missing.is_empty(),
+            "through {}: {space} lacks {missing:?}",
+            node.id
+        );
+    }
+}
+
+/// Every holder's own copy of `space` is exactly `expected`.
+async fn on_every_holder(cluster: &Cluster, space: &str, expected: &BTreeSet<String>) {
+    cluster.await_converged(&[space.to_owned()]).await;
+    for h in cluster.holders(space).await {
+        let local = ids(&cluster.node(&h).recall_local(space, "note").await.unwrap());
+        assert_eq!(&local, expected, "holder {h} of {space}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_primary_serves_what_was_written_while_it_was_down() {
+    let mut cluster = Cluster::start(3).await;
+    let space = "journal";
+    let primary = cluster.holders(space).await[0].clone();
+    let other = cluster.node_other_than(&[&primary]).id.clone();
+    let before = names("before-", 20);
+    write_all(&cluster, &primary, space, &before).await;
+
+    cluster.node_mut(&primary).kill9();
+    // Writes fail over to the next holder at once (no waiting for membership).
+    let during = names("during-", 50);
+    write_all(&cluster, &other, space, &during).await;
+
+    // From the moment it serves again, every answer it gives is complete:
+    // until it has caught up, it refuses and its replicas answer.
+    let through = cluster.node(&other).addr.to_string();
+    cluster.start_again(&primary, &through);
+    let acknowledged: BTreeSet<String> = before.iter().chain(&during).cloned().collect();
+    let mut c = cluster.node(&primary).client().await;
+    let mut answers = 0;
+    while answers < 20 {
+        match c.recall(everything(space)).await {
+            Ok(r) => {
+                let got = ids(&r.into_inner());
+                let missing: Vec<&String> = acknowledged.difference(&got).collect();
+                assert!(
+                    missing.is_empty(),
+                    "the returned primary answered without {missing:?}"
+                );
+                answers += 1;
+            }
+            // Still joining: it says so, and the client asks again.
+            Err(e) => assert!(e.message().contains("joining"), "{e}"),
+        }
+    }
+    cluster.await_formed().await;
+    let after = names("after-", 20);
+    // Written through the returned primary itself.
+    write_all(&cluster, &primary, space, &after).await;
+
+    let expected: BTreeSet<String> = before
+        .iter()
+        .chain(&during)
+        .chain(&after)
+        .cloned()
+        .collect();
+    visible_everywhere(&cluster, space, &expected).await;
+    on_every_holder(&cluster, space, &expected).await;
+
+    // Its breaker followed membership back: no node still refuses it.
+    for n in &cluster.nodes {
+        let s = n.status().await;
+        assert!(
+            s.breakers.iter().all(|b| b.state != "open"),
+            "{}: {:?}",
+            n.id,
+            s.breakers
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_never_answers_with_less_than_was_acknowledged() {
+    let mut cluster = Cluster::start(3).await;
+    let spaces: Vec<String> = names("tenant-", 12);
+    let written: Vec<Vec<String>> = spaces
+        .iter()
+        .map(|s| names(&format!("{s}-m"), 15))
+        .collect();
+    for (space, ids) in spaces.iter().zip(&written) {
+        write_all(&cluster, "n1", space, ids).await;
+    }
+    let seed = cluster.nodes[0].addr.to_string();
+
+    // Readers through every node while n4 joins: never fewer than acknowledged.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut readers = tokio::task::JoinSet::new();
+    for node in &cluster.nodes {
+        let mut client = node.client().await;
+        let (spaces, written, stopped, id) = (
+            spaces.clone(),
+            written.clone(),
+            stopped.clone(),
+            node.id.clone(),
+        );
+        readers.spawn(async move {
+            let mut reads = 0u32;
+            while !*stopped.borrow() || reads == 0 {
+                for (space, acked) in spaces.iter().zip(&written) {
+                    let r = client.recall(everything(space)).await;
+                    let r = r.unwrap_or_else(|e| panic!("recall {space} via {id}: {e}"));
+                    let got = ids(&r.into_inner());
+                    let missing: Vec<&String> =
+                        acked.iter().filter(|i| !got.contains(*i)).collect();
+                    assert!(missing.is_empty(), "{space} via {id} lacks {missing:?}");
+                    reads += 1;
+                }
+            }
+            reads
+        });
+    }
+    cluster.join("n4", &seed).await;
+    // Writes acknowledged after the join.
+    let late: Vec<Vec<String>> = spaces
+        .iter()
+        .map(|s| names(&format!("{s}-late"), 3))
+        .collect();
+    for (space, ids) in spaces.iter().zip(&late) {
+        write_all(&cluster, "n4", space, ids).await;
+    }
+    // Until n4 has caught up with everything it holds.
+    let n4 = cluster.node("n4");
+    eventually("n4 to settle", || async {
+        n4.status().await.settled.then_some(())
+    })
+    .await;
+    let _ = stop.send(true);
+    while let Some(reads) = readers.join_next().await {
+        assert!(reads.unwrap() > 0);
+    }
+
+    let mut n4_holds = 0;
+    for ((space, ids), late) in spaces.iter().zip(&written).zip(&late) {
+        let expected: BTreeSet<String> = ids.iter().chain(late).cloned().collect();
+        visible_everywhere(&cluster, space, &expected).await;
+        on_every_holder(&cluster, space, &expected).await;
+        n4_holds += usize::from(cluster.holders(space).await.contains(&"n4".to_owned()));
+    }
+    assert!(n4_holds > 0, "n4 became a holder of some spaces");
+    // Spaces placement moved away from a node are dropped there, once the
+    // holders have them.
+    for space in &spaces {
+        let holders = cluster.holders(space).await;
+        for n in cluster.nodes.iter().filter(|n| !holders.contains(&n.id)) {
+            eventually(&format!("{} to hand {space} over", n.id), || async {
+                (!n.status().await.spaces.iter().any(|s| &s.name == space)).then_some(())
+            })
+            .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_leave_loses_nothing_and_shrinks_the_majority() {
+    let mut cluster = Cluster::start(4).await;
+    let spaces: Vec<String> = names("team-", 8);
+    for space in &spaces {
+        write_all(&cluster, "n1", space, &names(&format!("{space}-m"), 10)).await;
+    }
+    // n4 leaves on SIGTERM; n3 is decommissioned from the command line.
+    let mut n4 = cluster.remove("n4");
+    assert!(n4.terminate().success());
+    let out = cluster.node("n3").cli(&["decommission", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["node_id"], "n3");
+    let mut n3 = cluster.remove("n3");
+    assert!(n3.wait_exit().success());
+
+    // Two of four remain, yet they are not a minority: the two that left
+    // on purpose no longer count.
+    for n in &cluster.nodes {
+        eventually(&format!("{} to count 2 members", n.id), || async {
+            let s = n.status().await;
+            (s.expected_cluster_size == 2 && s.partition == "connected").then_some(())
+        })
+        .await;
+    }
+    for space in &spaces {
+        let expected: BTreeSet<String> = names(&format!("{space}-m"), 10).into_iter().collect();
+        visible_everywhere(&cluster, space, &expected).await;
+        on_every_holder(&cluster, space, &expected).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consolidating_many_tags_replicates_and_writes_keep_flowing() {
+    let cluster = Cluster::start(3).await;
+    let space = "tagged";
+    let primary = cluster.holders(space).await[0].clone();
+    let mut c = cluster.node(&primary).client().await;
+    for (id, side) in [("a", "left"), ("b", "right")] {
+        c.remember(v1::RememberRequest {
+            tags: (0..20).map(|i| format!("{side}-{i}")).collect(),
+            ..remember(space, id, "the standup moved to ten on mondays")
+        })
+        .await
+        .unwrap();
+    }
+    let merged = c
+        .consolidate(v1::ConsolidateRequest {
+            space: space.into(),
+            threshold: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(merged.merged.len(), 1, "{merged:?}");
+    let merged_id = merged.merged[0].id.clone();
+    write_all(&cluster, &primary, space, &names("later-", 5)).await;
+
+    let expected: BTreeSet<String> = std::iter::once(merged_id.clone())
+        .chain(names("later-", 5))
+        .collect();
+    visible_everywhere(&cluster, space, &expected).await;
+    on_every_holder(&cluster, space, &expected).await;
+    for h in cluster.holders(space).await {
+        let local = cluster
+            .node(&h)
+            .recall_local(space, "standup")
+            .await
+            .unwrap();
+        let m = local
+            .memories
+            .iter()
+            .find_map(|m| m.memory.as_ref().filter(|m| m.id == merged_id))
+            .unwrap();
+        assert_eq!(m.tags.len(), 32, "capped at the limit on {h}");
+        let s = cluster.node(&h).status().await;
+        assert!(
+            s.replication.iter().all(|p| p.refused == 0),
+            "{h}: {:?}",
+            s.replication
+        );
+    }
+}
