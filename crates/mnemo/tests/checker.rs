@@ -79,7 +79,7 @@ async fn writer(
         i += 1;
         let (via, client) = &mut clients[i % nodes.len()];
         let s = space((i * 7 + w) % SPACES);
-        let forget = i % 10 == 0 && !mine.is_empty();
+        let forget = i.is_multiple_of(10) && !mine.is_empty();
         let (kind, id, result) = if forget {
             let (s2, id) = mine.swap_remove(i % mine.len());
             let mut request = tonic::Request::new(v1::ForgetRequest {
@@ -205,11 +205,55 @@ async fn acknowledged_writes_survive_kill_restart_rounds_and_holders_converge() 
     while writers.join_next().await.is_some() {}
     cluster.await_converged(&spaces).await;
 
-    let history = history.lock().unwrap();
-    let mut lost = Vec::new();
-    let mut resurrected = Vec::new();
-    let mut divergent = Vec::new();
-    for space in &spaces {
+    // Every writer has stopped: the history is final.
+    let history = std::mem::take(&mut *history.lock().unwrap());
+    let Verdict {
+        lost,
+        resurrected,
+        divergent,
+    } = verdict(&cluster, &spaces, &history).await;
+    let sent = history.ops.iter().filter(|o| o.kind == "remember").count();
+    let acked_writes: usize = history.acked.values().map(BTreeSet::len).sum();
+    let forgets: usize = history.forgotten.values().map(BTreeSet::len).sum();
+    let failed = history.ops.iter().filter(|o| o.result != "ok").count();
+    eprintln!(
+        "checker: {ROUNDS} kill/restart rounds, {sent} writes sent, {acked_writes} acknowledged, \
+         {forgets} forgets acknowledged, {failed} operations failed; lost {}, resurrected {}, divergent {}",
+        lost.len(),
+        resurrected.len(),
+        divergent.len()
+    );
+    let mut causes: BTreeMap<String, usize> = BTreeMap::new();
+    for o in history.ops.iter().filter(|o| o.result != "ok") {
+        let cause: String = o.result.chars().take(70).collect();
+        *causes.entry(cause).or_default() += 1;
+    }
+    eprintln!("checker: failures by cause: {causes:#?}");
+    if !(lost.is_empty() && resurrected.is_empty() && divergent.is_empty()) {
+        let path = dump(&history);
+        panic!(
+            "lost {lost:?}\nresurrected {resurrected:?}\ndivergent {divergent:?}\nhistory: {}",
+            path.display()
+        );
+    }
+}
+
+#[derive(Default)]
+struct Verdict {
+    lost: Vec<String>,
+    resurrected: Vec<String>,
+    divergent: Vec<String>,
+}
+
+/// Reads every space through every node and from every holder's own copy,
+/// and judges them against `history`.
+async fn verdict(cluster: &Cluster, spaces: &[String], history: &History) -> Verdict {
+    let Verdict {
+        mut lost,
+        mut resurrected,
+        mut divergent,
+    } = Verdict::default();
+    for space in spaces {
         let acked = history.acked.get(space).cloned().unwrap_or_default();
         let forgotten = history.forgotten.get(space).cloned().unwrap_or_default();
         // A forget that failed may or may not have landed: its id is
@@ -276,28 +320,9 @@ async fn acknowledged_writes_survive_kill_restart_rounds_and_holders_converge() 
             }
         }
     }
-    let writes = history.ops.iter().filter(|o| o.kind == "remember").count();
-    let acked_writes: usize = history.acked.values().map(BTreeSet::len).sum();
-    let forgets: usize = history.forgotten.values().map(BTreeSet::len).sum();
-    let failed = history.ops.iter().filter(|o| o.result != "ok").count();
-    eprintln!(
-        "checker: {ROUNDS} kill/restart rounds, {writes} writes sent, {acked_writes} acknowledged, \
-         {forgets} forgets acknowledged, {failed} operations failed; lost {}, resurrected {}, divergent {}",
-        lost.len(),
-        resurrected.len(),
-        divergent.len()
-    );
-    let mut causes: BTreeMap<String, usize> = BTreeMap::new();
-    for o in history.ops.iter().filter(|o| o.result != "ok") {
-        let cause: String = o.result.chars().take(70).collect();
-        *causes.entry(cause).or_default() += 1;
-    }
-    eprintln!("checker: failures by cause: {causes:#?}");
-    if !(lost.is_empty() && resurrected.is_empty() && divergent.is_empty()) {
-        let path = dump(&history);
-        panic!(
-            "lost {lost:?}\nresurrected {resurrected:?}\ndivergent {divergent:?}\nhistory: {}",
-            path.display()
-        );
+    Verdict {
+        lost,
+        resurrected,
+        divergent,
     }
 }
