@@ -105,7 +105,9 @@ fn antientropy(c: &mut Criterion) {
             rt.block_on(reconcile(&a.reconciliation(SPACE), |m| {
                 let b = &b;
                 async move {
-                    Ok::<_, std::convert::Infallible>(respond(&b.reconciliation(SPACE), &m).unwrap())
+                    Ok::<_, std::convert::Infallible>(
+                        respond(&b.reconciliation(SPACE), &m).unwrap(),
+                    )
                 }
             }))
             .unwrap()
