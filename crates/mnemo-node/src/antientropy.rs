@@ -156,11 +156,6 @@ impl AntiEntropy {
         }
     }
 
-    /// Whether reads of `space` may be answered from the local copy.
-    pub fn ready(&self, space: &str) -> bool {
-        self.readiness.lock().expect("lock poisoned").ready(space)
-    }
-
     /// True outside a settle.
     pub fn settled(&self) -> bool {
         self.readiness.lock().expect("lock poisoned").settled()
@@ -419,6 +414,25 @@ pub async fn sync_space(node: &Node, space: &str, peer: &str) -> Result<SyncRepo
 /// Syncs `space` with every other live holder (and whoever held it before
 /// this node did); once each answered, reads of it may be served here.
 pub async fn catch_up(node: &Node, space: &str) -> Result<(), Status> {
+    // Where the space was placed before failures: if this node is not one
+    // of those holders and none of them is live, its data is on nodes that
+    // are down, and nobody live can vouch that it is empty.
+    let placed = node.placed_holders_of(space);
+    if !placed.iter().any(|(id, live)| *id == node.id || *live) {
+        node.sync
+            .readiness
+            .lock()
+            .expect("lock poisoned")
+            .mark_stale(space);
+        return Err(Status::unavailable(format!(
+            "every node space {space:?} was placed on is down ({})",
+            placed
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     for peer in node.sources_of(space) {
         if let Err(e) = sync_space(node, space, &peer).await {
             node.sync
@@ -429,11 +443,12 @@ pub async fn catch_up(node: &Node, space: &str) -> Result<(), Status> {
             return Err(e);
         }
     }
+    let stand_in = node.stands_in_for(space);
     node.sync
         .readiness
         .lock()
         .expect("lock poisoned")
-        .caught_up(space);
+        .caught_up(space, stand_in);
     Ok(())
 }
 
@@ -519,7 +534,7 @@ pub async fn settle(node: Arc<Node>, kind: SettleKind) {
         }
         let todo: Vec<String> = names
             .into_iter()
-            .filter(|s| node.is_holder(s) && !node.sync.ready(s))
+            .filter(|s| node.is_holder(s) && !node.ready(s))
             .collect();
         let node_ref = &node;
         failed = futures_util::stream::iter(todo)

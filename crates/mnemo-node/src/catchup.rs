@@ -17,6 +17,11 @@
 //!   spaces it did not have (unknown ones included) wait.
 //! - Outside a settle every space is ready except those marked stale (a
 //!   catch-up that failed, or a space this node became a holder of).
+//! - A **stand-in** (a holder in the live view, but not one of the nodes the
+//!   space was placed on over the whole cluster: it stands in for a holder
+//!   that is down) has no reason to hold the space at all, so it serves a
+//!   space only after a catch-up made while standing in. Membership changes
+//!   reset that.
 //!
 //! Pure bookkeeping: no I/O, no clock.
 
@@ -44,6 +49,8 @@ pub struct Readiness {
     synced: HashSet<String>,
     /// Known to need a catch-up.
     stale: HashSet<String>,
+    /// Caught up while standing in, since the last membership change.
+    stood_in: HashSet<String>,
 }
 
 impl Readiness {
@@ -55,9 +62,10 @@ impl Readiness {
         }
     }
 
-    /// Whether reads of `space` may be answered from the local copy.
-    pub fn ready(&self, space: &str) -> bool {
-        if self.stale.contains(space) {
+    /// Whether reads of `space` may be answered from the local copy;
+    /// `stand_in`: this node holds it only in place of a node that is down.
+    pub fn ready(&self, space: &str, stand_in: bool) -> bool {
+        if self.stale.contains(space) || (stand_in && !self.stood_in.contains(space)) {
             return false;
         }
         !self.settling || self.synced.contains(space) || self.trusted.contains(space)
@@ -113,8 +121,17 @@ impl Readiness {
         self.stale.insert(space.to_owned());
     }
 
-    /// `space` caught up with every other holder.
-    pub fn caught_up(&mut self, space: &str) {
+    /// Membership changed: who stands in for whom may have too.
+    pub fn membership_changed(&mut self) {
+        self.stood_in.clear();
+    }
+
+    /// `space` caught up with every other holder; `stand_in` as in
+    /// [`ready`](Self::ready).
+    pub fn caught_up(&mut self, space: &str, stand_in: bool) {
+        if stand_in {
+            self.stood_in.insert(space.to_owned());
+        }
         self.stale.remove(space);
         if self.settling {
             self.synced.insert(space.to_owned());
@@ -134,17 +151,23 @@ mod tests {
     #[test]
     fn a_starting_node_trusts_nothing_until_caught_up() {
         let mut r = Readiness::starting();
-        assert!(!r.ready("a"));
+        assert!(!r.ready("a", false));
         let g = r.begin(SettleKind::Full, ["a".to_owned()]);
-        assert!(!r.ready("a"), "a full settle trusts no local copy");
-        r.caught_up("a");
-        assert!(r.ready("a"));
-        assert!(!r.ready("never-seen"), "unknown spaces wait for the settle");
+        assert!(!r.ready("a", false), "a full settle trusts no local copy");
+        r.caught_up("a", false);
+        assert!(r.ready("a", false));
+        assert!(
+            !r.ready("never-seen", false),
+            "unknown spaces wait for the settle"
+        );
         assert!(r.end(g, ["b".to_owned()]));
-        assert!(r.ready("never-seen"), "after a settle, unknown means empty");
-        assert!(!r.ready("b"), "a failed catch-up stays stale");
-        r.caught_up("b");
-        assert!(r.ready("b"));
+        assert!(
+            r.ready("never-seen", false),
+            "after a settle, unknown means empty"
+        );
+        assert!(!r.ready("b", false), "a failed catch-up stays stale");
+        r.caught_up("b", false);
+        assert!(r.ready("b", false));
     }
 
     #[test]
@@ -154,12 +177,25 @@ mod tests {
         r.end(g, []);
         r.mark_stale("inherited");
         let g = r.begin(SettleKind::Partial, ["held".to_owned()]);
-        assert!(r.ready("held"));
-        assert!(!r.ready("inherited"));
-        assert!(!r.ready("unknown"));
+        assert!(r.ready("held", false));
+        assert!(!r.ready("inherited", false));
+        assert!(!r.ready("unknown", false));
         r.end(g, []);
-        assert!(!r.ready("inherited"), "still stale until caught up");
-        assert!(r.ready("unknown"));
+        assert!(!r.ready("inherited", false), "still stale until caught up");
+        assert!(r.ready("unknown", false));
+    }
+
+    #[test]
+    fn a_stand_in_serves_only_after_catching_up_while_standing_in() {
+        let mut r = Readiness::starting();
+        let g = r.begin(SettleKind::Full, []);
+        r.end(g, []);
+        assert!(r.ready("s", false));
+        assert!(!r.ready("s", true), "unknown to a stand-in is not empty");
+        r.caught_up("s", true);
+        assert!(r.ready("s", true));
+        r.membership_changed();
+        assert!(!r.ready("s", true));
     }
 
     #[test]
@@ -168,9 +204,9 @@ mod tests {
         let old = r.begin(SettleKind::Full, []);
         let new = r.begin(SettleKind::Full, []);
         assert!(!r.end(old, []));
-        assert!(!r.ready("x"));
+        assert!(!r.ready("x", false));
         assert!(r.current(new));
         assert!(r.end(new, []));
-        assert!(r.ready("x"));
+        assert!(r.ready("x", false));
     }
 }

@@ -109,7 +109,26 @@ pub(crate) async fn forget(
 fn check_caught_up(node: &Node, space: &str, penalty: f32) -> Result<(), Status> {
     // Cut off from the cluster, the local copy is all there is: it is
     // served, marked degraded.
-    if penalty < 1.0 || node.sync.ready(space) {
+    if penalty < 1.0 {
+        return Ok(());
+    }
+    // A space placed only on nodes that are down (this one not among them)
+    // has its data there: answering from here would answer "empty".
+    let placed = node.placed_holders_of(space);
+    if !placed.iter().any(|(id, live)| *id == node.id || *live) {
+        return Err(mnemo_router::error::refusal(
+            "holders-down",
+            format!(
+                "space {space:?} lives on {}, and all of them are down",
+                placed
+                    .iter()
+                    .map(|(id, _)| id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    if node.ready(space) {
         return Ok(());
     }
     node.sync.enqueue(crate::antientropy::Job::CatchUp {

@@ -91,16 +91,41 @@ fn diff(me: &str, known: &mut HashMap<String, (u64, bool)>, view: &ClusterView) 
     c
 }
 
+/// The router's members: the view's, plus every member that dropped out of
+/// the view without leaving (SWIM forgets a down member after a while; the
+/// spaces placed on it are still its, and must not be answered as empty by
+/// whoever placement would name without it). `remembered` keeps them.
+fn with_remembered(view: &ClusterView, remembered: &mut HashMap<String, Member>) -> Vec<Member> {
+    let mut out = members(view);
+    for m in &out {
+        if m.state == MemberState::Left {
+            remembered.remove(m.id.as_str());
+        } else {
+            remembered.insert(m.id.to_string(), m.clone());
+        }
+    }
+    for (id, m) in remembered.iter() {
+        if !out.iter().any(|o| o.id.as_str() == id) {
+            out.push(Member {
+                state: MemberState::Down,
+                ..m.clone()
+            });
+        }
+    }
+    out
+}
+
 /// Follows membership until the node stops.
 pub(crate) async fn follow(node: Arc<Node>, mut view: watch::Receiver<ClusterView>) {
     let mut known: HashMap<String, (u64, bool)> = HashMap::new();
+    let mut remembered: HashMap<String, Member> = HashMap::new();
     let mut was_partitioned = false;
     let mut first_settle: Option<tokio::time::Instant> = None;
     loop {
         let current = view.borrow_and_update().clone();
         let before = node.router.table();
         node.router
-            .update_topology(members(&current), current.epoch);
+            .update_topology(with_remembered(&current, &mut remembered), current.epoch);
         node.router.set_partition(partition(&current));
         let met_someone = current
             .members
@@ -112,6 +137,13 @@ pub(crate) async fn follow(node: Arc<Node>, mut view: watch::Receiver<ClusterVie
         }
 
         let changes = diff(&node.id, &mut known, &current);
+        if changes.went || !changes.came.is_empty() {
+            node.sync
+                .readiness
+                .lock()
+                .expect("lock poisoned")
+                .membership_changed();
+        }
         for m in &current.members {
             if m.state == Swim::Left && m.id != node.id {
                 node.replicator.forget_peer(&m.id);

@@ -161,6 +161,43 @@ impl Node {
             .collect()
     }
 
+    /// `space`'s holders as placed over every member that has not left,
+    /// with whether each is live.
+    pub fn placed_holders_of(&self, space: &str) -> Vec<(String, bool)> {
+        let table = self.topology();
+        let topology = table.topology();
+        topology
+            .placed(space)
+            .as_slice()
+            .iter()
+            .map(|&i| {
+                let m = topology.member(i);
+                (m.id.to_string(), m.state.is_live())
+            })
+            .collect()
+    }
+
+    /// True when this node holds `space` in the live view only in place of
+    /// a node that is down (it is not among the nodes the space was placed
+    /// on over every member that has not left).
+    pub fn stands_in_for(&self, space: &str) -> bool {
+        self.is_holder(space)
+            && !self
+                .placed_holders_of(space)
+                .iter()
+                .any(|(id, _)| *id == self.id)
+    }
+
+    /// Whether reads of `space` may be answered from this node's copy.
+    pub fn ready(&self, space: &str) -> bool {
+        let stand_in = self.stands_in_for(space);
+        self.sync
+            .readiness
+            .lock()
+            .expect("lock poisoned")
+            .ready(space, stand_in)
+    }
+
     /// True when membership says node `id` is alive or suspect.
     pub fn is_live(&self, id: &str) -> bool {
         let table = self.topology();
@@ -251,7 +288,7 @@ impl Node {
                 .spaces()
                 .into_iter()
                 .map(|s| v1::SpaceStatus {
-                    catching_up: !self.sync.ready(&s.name),
+                    catching_up: !self.ready(&s.name),
                     name: s.name,
                     memories: s.memories,
                     tombstones: s.tombstones,

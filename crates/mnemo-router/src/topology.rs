@@ -245,6 +245,12 @@ impl Topology {
             .to_vec()
     }
 
+    /// `space`'s preference list over every member that has not left (live
+    /// or not): where its data was put before failures shrank the live view.
+    pub fn placed(&self, space: &str) -> PreferenceList {
+        self.expected.preference_list_hashed(space_hash(space))
+    }
+
     /// True when this node holds `space`: it is in the space's preference list
     /// over live members, or over all members that have not left (where the
     /// data was written before peers became unreachable).
