@@ -11,6 +11,7 @@ pub(crate) fn memory_to_wire(m: &Memory) -> v1::Memory {
         confidence: m.confidence,
         created_at_ms: m.created_at_ms,
         tags: m.tags.clone(),
+        minority: m.minority,
     }
 }
 
@@ -22,6 +23,7 @@ pub(crate) fn memory_from_wire(m: v1::Memory) -> Memory {
         confidence: m.confidence,
         created_at_ms: m.created_at_ms,
         tags: m.tags,
+        minority: m.minority,
     }
 }
 

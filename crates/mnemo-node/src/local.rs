@@ -28,6 +28,7 @@ pub(crate) async fn remember(
         confidence: r.confidence.unwrap_or(1.0),
         created_at_ms: 0,
         tags: r.tags,
+        minority: node.router.partition().partitioned,
     };
     let (id, written) = node
         .store

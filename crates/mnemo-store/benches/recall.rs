@@ -33,6 +33,7 @@ fn filled(rt: &tokio::runtime::Runtime, n: usize) -> (tempfile::TempDir, Store) 
                 confidence: 1.0,
                 created_at_ms: 1,
                 tags: Vec::new(),
+                minority: false,
             })
         })
         .collect();

@@ -105,6 +105,7 @@ fn merge(group: &[&(Arc<Memory>, &[f32])]) -> Consolidation {
             .max()
             .unwrap_or(0),
         tags: tags.into_iter().take(MAX_TAGS).cloned().collect(),
+        minority: group.iter().any(|(m, _)| m.minority),
     };
     Consolidation {
         merged: Some(merged),
@@ -140,6 +141,7 @@ mod tests {
             confidence,
             created_at_ms: id.len() as i64,
             tags: vec![format!("t-{id}")],
+            minority: false,
         })
     }
 
@@ -190,6 +192,19 @@ mod tests {
             reversed.reverse();
             assert_eq!(run(&reversed), expected);
         }
+    }
+
+    #[test]
+    fn a_merge_of_many_tags_keeps_the_limit() {
+        let mut a = (*mem("a", "the standup moved to ten on mondays", 0.5)).clone();
+        let mut b = (*mem("b", "the standup moved to ten on mondays", 0.5)).clone();
+        a.tags = (0..20).map(|i| format!("left-{i:02}")).collect();
+        b.tags = (0..20).map(|i| format!("right-{i:02}")).collect();
+        let out = run(&[Arc::new(a), Arc::new(b)]);
+        let merged = out[0].merged.as_ref().unwrap();
+        assert_eq!(merged.tags.len(), MAX_TAGS);
+        assert_eq!(merged.tags[0], "left-00", "the first of the sorted tags");
+        assert!(crate::validate::memory("s", merged).is_ok());
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct Memory {
     /// Free-form labels.
     #[prost(string, repeated, tag = "6")]
     pub tags: Vec<String>,
+    /// Taken by a node cut off from the majority of the cluster: under one
+    /// id, it gives way to a memory taken with the majority.
+    #[prost(bool, tag = "7")]
+    pub minority: bool,
 }
 
 impl Memory {
@@ -36,6 +40,7 @@ impl Memory {
             && self.embedding == other.embedding
             && self.confidence.to_bits() == other.confidence.to_bits()
             && self.tags == other.tags
+            && self.minority == other.minority
     }
 }
 

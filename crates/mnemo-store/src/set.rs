@@ -10,9 +10,11 @@
 //!    arrives for a tombstoned id is ignored.
 //! 2. **One version per id.** Two different memories under one id (written
 //!    on two holders while the primary was cut off, or on both sides of a
-//!    partition) resolve to the one with the larger [`version`]: a 128-bit
-//!    hash of its encoded bytes, so every node picks the same winner without
-//!    clocks. Such conflicts are counted (`mnemo_store_conflicts_total`).
+//!    partition) resolve to the one with the larger [`version`]: a memory
+//!    taken by a node cut off from the majority (`minority`) loses to one
+//!    that was not, and otherwise a hash of the encoded memory decides, so
+//!    every node picks the same winner without clocks. Such conflicts are
+//!    counted (`mnemo_store_conflicts_total`).
 //!
 //! Visible memories = memories − tombstones, which rule 1 keeps literally:
 //! the canonical state never holds both for one id.
@@ -54,16 +56,19 @@ impl Element {
     /// The element's [`ElementId`].
     pub fn element_id(&self) -> ElementId {
         match self {
-            Self::Memory(m) => memory_element(&m.id, version(&prost::Message::encode_to_vec(m))),
+            Self::Memory(m) => memory_element(&m.id, version(m, &prost::Message::encode_to_vec(m))),
             Self::Tombstone(id) => tombstone_element(id),
         }
     }
 }
 
-/// Version of an encoded memory: the tie-breaker between two memories
-/// under one id (the larger wins).
-pub fn version(encoded: &[u8]) -> u128 {
-    xxh3_128(encoded)
+/// Version of memory `m`, whose encoding is `encoded`: what decides between
+/// two memories under one id (the larger wins). The top bit says whether it
+/// was taken with the majority, the rest is a hash of its bytes: a total
+/// order, so the merge is a maximum (commutative, associative, idempotent).
+pub fn version(m: &Memory, encoded: &[u8]) -> u128 {
+    let hash = xxh3_128(encoded) >> 1;
+    if m.minority { hash } else { hash | 1 << 127 }
 }
 
 fn keyed(kind: u8, id: &str) -> u128 {

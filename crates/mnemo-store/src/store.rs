@@ -389,7 +389,7 @@ fn load(shared: &Shared) -> Result<()> {
         let bytes = value.value();
         let m = Memory::decode(bytes)
             .map_err(|e| StoreError::Storage(redb::Error::Corrupted(e.to_string())))?;
-        let element = memory_element(&m.id, version(bytes));
+        let element = memory_element(&m.id, version(&m, bytes));
         effects.push((space.to_owned(), Effect::Insert(Arc::new(m), element)));
     }
     let count = effects.len();

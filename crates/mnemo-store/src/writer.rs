@@ -283,15 +283,15 @@ impl Ctx<'_> {
             return Ok(Stored::Forgotten);
         }
         let encoded = m.encode_to_vec();
-        let incoming = version(&encoded);
+        let incoming = version(m, &encoded);
         let existing = t.memories.get(key)?.map(|v| v.value().to_vec());
         if let Some(bytes) = existing {
-            let held = version(&bytes);
+            let stored = Memory::decode(bytes.as_slice())
+                .map_err(|e| StoreError::Storage(redb::Error::Corrupted(e.to_string())))?;
+            let held = version(&stored, &bytes);
             if held == incoming {
                 return Ok(Stored::Same(m.clone()));
             }
-            let stored = Memory::decode(bytes.as_slice())
-                .map_err(|e| StoreError::Storage(redb::Error::Corrupted(e.to_string())))?;
             if !merging {
                 return Ok(if stored.same_as(m) {
                     Stored::Same(stored)

@@ -69,3 +69,20 @@ fn the_larger_version_wins() {
     assert!(!incoming_wins(2, 1));
     assert!(!incoming_wins(2, 2));
 }
+
+#[test]
+fn a_memory_taken_with_the_majority_beats_one_taken_in_a_minority() {
+    let with = Memory {
+        id: "x".into(),
+        content: "majority".into(),
+        ..Memory::default()
+    };
+    let cut_off = Memory {
+        content: "minority".into(),
+        minority: true,
+        ..with.clone()
+    };
+    let v = |m: &Memory| version(m, &prost::Message::encode_to_vec(m));
+    assert!(incoming_wins(v(&cut_off), v(&with)));
+    assert!(!incoming_wins(v(&with), v(&cut_off)));
+}
