@@ -124,6 +124,7 @@ impl Membership {
             timer_seq: 0,
             outbox: Vec::new(),
             left: HashSet::new(),
+            counted_left: HashSet::new(),
             detector,
             view_tx,
             leaving: false,
@@ -260,6 +261,9 @@ struct Driver {
     outbox: Vec<(SocketAddr, Vec<u8>)>,
     // (id, incarnation) of members that sent a leave notice.
     left: HashSet<(String, u64)>,
+    // Ids whose leave lowered the expected cluster size, until they are
+    // seen alive again: a repeated (or replayed) notice counts once.
+    counted_left: HashSet<String>,
     detector: PartitionDetector,
     view_tx: watch::Sender<ClusterView>,
     leaving: bool,
@@ -317,10 +321,15 @@ impl Driver {
                     Ok(member) => {
                         let identity = member.id().clone();
                         tracing::info!(member = ?identity, "member is leaving");
-                        if self
-                            .left
-                            .insert((identity.id.clone(), identity.incarnation))
-                        {
+                        // Only a member this node knows, and once, lowers the
+                        // expected size.
+                        let known = self
+                            .foca
+                            .iter_membership_state()
+                            .any(|m| m.id().id == identity.id);
+                        self.left
+                            .insert((identity.id.clone(), identity.incarnation));
+                        if known && self.counted_left.insert(identity.id.clone()) {
                             self.detector.member_left();
                         }
                         let update = std::iter::once(Member::down(identity));
@@ -446,6 +455,13 @@ impl Driver {
             .iter_membership_state()
             .map(|m| (m.id(), m.state()));
         let members = merge_members(&local, entries, &self.left);
+        // A member that left and is alive again counts again (the detector
+        // sees it in `present`), and a later leave of it lowers the size again.
+        self.counted_left.retain(|id| {
+            !members
+                .iter()
+                .any(|m| &m.id == id && m.state == MemberState::Alive)
+        });
         let reachable = members.iter().filter(|m| m.state.is_reachable()).count();
         let present = members
             .iter()

@@ -46,7 +46,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const WORKERS: usize = 2;
 /// Catch-ups run at once by a settle.
 const SETTLE_CONCURRENCY: usize = 4;
-/// Attempts of a settle before the spaces it could not catch up stay stale.
+/// Attempts of a settle before the spaces it could not catch up stay stale
+/// (and are caught up on demand).
 const SETTLE_ATTEMPTS: u32 = 3;
 
 /// One piece of anti-entropy work.
@@ -110,6 +111,8 @@ pub struct SyncReport {
     pub pushed: u64,
     /// Encoded bytes of the elements moved, both ways.
     pub element_bytes: u64,
+    /// Elements refused as invalid, by either side.
+    pub refused: u64,
 }
 
 #[derive(Default)]
@@ -368,6 +371,7 @@ pub async fn sync_space(node: &Node, space: &str, peer: &str) -> Result<SyncRepo
                 .await
                 .map_err(|e| Status::from(crate::error::NodeError::from(e)))?;
             if !merged.refused.is_empty() {
+                report.refused += merged.refused.len() as u64;
                 tracing::warn!(%space, %peer, refused = ?merged.refused, "refused elements fetched from a peer");
             }
         }
@@ -395,6 +399,7 @@ pub async fn sync_space(node: &Node, space: &str, peer: &str) -> Result<SyncRepo
             .await?
             .into_inner();
         if !answer.refused.is_empty() {
+            report.refused += answer.refused.len() as u64;
             tracing::warn!(%space, %peer, refused = ?answer.refused, "peer refused elements sent by anti-entropy");
         }
     }
@@ -414,6 +419,12 @@ pub async fn sync_space(node: &Node, space: &str, peer: &str) -> Result<SyncRepo
 /// Syncs `space` with every other live holder (and whoever held it before
 /// this node did); once each answered, reads of it may be served here.
 pub async fn catch_up(node: &Node, space: &str) -> Result<(), Status> {
+    let generation = node
+        .sync
+        .readiness
+        .lock()
+        .expect("lock poisoned")
+        .generation();
     // Where the space was placed before failures: if this node is not one
     // of those holders and none of them is live, its data is on nodes that
     // are down, and nobody live can vouch that it is empty.
@@ -448,29 +459,50 @@ pub async fn catch_up(node: &Node, space: &str) -> Result<(), Status> {
         .readiness
         .lock()
         .expect("lock poisoned")
-        .caught_up(space, stand_in);
+        .caught_up(space, stand_in, generation);
     Ok(())
 }
 
 /// Gives `space` to each of its current holders; drops it here once all of
-/// them have it, unless this node became a holder again meanwhile.
+/// them have everything this node has, unless this node became a holder
+/// again meanwhile. "Everything" is checked by digest: a pass of syncs that
+/// starts and ends with the same digest here, and a drop that happens only
+/// if the digest is still that one, so nothing that arrived meanwhile (a
+/// write from a node with an older view) is lost.
 async fn hand_over(node: &Node, space: &str) -> Result<(), Status> {
-    let holders = node.holders_of(space);
-    if node.is_holder(space) || holders.is_empty() {
-        return Ok(()); // a holder again, or nobody to give it to
-    }
-    for peer in &holders {
-        sync_space(node, space, peer).await?;
-    }
-    if !node.is_holder(space) && !node.router.partition().partitioned {
-        node.store
-            .drop_space(space)
+    const PASSES: usize = 3;
+    for _ in 0..PASSES {
+        let holders = node.holders_of(space);
+        if node.is_holder(space) || holders.is_empty() || node.router.partition().partitioned {
+            return Ok(()); // a holder again, nobody to give it to, or cut off
+        }
+        let Some(before) = node.store.stats(space).map(|s| s.digest) else {
+            return Ok(());
+        };
+        for peer in &holders {
+            let report = sync_space(node, space, peer).await?;
+            if report.refused > 0 {
+                return Err(Status::failed_precondition(format!(
+                    "{peer} refused {} elements of {space:?}; keeping the space here",
+                    report.refused
+                )));
+            }
+        }
+        if node.store.stats(space).map(|s| s.digest) != Some(before) || node.is_holder(space) {
+            continue;
+        }
+        let dropped = node
+            .store
+            .drop_space(space, before)
             .await
             .map_err(|e| Status::from(crate::error::NodeError::from(e)))?;
-        tracing::info!(%space, to = ?holders, "handed space over and dropped it");
-        metrics::counter!("mnemo_antientropy_handed_over_total").increment(1);
+        if dropped {
+            tracing::info!(%space, to = ?holders, "handed space over and dropped it");
+            metrics::counter!("mnemo_antientropy_handed_over_total").increment(1);
+            return Ok(());
+        }
     }
-    Ok(())
+    Ok(()) // still changing; the next periodic pass tries again
 }
 
 /// Hands every space this node has to the holders it would have without
@@ -508,11 +540,14 @@ pub async fn settle(node: Arc<Node>, kind: SettleKind) {
         .expect("lock poisoned")
         .begin(kind, trusted);
     let started = tokio::time::Instant::now();
-    let mut failed: Vec<String> = Vec::new();
-    for attempt in 0..SETTLE_ATTEMPTS {
+    let mut failed: Vec<String>;
+    let mut attempt = 0u32;
+    loop {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+            let pause = Duration::from_millis(200) * attempt.min(25);
+            tokio::time::sleep(pause).await;
         }
+        attempt += 1;
         if !node
             .sync
             .readiness
@@ -523,13 +558,24 @@ pub async fn settle(node: Arc<Node>, kind: SettleKind) {
             return;
         }
         let mut names: HashSet<String> = node.store.space_names().into_iter().collect();
+        // A live peer that could not list its spaces may hold some nobody
+        // else listed: the settle cannot end (unknown spaces stay refused)
+        // until it answers or membership drops it (which starts a new one).
+        let mut unlisted = 0;
         for peer in node.live_peers() {
-            match client(&node, &peer) {
-                Ok(mut rpc) => match rpc.spaces(timed(v1::SpacesRequest {})).await {
-                    Ok(r) => names.extend(r.into_inner().spaces),
-                    Err(e) => tracing::debug!(%peer, error = %e, "cannot list a peer's spaces"),
-                },
-                Err(e) => tracing::debug!(%peer, error = %e, "no route to list a peer's spaces"),
+            let listed = match client(&node, &peer) {
+                Ok(mut rpc) => rpc
+                    .spaces(timed(v1::SpacesRequest {}))
+                    .await
+                    .map(|r| r.into_inner().spaces),
+                Err(e) => Err(e),
+            };
+            match listed {
+                Ok(spaces) => names.extend(spaces),
+                Err(e) => {
+                    unlisted += 1;
+                    tracing::debug!(%peer, error = %e, "cannot list a peer's spaces");
+                }
             }
         }
         let todo: Vec<String> = names
@@ -551,7 +597,7 @@ pub async fn settle(node: Arc<Node>, kind: SettleKind) {
             .filter_map(std::future::ready)
             .collect()
             .await;
-        if failed.is_empty() {
+        if unlisted == 0 && (failed.is_empty() || attempt >= SETTLE_ATTEMPTS) {
             break;
         }
     }

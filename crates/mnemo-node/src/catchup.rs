@@ -13,8 +13,10 @@
 //! - A **full** settle (start, end of a partition) trusts nothing: during
 //!   it, only spaces caught up since it began are ready.
 //! - A **partial** settle (a member went away, so this node may have
-//!   inherited spaces) keeps trusting the spaces it held before; only
-//!   spaces it did not have (unknown ones included) wait.
+//!   inherited spaces) catches up the spaces it holds now and did not
+//!   before (marked stale); everything else stays ready. A space it does
+//!   not know at all can only have been inherited by standing in for the
+//!   member that went away, which the stand-in rule below covers.
 //! - Outside a settle every space is ready except those marked stale (a
 //!   catch-up that failed, or a space this node became a holder of).
 //! - A **stand-in** (a holder in the live view, but not one of the nodes the
@@ -43,7 +45,8 @@ pub struct Readiness {
     generation: u64,
     settling: bool,
     kind: Option<SettleKind>,
-    /// During a partial settle: spaces whose local copy stays trusted.
+    /// During a partial settle: spaces whose local copy stays trusted
+    /// (reported by `status`; a partial settle trusts every space not stale).
     trusted: HashSet<String>,
     /// Caught up since the current settle began.
     synced: HashSet<String>,
@@ -68,7 +71,10 @@ impl Readiness {
         if self.stale.contains(space) || (stand_in && !self.stood_in.contains(space)) {
             return false;
         }
-        !self.settling || self.synced.contains(space) || self.trusted.contains(space)
+        !self.settling
+            || self.kind == Some(SettleKind::Partial)
+            || self.synced.contains(space)
+            || self.trusted.contains(space)
     }
 
     /// The kind of the settle in progress, if any.
@@ -126,9 +132,19 @@ impl Readiness {
         self.stood_in.clear();
     }
 
-    /// `space` caught up with every other holder; `stand_in` as in
+    /// The current generation: a catch-up records it when it starts.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// `space` caught up with every other holder, by a catch-up that started
+    /// in `generation` (ignored if a settle began since: what it compared
+    /// may predate what the new settle is about); `stand_in` as in
     /// [`ready`](Self::ready).
-    pub fn caught_up(&mut self, space: &str, stand_in: bool) {
+    pub fn caught_up(&mut self, space: &str, stand_in: bool, generation: u64) {
+        if generation != self.generation {
+            return;
+        }
         if stand_in {
             self.stood_in.insert(space.to_owned());
         }
@@ -154,7 +170,7 @@ mod tests {
         assert!(!r.ready("a", false));
         let g = r.begin(SettleKind::Full, ["a".to_owned()]);
         assert!(!r.ready("a", false), "a full settle trusts no local copy");
-        r.caught_up("a", false);
+        r.caught_up("a", false, g);
         assert!(r.ready("a", false));
         assert!(
             !r.ready("never-seen", false),
@@ -166,7 +182,7 @@ mod tests {
             "after a settle, unknown means empty"
         );
         assert!(!r.ready("b", false), "a failed catch-up stays stale");
-        r.caught_up("b", false);
+        r.caught_up("b", false, r.generation());
         assert!(r.ready("b", false));
     }
 
@@ -179,7 +195,11 @@ mod tests {
         let g = r.begin(SettleKind::Partial, ["held".to_owned()]);
         assert!(r.ready("held", false));
         assert!(!r.ready("inherited", false));
-        assert!(!r.ready("unknown", false));
+        assert!(
+            r.ready("unknown", false),
+            "only a stand-in inherits unknown spaces"
+        );
+        assert!(!r.ready("unknown", true));
         r.end(g, []);
         assert!(!r.ready("inherited", false), "still stale until caught up");
         assert!(r.ready("unknown", false));
@@ -192,10 +212,21 @@ mod tests {
         r.end(g, []);
         assert!(r.ready("s", false));
         assert!(!r.ready("s", true), "unknown to a stand-in is not empty");
-        r.caught_up("s", true);
+        r.caught_up("s", true, g);
         assert!(r.ready("s", true));
         r.membership_changed();
         assert!(!r.ready("s", true));
+    }
+
+    #[test]
+    fn a_catch_up_from_before_a_settle_does_not_count_in_it() {
+        let mut r = Readiness::starting();
+        let before = r.generation();
+        let _ = r.begin(SettleKind::Full, []);
+        r.caught_up("s", false, before);
+        assert!(!r.ready("s", false));
+        r.caught_up("s", false, r.generation());
+        assert!(r.ready("s", false));
     }
 
     #[test]

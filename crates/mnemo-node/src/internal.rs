@@ -63,12 +63,14 @@ impl Internal for InternalService {
                 ),
             ));
         }
-        let mut refused = Vec::new();
+        let (mut refused, mut refused_ids) = (Vec::new(), Vec::new());
         let mut elements = Vec::with_capacity(r.elements.len());
         for (i, e) in r.elements.into_iter().enumerate() {
-            match element_from_wire(e) {
-                Some(e) => elements.push(e),
-                None => refused.push(format!("element {i}: has neither a memory nor a tombstone")),
+            if let Some(e) = element_from_wire(e) {
+                elements.push(e);
+            } else {
+                refused.push(format!("element {i}: has neither a memory nor a tombstone"));
+                refused_ids.push(String::new());
             }
         }
         let merged = self
@@ -77,7 +79,10 @@ impl Internal for InternalService {
             .merge(&r.space, elements)
             .await
             .map_err(NodeError::from)?;
-        refused.extend(merged.refused);
+        for (id, why) in merged.refused {
+            refused.push(format!("{id:?}: {why}"));
+            refused_ids.push(id);
+        }
         if !refused.is_empty() {
             metrics::counter!("mnemo_merge_refused_total").increment(refused.len() as u64);
             tracing::warn!(space = %r.space, from = %r.from_node, ?refused, "refused elements from a peer");
@@ -87,6 +92,7 @@ impl Internal for InternalService {
             unchanged: merged.unchanged,
             conflicts: merged.conflicts,
             refused,
+            refused_ids,
         }))
     }
 

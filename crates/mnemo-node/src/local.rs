@@ -56,7 +56,17 @@ async fn replicate(
     timeout: Duration,
     what: &str,
 ) -> Result<(), Status> {
-    let replicas = node.replicas_of(space);
+    // Cut off from the majority, only the nodes the space was placed on
+    // count: a node that merely shares the minority is no replica of it.
+    let replicas: Vec<String> = if node.router.partition().partitioned {
+        node.placed_holders_of(space)
+            .into_iter()
+            .filter(|(id, live)| *live && *id != node.id)
+            .map(|(id, _)| id)
+            .collect()
+    } else {
+        node.replicas_of(space)
+    };
     let mut acks = node.replicator.send(space, elements, &replicas);
     if !quorum {
         return Ok(());

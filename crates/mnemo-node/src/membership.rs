@@ -21,11 +21,6 @@ use crate::catchup::SettleKind;
 use crate::node::Node;
 use crate::service::MnemoService;
 
-/// While this node's first settle is this young, a member seen for the
-/// first time restarts it: the view is still filling in, and the new member
-/// may hold spaces the settle has not listed.
-const STARTUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// The router's members for a membership view (this node included).
 pub(crate) fn members(view: &ClusterView) -> Vec<Member> {
     view.members
@@ -120,7 +115,7 @@ pub(crate) async fn follow(node: Arc<Node>, mut view: watch::Receiver<ClusterVie
     let mut known: HashMap<String, (u64, bool)> = HashMap::new();
     let mut remembered: HashMap<String, Member> = HashMap::new();
     let mut was_partitioned = false;
-    let mut first_settle: Option<tokio::time::Instant> = None;
+    let mut settled_once = false;
     loop {
         let current = view.borrow_and_update().clone();
         let before = node.router.table();
@@ -157,9 +152,20 @@ pub(crate) async fn follow(node: Arc<Node>, mut view: watch::Receiver<ClusterVie
         was_partitioned = partitioned;
 
         if node.joined.load(Ordering::Acquire) && !partitioned {
-            let young = first_settle.is_none_or(|t| t.elapsed() < STARTUP_WINDOW);
-            if first_settle.is_none() || healed || (changes.new && young) {
-                first_settle.get_or_insert_with(tokio::time::Instant::now);
+            // A member seen for the first time during a full settle (the
+            // view of a starting node is still filling in) may hold spaces
+            // the settle has not listed: start it again. Later, a new member
+            // cannot make this node a holder of anything it lacks; the
+            // holders it joins push their spaces to it.
+            let full_in_progress = node
+                .sync
+                .readiness
+                .lock()
+                .expect("lock poisoned")
+                .settling()
+                == Some(SettleKind::Full);
+            if !settled_once || healed || (changes.new && full_in_progress) {
+                settled_once = true;
                 tokio::spawn(antientropy::settle(Arc::clone(&node), SettleKind::Full));
             } else if changes.went {
                 // Spaces this node holds now and did not before: catch up.

@@ -167,6 +167,14 @@ impl Replicator {
         }
     }
 
+    /// Returns once nothing is queued for any peer (sent, or handed to
+    /// anti-entropy).
+    pub async fn drained(&self) {
+        while self.stats().iter().any(|p| p.pending > 0) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Every peer's queue and refusals, sorted by node.
     pub fn stats(&self) -> Vec<PeerStats> {
         let peers = self.peers.lock().expect("lock poisoned");
@@ -218,13 +226,14 @@ impl Replicator {
             let batch = take_batch(&peer);
             if batch.is_empty() {
                 peer.wake.notified().await;
-                if !self
+                let current = self
                     .peers
                     .lock()
                     .expect("lock poisoned")
-                    .contains_key(&node)
-                {
-                    return;
+                    .get(&node)
+                    .is_some_and(|p| Arc::ptr_eq(p, &peer));
+                if !current {
+                    return; // forgotten (perhaps replaced by a new worker)
                 }
                 continue;
             }
@@ -235,7 +244,7 @@ impl Replicator {
                     continue;
                 }
                 match self.deliver(&node, &space, &pushes).await {
-                    Ok(refused) => {
+                    Ok((refused, refused_ids)) => {
                         if !refused.is_empty() {
                             peer.refused
                                 .fetch_add(refused.len() as u64, Ordering::Relaxed);
@@ -243,8 +252,14 @@ impl Replicator {
                                 .increment(refused.len() as u64);
                             tracing::warn!(peer = %node, %space, refused = ?refused, "peer refused elements; the rest of the space replicated");
                         }
+                        // A holder that refused part of a write did not apply
+                        // that write: it does not count toward its quorum.
                         for push in pushes {
-                            if let Some(ack) = push.ack {
+                            let applied = !push
+                                .elements
+                                .iter()
+                                .any(|e| refused_ids.iter().any(|id| id == e.id()));
+                            if let (true, Some(ack)) = (applied, push.ack) {
                                 let _ = ack.try_send(());
                             }
                         }
@@ -279,20 +294,20 @@ impl Replicator {
     }
 
     /// Sends one space's queued elements in calls under the size limit.
-    /// Returns what the peer refused.
+    /// Returns what the peer refused: why, and the memory ids.
     async fn deliver(
         &self,
         node: &str,
         space: &str,
         pushes: &[Push],
-    ) -> Result<Vec<String>, tonic::Status> {
+    ) -> Result<(Vec<String>, Vec<String>), tonic::Status> {
         let channel = (self.channel_for)(node)
             .ok_or_else(|| tonic::Status::unavailable(format!("no route to {node}")))?;
         let mut client = InternalClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let elements = pushes.iter().flat_map(|p| p.elements.iter().cloned());
-        let mut refused = Vec::new();
+        let (mut refused, mut refused_ids) = (Vec::new(), Vec::new());
         for chunk in chunks(elements.map(element_to_wire)) {
             let mut request = tonic::Request::new(v1::MergeRequest {
                 space: space.to_owned(),
@@ -302,8 +317,9 @@ impl Replicator {
             request.set_timeout(CALL_TIMEOUT);
             let answer = client.merge(request).await?.into_inner();
             refused.extend(answer.refused);
+            refused_ids.extend(answer.refused_ids);
         }
-        Ok(refused)
+        Ok((refused, refused_ids))
     }
 }
 

@@ -63,7 +63,13 @@ impl Running {
 /// A graceful leave hands every space to the holders it will have without
 /// this node before telling the cluster it leaves.
 async fn hand_over_before_leaving(node: &Node) {
-    match tokio::time::timeout(HANDOFF_TIMEOUT, crate::antientropy::hand_over_all(node)).await {
+    let handed = async {
+        let spaces = crate::antientropy::hand_over_all(node).await?;
+        // Writes taken meanwhile are still on their way to the holders.
+        node.replicator.drained().await;
+        Ok::<_, tonic::Status>(spaces)
+    };
+    match tokio::time::timeout(HANDOFF_TIMEOUT, handed).await {
         Ok(Ok(spaces)) => tracing::info!(spaces, "handed spaces over before leaving"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "hand-over before leaving failed; the other holders will repair");

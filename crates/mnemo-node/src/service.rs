@@ -205,8 +205,9 @@ impl Mnemo for MnemoService {
         validate_cue(&r.cue, &r.cue_embedding, r.k, r.min_confidence)?;
         let node = &self.node;
         if forwarded {
-            let partitioned = node.router.partition().partitioned;
-            if !node.accepts_writes_for(&r.space) && (partitioned || !node.store.holds(&r.space)) {
+            // A leftover copy on a node that no longer holds the space is
+            // not an answer: refuse, and the forwarder asks a holder.
+            if !node.accepts_writes_for(&r.space) {
                 return Err(self.refuse_forwarded(&r.space));
             }
             let penalty = node.router.partition().penalty();

@@ -227,11 +227,11 @@ impl Topology {
     }
 
     /// Where this node finds `space`'s data when it must catch up: the
-    /// space's preference list over the live members *other than this
-    /// node*. When this node is a holder, these are the other holders and
-    /// the node it displaced (who held the space before it joined or came
-    /// back); when it is not, they are the holders. Not for the hot path:
-    /// O(members).
+    /// first `2·RF` (at most [`MAX_RF`](crate::placement::MAX_RF)) of the
+    /// space's ranking over the live members *other than this node*. These
+    /// are the other holders and the nodes that held the space before this
+    /// node (and up to RF others) joined or came back. Not for the hot
+    /// path: O(members).
     pub fn sources(&self, space: &str) -> Vec<NodeIndex> {
         let others = self
             .members
@@ -239,7 +239,7 @@ impl Topology {
             .enumerate()
             .filter(|(i, m)| m.state.is_live() && Some(NodeIndex(*i as u16)) != self.local_index)
             .map(|(i, m)| (NodeIndex(i as u16), node_seed(m.id.as_str())));
-        Placement::new(others, self.live.rf())
+        Placement::new(others, 2 * self.live.rf())
             .preference_list(space)
             .as_slice()
             .to_vec()

@@ -23,6 +23,10 @@ use crate::set::ElementId;
 /// Largest reconciliation message, in bytes, either way: well under the
 /// 4 MiB gRPC message limit; a larger difference takes more round trips.
 pub const FRAME_LIMIT: u64 = 512 * 1024;
+/// Most round trips of one reconciliation. Each narrows the differing
+/// ranges about 16-fold, so a million elements settle in well under ten;
+/// a peer that keeps a session going past this is broken or hostile.
+pub const MAX_ROUNDS: u32 = 64;
 
 /// What two holders found different, and what finding it cost.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,6 +71,11 @@ where
     let (mut have, mut need): (Vec<Id>, Vec<Id>) = (Vec::new(), Vec::new());
     loop {
         out.rounds += 1;
+        if out.rounds > MAX_ROUNDS {
+            return Err(ReconcileError::Protocol(format!(
+                "no agreement after {MAX_ROUNDS} round trips"
+            )));
+        }
         out.sent += message.len() as u64;
         let reply = exchange(message).await.map_err(ReconcileError::Transport)?;
         out.received += reply.len() as u64;

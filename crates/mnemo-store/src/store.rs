@@ -167,10 +167,15 @@ impl Store {
     }
 
     /// Removes every trace of `space` from this node (after its holders
-    /// took it over).
-    pub async fn drop_space(&self, space: &str) -> Result<()> {
+    /// took it over), provided its digest is still `if_digest`: anything
+    /// that arrived since the caller compared it with the holders keeps it.
+    /// Returns whether it was dropped.
+    pub async fn drop_space(&self, space: &str, if_digest: u128) -> Result<bool> {
         crate::validate::space(space)?;
-        self.submit(space, Request::Drop).await.map(|_| ())
+        match self.submit(space, Request::Drop { if_digest }).await? {
+            Reply::Dropped(dropped) => Ok(dropped),
+            _ => unreachable!("a drop is answered with Dropped"),
+        }
     }
 
     /// Merges near-duplicates (see [`crate::consolidate`]): each merge stores

@@ -32,15 +32,17 @@ pub(crate) enum Request {
     Local(Op),
     /// Elements from another holder, merged.
     Merge(Vec<Element>),
-    /// Remove every trace of the space from this node.
-    Drop,
+    /// Remove every trace of the space from this node, if its digest is
+    /// still this one (nothing arrived since the caller last looked).
+    Drop { if_digest: u128 },
 }
 
 /// What a write did.
 pub(crate) enum Reply {
     Written(Written),
     Merged(Merged),
-    Dropped,
+    /// Whether the space was dropped (its digest had not changed).
+    Dropped(bool),
 }
 
 pub(crate) struct Job {
@@ -71,8 +73,8 @@ pub struct Merged {
     pub unchanged: u32,
     /// Two different memories under one id met (either side may have won).
     pub conflicts: u32,
-    /// Elements refused as invalid, each with why. The rest were applied.
-    pub refused: Vec<String>,
+    /// Elements refused as invalid: (memory id, why). The rest were applied.
+    pub refused: Vec<(String, String)>,
 }
 
 pub(crate) fn run(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
@@ -92,6 +94,9 @@ fn commit_batch(shared: &Arc<Shared>, batch: Vec<Job>) {
     let mut effects: Vec<(String, Effect)> = Vec::new();
     let mut results: Vec<Result<Reply>> = Vec::with_capacity(batch.len());
     let mut dims: HashMap<String, usize> = HashMap::new();
+    // The published digest is current only for spaces this batch has not
+    // touched yet: a drop after a write in the same batch does not happen.
+    let mut touched: std::collections::HashSet<String> = std::collections::HashSet::new();
 
     let committed = (|| -> Result<()> {
         let txn = shared.db.begin_write()?;
@@ -114,18 +119,28 @@ fn commit_batch(shared: &Arc<Shared>, batch: Vec<Job>) {
                 let result = match &job.request {
                     Request::Local(op) => ctx.local(&mut t, op).map(Reply::Written),
                     Request::Merge(elements) => ctx.merge(&mut t, elements).map(Reply::Merged),
-                    Request::Drop => ctx.drop_space(&mut t).map(|()| Reply::Dropped),
+                    Request::Drop { if_digest } => {
+                        let now = shared
+                            .space(&job.space)
+                            .map(|s| s.set.read().expect("lock poisoned").digest());
+                        if now == Some(*if_digest) && !touched.contains(&job.space) {
+                            ctx.drop_space(&mut t).map(|()| Reply::Dropped(true))
+                        } else {
+                            Ok(Reply::Dropped(false))
+                        }
+                    }
                 };
                 // A storage error aborts the whole batch; refusals are per job.
                 if let Err(StoreError::Storage(e)) = result {
                     return Err(StoreError::Storage(e));
                 }
-                let dim = if matches!(job.request, Request::Drop) {
+                let dim = if matches!(job.request, Request::Drop { .. }) {
                     0
                 } else {
                     ctx.dim
                 };
                 dims.insert(job.space.clone(), dim);
+                touched.insert(job.space.clone());
                 results.push(result);
             }
         }
@@ -249,7 +264,7 @@ impl Ctx<'_> {
                 Element::Tombstone(id) => crate::validate::id(id),
             };
             if let Err(e) = checked {
-                out.refused.push(format!("{:?}: {e}", element.id()));
+                out.refused.push((element.id().to_owned(), e.to_string()));
                 continue;
             }
             let applied = match element {

@@ -234,7 +234,8 @@ async fn invalid_elements_are_refused_one_by_one() {
         .unwrap();
     assert_eq!(merged.applied, 1);
     assert_eq!(merged.refused.len(), 2, "{:?}", merged.refused);
-    assert!(merged.refused[0].contains("tags"), "{:?}", merged.refused);
+    assert_eq!(merged.refused[0].0, "bad");
+    assert!(merged.refused[0].1.contains("tags"), "{:?}", merged.refused);
     assert!(store.get("s", "ok").is_some());
 }
 
@@ -246,7 +247,18 @@ async fn a_dropped_space_is_gone_after_restart() {
         store.remember("gone", memory("a", "alpha")).await.unwrap();
         store.forget("gone", "b").await.unwrap();
         store.remember("kept", memory("a", "alpha")).await.unwrap();
-        store.drop_space("gone").await.unwrap();
+        let seen = store.stats("gone").unwrap().digest;
+        store
+            .remember("gone", memory("late", "arrived after"))
+            .await
+            .unwrap();
+        assert!(
+            !store.drop_space("gone", seen).await.unwrap(),
+            "a write since the digest was taken keeps the space"
+        );
+        assert!(store.get("gone", "late").is_some());
+        let now = store.stats("gone").unwrap().digest;
+        assert!(store.drop_space("gone", now).await.unwrap());
         assert!(!store.holds("gone"));
     }
     let store = Store::open(dir.path()).unwrap();
