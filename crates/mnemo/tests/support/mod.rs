@@ -35,7 +35,30 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `mnemo node` with `extra` flags and waits until it serves.
     pub fn start(id: &str, dir: &Path, listen: &str, extra: &[&str]) -> NodeProcess {
-        let mut child = mnemo()
+        NodeProcess::start_with(mnemo(), id, dir, listen, extra)
+    }
+
+    /// Starts `mnemo node` inside network namespace `netns`.
+    pub fn start_in(
+        netns: &str,
+        id: &str,
+        dir: &Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> NodeProcess {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_mnemo")]);
+        NodeProcess::start_with(command, id, dir, listen, extra)
+    }
+
+    fn start_with(
+        mut command: Command,
+        id: &str,
+        dir: &Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> NodeProcess {
+        let mut child = command
             .args(["node", "--id", id, "--listen", listen])
             .arg("--data-dir")
             .arg(dir)
@@ -312,6 +335,16 @@ impl Cluster {
         let cluster = Cluster { nodes, flags, dir };
         cluster.await_formed().await;
         cluster
+    }
+
+    /// A cluster of nodes started elsewhere (for instance in network
+    /// namespaces), with the directory their data lives under.
+    pub fn assemble(nodes: Vec<NodeProcess>, dir: tempfile::TempDir) -> Cluster {
+        Cluster {
+            nodes,
+            flags: Vec::new(),
+            dir,
+        }
     }
 
     fn flags_joining(&self, through: &str) -> Vec<String> {
