@@ -425,24 +425,13 @@ pub async fn catch_up(node: &Node, space: &str) -> Result<(), Status> {
         .lock()
         .expect("lock poisoned")
         .generation();
-    // Where the space was placed before failures: if this node is not one
-    // of those holders and none of them is live, its data is on nodes that
-    // are down, and nobody live can vouch that it is empty.
-    let placed = node.placed_holders_of(space);
-    if !placed.iter().any(|(id, live)| *id == node.id || *live) {
+    if let Some(why) = node.placed_only_on_down_nodes(space) {
         node.sync
             .readiness
             .lock()
             .expect("lock poisoned")
             .mark_stale(space);
-        return Err(Status::unavailable(format!(
-            "every node space {space:?} was placed on is down ({})",
-            placed
-                .iter()
-                .map(|(id, _)| id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
+        return Err(Status::unavailable(why));
     }
     for peer in node.sources_of(space) {
         if let Err(e) = sync_space(node, space, &peer).await {

@@ -125,19 +125,8 @@ fn check_caught_up(node: &Node, space: &str, penalty: f32) -> Result<(), Status>
     }
     // A space placed only on nodes that are down (this one not among them)
     // has its data there: answering from here would answer "empty".
-    let placed = node.placed_holders_of(space);
-    if !placed.iter().any(|(id, live)| *id == node.id || *live) {
-        return Err(mnemo_router::error::refusal(
-            "holders-down",
-            format!(
-                "space {space:?} lives on {}, and all of them are down",
-                placed
-                    .iter()
-                    .map(|(id, _)| id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ));
+    if let Some(why) = node.placed_only_on_down_nodes(space) {
+        return Err(mnemo_router::error::refusal("holders-down", why));
     }
     if node.ready(space) {
         return Ok(());

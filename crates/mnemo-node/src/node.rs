@@ -198,6 +198,21 @@ impl Node {
             .ready(space, stand_in)
     }
 
+    /// `Some(why)` when `space` was placed (over every member that has not
+    /// left) only on nodes that are down, this one not among them: its data
+    /// is there, and no live node can vouch that the space is empty.
+    pub fn placed_only_on_down_nodes(&self, space: &str) -> Option<String> {
+        let placed = self.placed_holders_of(space);
+        if placed.iter().any(|(id, live)| *id == self.id || *live) {
+            return None;
+        }
+        let names: Vec<&str> = placed.iter().map(|(id, _)| id.as_str()).collect();
+        Some(format!(
+            "space {space:?} lives on {}, and all of them are down",
+            names.join(", ")
+        ))
+    }
+
     /// True when membership says node `id` is alive or suspect.
     pub fn is_live(&self, id: &str) -> bool {
         let table = self.topology();

@@ -7,32 +7,14 @@ mod support;
 use std::collections::BTreeSet;
 
 use mnemo_proto::v1;
-use support::{Cluster, eventually};
+use support::{Cluster, eventually, ids};
 
 fn remember(space: &str, id: &str, content: &str) -> v1::RememberRequest {
-    v1::RememberRequest {
-        space: space.into(),
-        id: id.into(),
-        content: content.into(),
-        ack: v1::Ack::Quorum as i32,
-        ..Default::default()
-    }
+    support::remember(space, id, content, v1::Ack::Quorum)
 }
 
 fn everything(space: &str) -> v1::RecallRequest {
-    v1::RecallRequest {
-        space: space.into(),
-        cue: "note".into(),
-        k: Some(1000),
-        ..Default::default()
-    }
-}
-
-fn ids(r: &v1::RecallResponse) -> BTreeSet<String> {
-    r.memories
-        .iter()
-        .map(|m| m.memory.as_ref().unwrap().id.clone())
-        .collect()
+    support::recall_all(space, "note")
 }
 
 /// Writes `ids` to `space` through `node` with `ack=quorum`.

@@ -7,32 +7,19 @@ mod support;
 use std::collections::BTreeSet;
 
 use mnemo_proto::v1;
-use support::Cluster;
+use support::{Cluster, ids};
 
 fn remember(space: &str, id: &str) -> v1::RememberRequest {
-    v1::RememberRequest {
-        space: space.into(),
-        id: id.into(),
-        content: format!("note {id} about the launch"),
-        ack: v1::Ack::Quorum as i32,
-        ..Default::default()
-    }
+    support::remember(
+        space,
+        id,
+        &format!("note {id} about the launch"),
+        v1::Ack::Quorum,
+    )
 }
 
 fn everything(space: &str) -> v1::RecallRequest {
-    v1::RecallRequest {
-        space: space.into(),
-        cue: "launch".into(),
-        k: Some(1000),
-        ..Default::default()
-    }
-}
-
-fn ids(r: &v1::RecallResponse) -> BTreeSet<String> {
-    r.memories
-        .iter()
-        .map(|m| m.memory.as_ref().unwrap().id.clone())
-        .collect()
+    support::recall_all(space, "launch")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use mnemo_proto::v1;
-use support::{Cluster, NodeProcess, eventually};
+use support::{Cluster, NodeProcess, eventually, ids, remember};
 use tonic::Code;
 
 const NODES: usize = 5;
@@ -176,30 +176,8 @@ impl Drop for Net {
     }
 }
 
-fn remember(space: &str, id: &str, content: &str, ack: v1::Ack) -> v1::RememberRequest {
-    v1::RememberRequest {
-        space: space.into(),
-        id: id.into(),
-        content: content.into(),
-        ack: ack as i32,
-        ..Default::default()
-    }
-}
-
 fn everything(space: &str) -> v1::RecallRequest {
-    v1::RecallRequest {
-        space: space.into(),
-        cue: "budget".into(),
-        k: Some(1000),
-        ..Default::default()
-    }
-}
-
-fn ids(r: &v1::RecallResponse) -> BTreeSet<String> {
-    r.memories
-        .iter()
-        .map(|m| m.memory.as_ref().unwrap().id.clone())
-        .collect()
+    support::recall_all(space, "budget")
 }
 
 fn forwarded<T>(message: T) -> tonic::Request<T> {

@@ -12,6 +12,41 @@ use std::time::Duration;
 use mnemo_proto::v1::mnemo_client::MnemoClient;
 use tonic::transport::Channel;
 
+/// A write of `content` under `id` into `space`.
+pub fn remember(
+    space: &str,
+    id: &str,
+    content: &str,
+    ack: mnemo_proto::v1::Ack,
+) -> mnemo_proto::v1::RememberRequest {
+    mnemo_proto::v1::RememberRequest {
+        space: space.into(),
+        id: id.into(),
+        content: content.into(),
+        ack: ack as i32,
+        ..Default::default()
+    }
+}
+
+/// A recall of up to 1000 memories of `space` (every memory of a test
+/// space) for `cue`.
+pub fn recall_all(space: &str, cue: &str) -> mnemo_proto::v1::RecallRequest {
+    mnemo_proto::v1::RecallRequest {
+        space: space.into(),
+        cue: cue.into(),
+        k: Some(1000),
+        ..Default::default()
+    }
+}
+
+/// The ids a recall returned.
+pub fn ids(r: &mnemo_proto::v1::RecallResponse) -> std::collections::BTreeSet<String> {
+    r.memories
+        .iter()
+        .map(|m| m.memory.as_ref().expect("a memory").id.clone())
+        .collect()
+}
+
 /// The `mnemo` binary under test.
 pub fn mnemo() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mnemo"))
