@@ -433,7 +433,7 @@ async fn a_partitioned_node_serves_what_it_holds_and_both_sides_converge_after_h
     net.heal(5);
     await_partition(cluster.node("n5"), "connected").await;
     let connected = healed.elapsed();
-    await_seen(&cluster, "n5", true).await;
+    cluster.await_formed().await;
     cluster.await_converged(&spaces).await;
     eprintln!(
         "partition: after healing, n5 connected in {:.2} s, every holder converged in {:.2} s",
@@ -455,6 +455,6 @@ async fn a_partitioned_node_serves_what_it_holds_and_both_sides_converge_after_h
     }
     net.heal(4);
     await_partition(cluster.node("n4"), "connected").await;
-    await_seen(&cluster, "n4", true).await;
+    cluster.await_formed().await;
     cluster.await_converged(&spaces).await;
 }

@@ -408,9 +408,9 @@ impl Cluster {
         self.nodes.remove(i)
     }
 
-    /// The holders of `space` (primary first), as the cluster agrees.
+    /// The holders of `space` (primary first), once the cluster agrees.
     pub async fn holders(&self, space: &str) -> Vec<String> {
-        let p = self.locate_everywhere(space).await;
+        let p = self.agreed_placement(space).await;
         p.primary
             .iter()
             .chain(&p.replicas)
@@ -495,6 +495,28 @@ impl Cluster {
 
     /// Asks every node where `space` lives and checks they agree.
     pub async fn locate_everywhere(&self, space: &str) -> mnemo_proto::v1::LocateResponse {
+        let answers = self.locate_all(space).await;
+        assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "locate disagrees: {answers:?}"
+        );
+        answers.into_iter().next().expect("a node")
+    }
+
+    /// Waits until every node places `space` the same way (views converge
+    /// a moment after membership changes) and returns that placement.
+    pub async fn agreed_placement(&self, space: &str) -> mnemo_proto::v1::LocateResponse {
+        eventually(&format!("every node to place {space} alike"), || async {
+            let answers = self.locate_all(space).await;
+            answers
+                .windows(2)
+                .all(|w| w[0] == w[1])
+                .then(|| answers.into_iter().next().expect("a node"))
+        })
+        .await
+    }
+
+    async fn locate_all(&self, space: &str) -> Vec<mnemo_proto::v1::LocateResponse> {
         let mut answers = Vec::new();
         for node in &self.nodes {
             let mut r = node
@@ -509,10 +531,6 @@ impl Cluster {
             r.epoch = 0;
             answers.push(r);
         }
-        assert!(
-            answers.windows(2).all(|w| w[0] == w[1]),
-            "locate disagrees: {answers:?}"
-        );
-        answers.remove(0)
+        answers
     }
 }
