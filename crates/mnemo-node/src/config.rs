@@ -30,7 +30,8 @@ pub struct NodeConfig {
     pub expected_size: Option<usize>,
     /// How long a node's breaker stays open before one probe is let through.
     pub breaker_open_timeout: Duration,
-    /// Hedge a recall to the next replica after this long; `None`: never.
+    /// Hedge a recall to the next replica after this long; `None`: after
+    /// the primary's usual latency (adaptive, the default); zero: never.
     pub hedge_delay: Option<Duration>,
     /// How often each space is compared with one other holder (default
     /// 10 s). Repairs after failures and catch-ups do not wait for it.
@@ -39,6 +40,9 @@ pub struct NodeConfig {
     /// hand-over move (default 64 MiB/s), so a join or a return does not
     /// starve serving traffic.
     pub sync_bytes_per_sec: u64,
+    /// For tests of slow nodes only: every public request waits this long
+    /// before it is served. Zero (the default) in any real deployment.
+    pub inject_latency: Duration,
 }
 
 /// Default [`NodeConfig::anti_entropy_interval`].
@@ -62,6 +66,7 @@ impl NodeConfig {
             hedge_delay: None,
             anti_entropy_interval: DEFAULT_ANTI_ENTROPY_INTERVAL,
             sync_bytes_per_sec: DEFAULT_SYNC_BYTES_PER_SEC,
+            inject_latency: Duration::ZERO,
         }
     }
 }

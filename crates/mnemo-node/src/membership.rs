@@ -116,6 +116,7 @@ pub(crate) async fn follow(node: Arc<Node>, mut view: watch::Receiver<ClusterVie
     let mut remembered: HashMap<String, Member> = HashMap::new();
     let mut was_partitioned = false;
     let mut settled_once = false;
+    let mut incarnation = view.borrow().local.incarnation;
     loop {
         let current = view.borrow_and_update().clone();
         let before = node.router.table();
@@ -148,7 +149,12 @@ pub(crate) async fn follow(node: Arc<Node>, mut view: watch::Receiver<ClusterVie
             node.router.member_returned(id);
         }
         let partitioned = current.partition.partitioned;
-        let healed = was_partitioned && !partitioned;
+        // The cluster declared this node down (it stalled, or was cut off
+        // without noticing) and it rejoined: others took its writes
+        // meanwhile, as after a partition.
+        let rejoined = current.local.incarnation != incarnation;
+        incarnation = current.local.incarnation;
+        let healed = (was_partitioned || rejoined) && !partitioned;
         was_partitioned = partitioned;
 
         if node.joined.load(Ordering::Acquire) && !partitioned {

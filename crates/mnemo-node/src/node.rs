@@ -255,16 +255,27 @@ impl Node {
                     state: m.state.as_str().into(),
                 })
                 .collect(),
-            breakers: self
-                .router
-                .breaker_snapshot()
-                .into_iter()
-                .map(|(node, state, failures)| v1::BreakerStatus {
-                    node: node.to_string(),
-                    state: state.as_str().into(),
-                    consecutive_failures: failures,
-                })
-                .collect(),
+            breakers: {
+                let latency = self.router.latency_snapshot();
+                let ms = |e: Option<mnemo_router::latency::Estimate>| {
+                    e.map_or(0.0, |e| e.srtt.as_secs_f64() * 1e3)
+                };
+                self.router
+                    .breaker_snapshot()
+                    .into_iter()
+                    .map(|(node, state, failures)| {
+                        let l = latency.iter().find(|l| l.node == node);
+                        v1::BreakerStatus {
+                            node: node.to_string(),
+                            state: state.as_str().into(),
+                            consecutive_failures: failures,
+                            read_latency_ms: ms(l.and_then(|l| l.read)),
+                            write_latency_ms: ms(l.and_then(|l| l.write)),
+                            slow: l.is_some_and(|l| l.slow),
+                        }
+                    })
+                    .collect()
+            },
             pool: self
                 .router
                 .pool_snapshot()

@@ -80,6 +80,21 @@ async fn hand_over_before_leaving(node: &Node) {
     }
 }
 
+/// The routing layer's settings from the node's.
+fn router_config(config: &NodeConfig) -> RouterConfig {
+    let mut router_config = RouterConfig {
+        replication_factor: config.replication_factor,
+        hedge: match config.hedge_delay {
+            None => mnemo_router::Hedge::Adaptive,
+            Some(d) if d.is_zero() => mnemo_router::Hedge::Off,
+            Some(d) => mnemo_router::Hedge::Fixed(d),
+        },
+        ..RouterConfig::default()
+    };
+    router_config.breaker.open_timeout = config.breaker_open_timeout;
+    router_config
+}
+
 /// Opens the node's store, joins the cluster and starts serving on
 /// `config.listen`.
 pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
@@ -97,12 +112,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         .map_err(|e| format!("cannot start membership on udp {local_addr}: {e}"))?;
     let view = membership.subscribe();
 
-    let mut router_config = RouterConfig {
-        replication_factor: config.replication_factor,
-        hedge_delay: config.hedge_delay,
-        ..RouterConfig::default()
-    };
-    router_config.breaker.open_timeout = config.breaker_open_timeout;
+    let router_config = router_config(&config);
     let router = Arc::new(Router::new(
         NodeId::from(config.id.as_str()),
         crate::membership::members(&view.borrow()),

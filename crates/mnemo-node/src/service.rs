@@ -58,6 +58,14 @@ impl MnemoService {
             .map_err(exec_status)
     }
 
+    /// The test-only delay of a node made slow on purpose.
+    async fn injected_latency(&self) {
+        let delay = self.node.config.inject_latency;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
     /// A forwarded write is served only by a holder of the space (during a
     /// partition: a holder as placed over the whole cluster).
     fn accept_forwarded_write(&self, space: &str) -> Result<(), Status> {
@@ -165,6 +173,7 @@ impl Mnemo for MnemoService {
         request: Request<v1::RememberRequest>,
     ) -> Result<Response<v1::RememberResponse>, Status> {
         self.node.ensure_joined()?;
+        self.injected_latency().await;
         let forwarded = is_forwarded(&request);
         let deadline = forward::deadline(&request);
         let mut r = request.into_inner();
@@ -198,6 +207,7 @@ impl Mnemo for MnemoService {
         request: Request<v1::RecallRequest>,
     ) -> Result<Response<v1::RecallResponse>, Status> {
         self.node.ensure_joined()?;
+        self.injected_latency().await;
         let forwarded = is_forwarded(&request);
         let deadline = forward::deadline(&request);
         let r = request.into_inner();

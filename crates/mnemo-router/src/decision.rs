@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::error::RouterError;
+use crate::latency::NodeLatency;
 use crate::placement::{NodeIndex, PreferenceList};
 use crate::pool::{NodeChannels, PoolConfig};
 use crate::topology::{Member, MemberState, Topology};
@@ -126,6 +127,8 @@ pub struct Remote {
     pub channels: Option<Arc<NodeChannels>>,
     /// The node's breaker.
     pub breaker: Arc<Breaker>,
+    /// How long the node usually takes to answer.
+    pub latency: Arc<NodeLatency>,
 }
 
 /// What a decision reads: a [`Topology`] and, by member index, the remote
@@ -167,7 +170,12 @@ impl RouteTable {
                     || Arc::new(Breaker::new(breaker)),
                     |o| Arc::clone(&o.breaker),
                 );
-                Some(Remote { channels, breaker })
+                let latency = old.map_or_else(Arc::default, |o| Arc::clone(&o.latency));
+                Some(Remote {
+                    channels,
+                    breaker,
+                    latency,
+                })
             })
             .collect();
         Self { topology, remotes }
@@ -213,6 +221,11 @@ impl RoutingDecision {
     /// The strategy.
     pub fn strategy(&self) -> Strategy {
         self.strategy
+    }
+
+    /// The targets as a preference list (`Copy`, inline).
+    pub fn preference(&self) -> &PreferenceList {
+        &self.targets
     }
 
     /// Targets in order: primary first, then fallbacks.

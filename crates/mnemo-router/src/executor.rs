@@ -41,7 +41,8 @@ use crate::decision::{Operation, RoutingDecision, Strategy};
 use crate::error::{Classify, ExecError, RouterError};
 use crate::metrics;
 use crate::placement::NodeIndex;
-use crate::router::{Router, error_label};
+use crate::placement::PreferenceList;
+use crate::router::{Hedge, Router, error_label};
 use crate::topology::NodeId;
 
 /// Where the caller's operation should run.
@@ -142,6 +143,10 @@ enum Outcome<T, E> {
     Retry(E),
     /// The node answered but will not serve this: next target, no fault.
     Refused(E),
+    /// The attempt's own timeout (from the node's usual latency) passed
+    /// with time left: a node fault; next target.
+    Stalled,
+    /// The operation's deadline passed.
     TimedOut,
 }
 
@@ -149,6 +154,8 @@ struct Prepared<'a> {
     permit: Option<Permit<'a>>,
     node: NodeId,
     target: Target,
+    /// The node's latency estimates (remote targets only).
+    latency: Option<&'a crate::latency::NodeLatency>,
 }
 
 struct Tally<E> {
@@ -273,16 +280,10 @@ impl Router {
         Fut: Future<Output = Result<T, E>>,
         E: Classify,
     {
-        let targets = d.targets();
+        let targets = self.order(d);
+        let targets = targets.as_slice();
         let opname = d.operation().as_str();
-        let hedge_delay = match d.operation() {
-            Operation::Recall | Operation::Query
-                if d.strategy() == Strategy::PrimaryWithFallback =>
-            {
-                self.config.hedge_delay
-            }
-            _ => None,
-        };
+        let hedge_delay = self.hedge_delay(d, targets);
         let mut tally = Tally {
             attempts: 0,
             faults: 0,
@@ -318,14 +319,23 @@ impl Router {
                 tally.attempts += 1;
                 metrics::attempt(opname, tally.attempts > 1);
                 let node = p.node.clone();
-                let run = pin!(self.run(p.permit, p.node, op(p.target), left));
+                let Prepared {
+                    permit,
+                    node: id,
+                    target,
+                    latency,
+                } = p;
+                let run = pin!(self.run(d.operation(), permit, id, latency, op(target), left));
                 let hedge = if round == 0 && i == 0 {
                     hedge_delay
                 } else {
                     None
                 };
                 let (outcome, winner, hedged, next) = match hedge {
-                    Some(delay) => self.hedged(d, run, delay, until, op, &mut tally).await,
+                    Some(delay) => {
+                        self.hedged(d, targets, run, delay, until, op, &mut tally)
+                            .await
+                    }
                     None => (Some(run.await), i, false, i + 1),
                 };
                 let served_by = if hedged { winner } else { i };
@@ -340,7 +350,9 @@ impl Router {
                             value,
                             local: d.is_local(targets[served_by]),
                             node,
-                            fallback: served_by > 0,
+                            // Not the decision's primary (which may have
+                            // been moved last as slow).
+                            fallback: targets[served_by] != d.targets()[0],
                             hedged,
                             attempts: tally.attempts,
                             confidence_penalty: d.confidence_penalty(),
@@ -353,6 +365,7 @@ impl Router {
                         tally.last = Some(e);
                     }
                     Some(Outcome::Refused(e)) => tally.last = Some(e),
+                    Some(Outcome::Stalled) => tally.faults += 1,
                     Some(Outcome::TimedOut) => return Err(tally.deadline()),
                     None => {} // both hedged requests failed retryably
                 }
@@ -369,9 +382,14 @@ impl Router {
     /// Races the primary attempt `run` against a hedge sent after `delay`.
     /// Returns (outcome, index of the winner, whether the hedge won, next
     /// target index). Outcome `None`: both failed retryably or were refused.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the state of one round, passed down"
+    )]
     async fn hedged<'a, T, E, F, Fut>(
         &'a self,
         d: &'a RoutingDecision,
+        targets: &[NodeIndex],
         mut run: std::pin::Pin<&mut (impl Future<Output = Outcome<T, E>> + 'a)>,
         delay: Duration,
         until: Instant,
@@ -383,24 +401,30 @@ impl Router {
         Fut: Future<Output = Result<T, E>>,
         E: Classify,
     {
+        let started = Instant::now();
         tokio::select! {
             res = &mut run => return (Some(res), 0, false, 1),
             () = tokio::time::sleep(delay) => {}
         }
-        let targets = d.targets();
-        let hedge = if targets.len() > 1 && self.budget.try_hedge() {
-            let left = until.saturating_duration_since(Instant::now());
-            (1..targets.len()).find_map(|j| self.prepare(d, targets[j], left).map(|p| (j, p, left)))
-        } else {
-            None
-        };
-        let Some((hedge_idx, prepared, left)) = hedge else {
+        let left = until.saturating_duration_since(Instant::now());
+        // The token is taken only when a replica is admitted: a hedge that
+        // is not sent costs nothing.
+        let hedge = (1..targets.len())
+            .find_map(|j| self.prepare(d, targets[j], left).map(|p| (j, p)))
+            .filter(|_| self.budget.try_hedge());
+        let Some((hedge_idx, prepared)) = hedge else {
             return (Some(run.await), 0, false, 1);
         };
         tally.attempts += 1;
         metrics::attempt(d.operation().as_str(), true);
         metrics::hedge(false);
-        let mut second = pin!(self.run(prepared.permit, prepared.node, op(prepared.target), left));
+        let Prepared {
+            permit,
+            node,
+            target,
+            latency,
+        } = prepared;
+        let mut second = pin!(self.run(d.operation(), permit, node, latency, op(target), left));
         let (mut first_done, mut second_done) = (false, false);
         loop {
             let (result, from_hedge) = tokio::select! {
@@ -414,9 +438,16 @@ impl Router {
                     tally.last = Some(e);
                 }
                 Outcome::Refused(e) => tally.last = Some(e),
+                Outcome::Stalled => tally.faults += 1,
                 other => {
                     if from_hedge && matches!(other, Outcome::Ok(_)) {
                         metrics::hedge(true);
+                        // The primary's attempt is dropped unanswered; it
+                        // took at least this long, which is all its
+                        // estimate can learn (and enough to judge it slow).
+                        if let Some(remote) = d.table().remote(targets[0]) {
+                            remote.latency.read_seen.record(started.elapsed());
+                        }
                     }
                     return (Some(other), idx, from_hedge, hedge_idx + 1);
                 }
@@ -446,6 +477,7 @@ impl Router {
                 permit: None,
                 node: member.id.clone(),
                 target: Target::Local,
+                latency: None,
             });
         }
         let remote = d.table().remote(idx)?;
@@ -471,15 +503,20 @@ impl Router {
                 channel,
                 timeout: left,
             },
+            latency: Some(&remote.latency),
         })
     }
 
-    /// Runs one attempt with its timeout and reports the outcome to the
-    /// breaker and the budget.
+    /// Runs one attempt and reports the outcome to the breaker, the budget
+    /// and (answers only) the node's latency estimate. A remote attempt gets
+    /// at most the node's attempt timeout (see [`latency`](crate::latency)):
+    /// a node that stops answering costs that, not the deadline.
     async fn run<T, E, Fut>(
         &self,
+        operation: Operation,
         permit: Option<Permit<'_>>,
         node: NodeId,
+        latency: Option<&crate::latency::NodeLatency>,
         fut: Fut,
         left: Duration,
     ) -> Outcome<T, E>
@@ -487,24 +524,54 @@ impl Router {
         Fut: Future<Output = Result<T, E>>,
         E: Classify,
     {
-        let result = tokio::time::timeout(left, fut).await;
+        let estimate = latency.map(|l| match operation {
+            Operation::Store => &l.write,
+            _ => &l.read,
+        });
+        let attempt = estimate.map_or(left, |e| {
+            crate::latency::Estimate::attempt_timeout(e.get(), &self.config.timeouts).min(left)
+        });
+        let started = Instant::now();
+        let result = tokio::time::timeout(attempt, fut).await;
         let now = self.clock.now_millis();
+        let answered = |e: Option<&crate::latency::LatencyEstimate>| {
+            if let Some(e) = e {
+                let took = started.elapsed();
+                e.record(took);
+                if let (Some(l), Operation::Recall | Operation::Query) = (latency, operation) {
+                    l.read_seen.record(took);
+                }
+            }
+        };
         let (outcome, transition) = match result {
             Ok(Ok(v)) => {
+                answered(estimate);
                 self.budget.on_success();
                 (Outcome::Ok(v), permit.and_then(Permit::success))
             }
-            Ok(Err(e)) if e.is_refusal() => (Outcome::Refused(e), permit.and_then(Permit::neutral)),
+            Ok(Err(e)) if e.is_refusal() => {
+                answered(estimate);
+                (Outcome::Refused(e), permit.and_then(Permit::neutral))
+            }
             Ok(Err(e)) if e.is_retryable() => {
                 self.budget.on_failure();
                 let r = self.random.next_u64();
                 (Outcome::Retry(e), permit.and_then(|p| p.failure(now, r)))
             }
-            Ok(Err(e)) => (Outcome::Fatal(e), permit.and_then(Permit::neutral)),
+            Ok(Err(e)) => {
+                answered(estimate);
+                (Outcome::Fatal(e), permit.and_then(Permit::neutral))
+            }
             Err(_) => {
                 self.budget.on_failure();
                 let r = self.random.next_u64();
-                (Outcome::TimedOut, permit.and_then(|p| p.failure(now, r)))
+                let outcome = if attempt < left {
+                    metrics::attempt_timeout(&node);
+                    Outcome::Stalled
+                } else {
+                    Outcome::TimedOut
+                };
+                (outcome, permit.and_then(|p| p.failure(now, r)))
             }
         };
         if let Some(t) = transition {
@@ -512,7 +579,66 @@ impl Router {
         }
         outcome
     }
+
+    /// Targets in the order to try them: the decision's, except that for
+    /// reads a primary far slower than the fastest other holder goes last
+    /// (outlier ejection), but for one read in [`SLOW_PROBE_EVERY`], so its
+    /// estimate can show it recovered.
+    fn order(&self, d: &RoutingDecision) -> PreferenceList {
+        let mut targets = *d.preference();
+        if d.operation() == Operation::Store || targets.len() < 2 {
+            return targets;
+        }
+        let estimate = |idx: NodeIndex| {
+            d.table()
+                .remote(idx)
+                .and_then(|r| r.latency.read_seen.get())
+        };
+        let Some(primary) = estimate(targets.as_slice()[0]) else {
+            return targets;
+        };
+        let fastest = targets.as_slice()[1..]
+            .iter()
+            .filter_map(|&i| {
+                if d.is_local(i) {
+                    Some(crate::latency::Estimate::LOCAL)
+                } else {
+                    estimate(i)
+                }
+            })
+            .min_by_key(|e| e.srtt);
+        let slow = fastest.is_some_and(|f| primary.is_slow(f, &self.config.timeouts));
+        if slow && !self.random.next_u64().is_multiple_of(SLOW_PROBE_EVERY) {
+            targets.rotate_left(1);
+        }
+        targets
+    }
+
+    /// How long a read waits for the first target before hedging, if at all.
+    fn hedge_delay(&self, d: &RoutingDecision, targets: &[NodeIndex]) -> Option<Duration> {
+        let reads = matches!(d.operation(), Operation::Recall | Operation::Query);
+        if !reads || d.strategy() != Strategy::PrimaryWithFallback || targets.len() < 2 {
+            return None;
+        }
+        match self.config.hedge {
+            Hedge::Off => None,
+            Hedge::Fixed(delay) => Some(delay),
+            Hedge::Adaptive => {
+                let estimate = d
+                    .table()
+                    .remote(targets[0])
+                    .and_then(|r| r.latency.read.get());
+                Some(crate::latency::Estimate::hedge_delay(
+                    estimate,
+                    &self.config.timeouts,
+                ))
+            }
+        }
+    }
 }
+
+/// One read in this many still goes first to a primary judged slow.
+const SLOW_PROBE_EVERY: u64 = 16;
 
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,8 @@
 //! - [`executor`]: runs an operation on a decision: breakers, attempts,
 //!   backoff, budget, fallback, hedging, deadline; scatter-gather queries.
 //! - [`breaker`]: per-node circuit breaker, one `AtomicU64`.
+//! - [`latency`]: per-node latency estimates (RFC 6298), and the attempt
+//!   timeouts, hedge delays and slowness they give.
 //! - [`backoff`]: exponential backoff with full jitter.
 //! - [`budget`]: the shared retry budget (gRPC retry throttling).
 //! - [`pool`]: a few lazily connected tonic channels per node.
@@ -63,6 +65,7 @@ pub mod clock;
 pub mod decision;
 pub mod error;
 pub mod executor;
+pub mod latency;
 pub mod metrics;
 pub mod placement;
 mod placement_cache;
@@ -74,6 +77,7 @@ pub use breaker::BreakerState;
 pub use decision::{Operation, PartitionState, QueryPlan, RoutingDecision, Strategy};
 pub use error::{Classify, ExecError, RouterError};
 pub use executor::{QueryResult, Served, Target, merge_top_k};
+pub use latency::Timeouts;
 pub use placement::NodeIndex;
-pub use router::{Router, RouterConfig};
+pub use router::{Hedge, NodeLatencyStatus, Router, RouterConfig};
 pub use topology::{Member, MemberState, NodeId, Topology};

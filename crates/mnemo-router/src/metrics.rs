@@ -13,6 +13,7 @@
 //! | `mnemo_router_breaker_state` | gauge (0 closed, 1 open, 2 half-open) | node |
 //! | `mnemo_router_breaker_transitions_total` | counter | node, from, to |
 //! | `mnemo_router_pool_channels` | gauge | node |
+//! | `mnemo_router_attempt_timeouts_total` | counter | node |
 //! | `mnemo_router_decision_seconds` | histogram, 1 in 64 decisions per thread | operation |
 //!
 //! Recorded by the adapters (router, executor, pool), never by the pure core.
@@ -84,3 +85,7 @@ pub(crate) fn decision_latency(operation: &'static str, seconds: f64) {
 }
 
 const DECISION: &str = "mnemo_router_decision_seconds";
+
+pub(crate) fn attempt_timeout(node: &NodeId) {
+    counter!("mnemo_router_attempt_timeouts_total", "node" => node_label(node)).increment(1);
+}

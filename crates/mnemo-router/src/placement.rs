@@ -111,6 +111,14 @@ impl PreferenceList {
     }
 
     /// Appends a member (at most [`MAX_RF`]).
+    /// Moves the first member to the end.
+    pub(crate) fn rotate_left(&mut self, by: usize) {
+        let len = usize::from(self.len);
+        if len > 0 {
+            self.nodes[..len].rotate_left(by % len);
+        }
+    }
+
     pub(crate) fn push(&mut self, node: NodeIndex) {
         self.nodes[usize::from(self.len)] = node;
         self.len += 1;

@@ -18,6 +18,7 @@ use crate::budget::{BudgetConfig, RetryBudget};
 use crate::clock::{Clock, Random, SplitMix, TokioClock};
 use crate::decision::{Operation, PartitionState, QueryPlan, RouteTable, RoutingDecision, decide};
 use crate::error::RouterError;
+use crate::latency::Estimate;
 use crate::placement::DEFAULT_RF;
 use crate::pool::PoolConfig;
 use crate::topology::{Member, NodeId, Topology};
@@ -28,6 +29,19 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Default concurrent sub-requests of one query.
 pub const DEFAULT_QUERY_CONCURRENCY: usize = 16;
+
+/// When to send a recall's hedge (a second request to the next replica).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hedge {
+    /// Never.
+    Off,
+    /// After this long without an answer.
+    Fixed(Duration),
+    /// After about the primary's 95th-percentile latency, floored (see
+    /// [`latency`](crate::latency)). The default.
+    #[default]
+    Adaptive,
+}
 
 /// Router settings; `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,9 +58,10 @@ pub struct RouterConfig {
     pub max_attempts_per_node: u32,
     /// Deadline of an operation when the caller gives none (default 10 s).
     pub deadline: Duration,
-    /// Hedge a recall to the next replica after this delay; `None` (default)
-    /// disables hedging.
-    pub hedge_delay: Option<Duration>,
+    /// When a recall is hedged to the next replica (default: adaptive).
+    pub hedge: Hedge,
+    /// Attempt timeouts, hedge delays and slowness from observed latency.
+    pub timeouts: crate::latency::Timeouts,
     /// Connection pool.
     pub pool: PoolConfig,
     /// Concurrent sub-requests of one query (default 16).
@@ -62,11 +77,26 @@ impl Default for RouterConfig {
             backoff: Backoff::default(),
             max_attempts_per_node: DEFAULT_MAX_ATTEMPTS,
             deadline: DEFAULT_DEADLINE,
-            hedge_delay: None,
+            hedge: Hedge::Adaptive,
+            timeouts: crate::latency::Timeouts::default(),
             pool: PoolConfig::default(),
             query_concurrency: DEFAULT_QUERY_CONCURRENCY,
         }
     }
+}
+
+/// One node's latency, as [`Router::latency_snapshot`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLatencyStatus {
+    /// The node.
+    pub node: NodeId,
+    /// Its read latency as callers lived it (see
+    /// [`NodeLatency::read_seen`](crate::latency::NodeLatency::read_seen)).
+    pub read: Option<Estimate>,
+    /// Its write latency estimate, once it answered a write.
+    pub write: Option<Estimate>,
+    /// Its reads are far slower than the fastest other node's.
+    pub slow: bool,
 }
 
 /// The routing layer of one node (or of a client library).
@@ -287,6 +317,40 @@ impl Router {
             .map(|(m, r)| {
                 let (state, failures) = r.breaker.snapshot();
                 (m.id.clone(), state, failures)
+            })
+            .collect()
+    }
+
+    /// Per remote node: its read and write latency estimates, and whether
+    /// its reads are slow beside the fastest other node's, this one
+    /// included (see [`latency`](crate::latency)), for status.
+    pub fn latency_snapshot(&self) -> Vec<NodeLatencyStatus> {
+        let table = self.table.load();
+        let reads: Vec<(NodeId, Option<Estimate>, Option<Estimate>)> = table
+            .remotes()
+            .map(|(m, r)| {
+                (
+                    m.id.clone(),
+                    r.latency.read_seen.get(),
+                    r.latency.write.get(),
+                )
+            })
+            .collect();
+        reads
+            .iter()
+            .map(|(id, read, write)| {
+                let fastest = reads
+                    .iter()
+                    .filter(|(other, _, _)| other != id)
+                    .filter_map(|(_, e, _)| *e)
+                    .chain(std::iter::once(Estimate::LOCAL))
+                    .min_by_key(|e| e.srtt);
+                NodeLatencyStatus {
+                    node: id.clone(),
+                    read: *read,
+                    write: *write,
+                    slow: matches!((read, fastest), (Some(r), Some(f)) if r.is_slow(f, &self.config.timeouts)),
+                }
             })
             .collect()
     }

@@ -82,9 +82,13 @@ pub(crate) struct NodeArgs {
     #[arg(long, value_name = "N")]
     pub(crate) expected_size: Option<usize>,
     /// Hedge a recall to the next replica when the primary has not answered
-    /// after this long (off when left out).
+    /// after this long [default: adaptive, about the primary's 95th
+    /// percentile latency, at least 20 ms; 0 turns hedging off].
     #[arg(long, value_name = "MS")]
     pub(crate) hedge_ms: Option<u64>,
+    /// For tests of slow nodes: delay every request this node serves.
+    #[arg(long, value_name = "MS", hide = true)]
+    pub(crate) inject_latency_ms: Option<u64>,
     /// How long a breaker stays open before it lets one probe through.
     #[arg(long, value_name = "MS")]
     pub(crate) breaker_open_timeout_ms: Option<u64>,

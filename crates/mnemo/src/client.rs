@@ -358,7 +358,7 @@ pub(crate) async fn status(a: StatusArgs) -> Outcome {
         println!("{:<12}  {:<8}  {}", m.id, m.state, m.addr);
     }
     if !r.breakers.is_empty() {
-        println!("\nBREAKER       STATE      FAILURES  CHANNELS");
+        println!("\nBREAKER       STATE      FAILURES  CHANNELS  READ MS  WRITE MS");
         for b in &r.breakers {
             let channels = r
                 .pool
@@ -366,8 +366,14 @@ pub(crate) async fn status(a: StatusArgs) -> Outcome {
                 .find(|p| p.node == b.node)
                 .map_or(0, |p| p.channels);
             println!(
-                "{:<12}  {:<9}  {:>8}  {:>8}",
-                b.node, b.state, b.consecutive_failures, channels
+                "{:<12}  {:<9}  {:>8}  {:>8}  {:>7.2}  {:>8.2}{}",
+                b.node,
+                b.state,
+                b.consecutive_failures,
+                channels,
+                b.read_latency_ms,
+                b.write_latency_ms,
+                if b.slow { "  slow" } else { "" }
             );
         }
     }
@@ -438,7 +444,7 @@ fn status_json(r: &v1::StatusResponse) -> Value {
         "epoch": r.epoch,
         "expected_cluster_size": r.expected_cluster_size,
         "members": r.members.iter().map(|m| json!({"id": m.id, "addr": m.addr, "state": m.state})).collect::<Vec<_>>(),
-        "breakers": r.breakers.iter().map(|b| json!({"node": b.node, "state": b.state, "consecutive_failures": b.consecutive_failures})).collect::<Vec<_>>(),
+        "breakers": r.breakers.iter().map(|b| json!({"node": b.node, "state": b.state, "consecutive_failures": b.consecutive_failures, "read_latency_ms": b.read_latency_ms, "write_latency_ms": b.write_latency_ms, "slow": b.slow})).collect::<Vec<_>>(),
         "pool": r.pool.iter().map(|p| json!({"node": p.node, "channels": p.channels})).collect::<Vec<_>>(),
         "settled": r.settled,
         "spaces": r.spaces.iter().map(|s| json!({"name": s.name, "memories": s.memories, "tombstones": s.tombstones, "digest": s.digest, "dimension": s.dimension, "catching_up": s.catching_up})).collect::<Vec<_>>(),

@@ -68,6 +68,9 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
         .hedge_ms
         .or(file.hedge_ms)
         .map(std::time::Duration::from_millis);
+    if let Some(ms) = args.inject_latency_ms {
+        c.inject_latency = std::time::Duration::from_millis(ms);
+    }
     if let Some(ms) = args.anti_entropy_ms.or(file.anti_entropy_ms) {
         if ms == 0 {
             return Err(Failure("--anti-entropy-ms must be at least 1".into()));

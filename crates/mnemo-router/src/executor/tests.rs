@@ -11,7 +11,7 @@ use crate::breaker::{BreakerConfig, BreakerState};
 use crate::budget::BudgetConfig;
 use crate::clock::{SplitMix, TokioClock};
 use crate::decision::PartitionState;
-use crate::router::RouterConfig;
+use crate::router::{Hedge, RouterConfig};
 use crate::topology::{Member, MemberState};
 
 #[derive(Debug, Clone, Copy)]
@@ -82,7 +82,27 @@ impl Fake {
     }
 }
 
+/// The routing defaults without the latency-derived behaviour (no hedging,
+/// attempts bounded by the deadline only), so each test shows one thing.
 fn config() -> RouterConfig {
+    RouterConfig {
+        breaker: BreakerConfig {
+            jitter: 0.0,
+            ..BreakerConfig::default()
+        },
+        hedge: Hedge::Off,
+        timeouts: crate::latency::Timeouts {
+            attempt_initial: Duration::from_secs(3600),
+            attempt_cap: Duration::from_secs(3600),
+            slow_factor: u32::MAX,
+            ..crate::latency::Timeouts::default()
+        },
+        ..RouterConfig::default()
+    }
+}
+
+/// The routing defaults, latency-derived behaviour included.
+fn defaults() -> RouterConfig {
     RouterConfig {
         breaker: BreakerConfig {
             jitter: 0.0,
@@ -371,7 +391,7 @@ async fn outage_retries_stay_within_the_budget() {
 #[tokio::test(start_paused = true)]
 async fn hedged_recall_returns_the_faster_replica() {
     let r = router(RouterConfig {
-        hedge_delay: Some(Duration::from_millis(50)),
+        hedge: Hedge::Fixed(Duration::from_millis(50)),
         ..config()
     });
     let fake = Fake::default();
@@ -543,7 +563,7 @@ async fn topology_update_keeps_breakers_and_evicts_gone_nodes() {
 #[tokio::test(start_paused = true)]
 async fn hedges_draw_on_the_retry_budget() {
     let r = router(RouterConfig {
-        hedge_delay: Some(Duration::from_millis(50)),
+        hedge: Hedge::Fixed(Duration::from_millis(50)),
         // A6's example bucket, so the counts below are easy to follow.
         budget: BudgetConfig {
             max_tokens: 10,
@@ -592,4 +612,129 @@ async fn query_concurrency_is_bounded() {
         .unwrap();
     assert_eq!(result.parts.len(), 10);
     assert_eq!(in_flight.lock().unwrap().1, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_node_costs_one_attempt_timeout_not_the_deadline() {
+    let r = router(defaults());
+    let fake = Fake::default();
+    let d = r.route_store(&space(&r, false)).unwrap();
+    let order = names(&d);
+    // The primary answers in 1 ms a few times: its timeout becomes the floor.
+    fake.set(&order[0], Act::After(1, true));
+    for _ in 0..8 {
+        r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    }
+    // Then it hangs: the write goes to the next holder after 50 ms.
+    fake.set(&order[0], Act::Hang);
+    let start = Instant::now();
+    let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    assert_eq!(served.node.as_str(), order[1]);
+    assert_eq!(start.elapsed(), Duration::from_millis(50));
+    let failures = r
+        .breaker_snapshot()
+        .into_iter()
+        .find(|b| b.0.as_str() == order[0])
+        .unwrap()
+        .2;
+    assert_eq!(failures, 1, "the stall counts against its breaker");
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_hedge_after_the_adaptive_delay() {
+    let r = router(defaults());
+    let fake = Fake::default();
+    let d = r.route_recall(&space(&r, false)).unwrap();
+    let order = names(&d);
+    fake.set(&order[0], Act::After(2, true));
+    for _ in 0..20 {
+        let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+        assert!(
+            !served.hedged,
+            "a 2 ms primary is never hedged at the 20 ms floor"
+        );
+    }
+    // It turns slow (but not silent): the hedge goes out at the floor.
+    fake.set(&order[0], Act::After(500, true));
+    let start = Instant::now();
+    let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    assert!(served.hedged && served.fallback);
+    assert_eq!(served.node.as_str(), order[1]);
+    assert_eq!(start.elapsed(), Duration::from_millis(20));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_primary_far_slower_than_its_replicas_is_asked_last_for_reads() {
+    let r = router(RouterConfig {
+        hedge: Hedge::Off,
+        ..defaults()
+    });
+    let fake = Fake::default();
+    let s = space(&r, false);
+
+    let d = r.route_recall(&s).unwrap();
+    let order = names(&d);
+    fake.set(&order[0], Act::After(300, true));
+    fake.set(&order[1], Act::After(1, true));
+    fake.set(&order[2], Act::After(1, true));
+    // Learn every node's latency: the primary by reads, the replicas by
+    // reads that fall back to them.
+    for _ in 0..4 {
+        r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    }
+    for n in &order[1..] {
+        fake.set(&order[0], Act::Unavailable);
+        let other = if *n == order[1] { &order[2] } else { &order[1] };
+        fake.set(other, Act::Unavailable);
+        r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+        fake.set(other, Act::After(1, true));
+    }
+    fake.set(&order[0], Act::After(300, true));
+    let mut first = 0;
+    for _ in 0..64 {
+        let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+        first += u32::from(served.node.as_str() == order[0]);
+        assert_eq!(served.fallback, served.node.as_str() != order[0]);
+    }
+    // One read in 16 still probes it (seeded randomness: a handful).
+    assert!(first > 0 && first < 16, "primary served {first} of 64");
+    // Writes keep the primary first.
+    let w = r.route_store(&s).unwrap();
+    assert_eq!(
+        r.execute(&w, None, |t| fake.call(&t))
+            .await
+            .unwrap()
+            .node
+            .as_str(),
+        order[0]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_that_is_not_sent_spends_no_token() {
+    let r = router(RouterConfig {
+        hedge: Hedge::Fixed(Duration::from_millis(10)),
+        ..config()
+    });
+    let fake = Fake::default();
+    let d = r.route_recall(&space(&r, false)).unwrap();
+    let order = names(&d);
+    // Both replicas' breakers open: no hedge can be admitted.
+    let table = r.table();
+    for &idx in &d.targets()[1..] {
+        let breaker = &table.remote(idx).unwrap().breaker;
+        for _ in 0..5 {
+            let _ = breaker.try_acquire(0).unwrap().failure(0, 0);
+        }
+    }
+    fake.set(&order[0], Act::After(50, true));
+    let before = r.retry_budget_tokens();
+    let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    assert!(!served.hedged);
+    assert!(
+        r.retry_budget_tokens() >= before,
+        "{} < {before}",
+        r.retry_budget_tokens()
+    );
+    assert_eq!(fake.total(), 1, "only the primary was asked");
 }

@@ -154,6 +154,15 @@ impl NodeProcess {
         self.child.wait().expect("wait for the node")
     }
 
+    /// Sends a signal (`STOP`, `CONT`, ...) to the node's process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// Waits for the process to end by itself (after a decommission).
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         self.child.wait().expect("wait for the node")
@@ -486,7 +495,13 @@ impl Cluster {
     /// joining through `through`, and returns as soon as it serves (before
     /// it has rejoined or caught up).
     pub fn start_again(&mut self, id: &str, through: &str) {
-        let flags = self.flags_joining(through);
+        self.start_again_with(id, through, &[]);
+    }
+
+    /// Like [`Cluster::start_again`], with `extra` flags for this start.
+    pub fn start_again_with(&mut self, id: &str, through: &str, extra: &[&str]) {
+        let mut flags = self.flags_joining(through);
+        flags.extend(extra.iter().map(|f| (*f).to_owned()));
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let node = self.node_mut(id);
         let (addr, dir) = (node.addr.to_string(), node.dir.clone());

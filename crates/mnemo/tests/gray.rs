@@ -1,0 +1,214 @@
+//! Gray failures with real node processes and the default settings: a
+//! primary that stops answering (SIGSTOP: alive to TCP, silent to
+//! requests) or answers slowly costs clients milliseconds, not the deadline.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use mnemo_proto::v1;
+use support::{Cluster, eventually, ids};
+
+/// Every client call carries this deadline: a call that waited for the
+/// stalled node instead of moving on would fail with DEADLINE_EXCEEDED.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(3);
+
+fn timed<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CLIENT_DEADLINE);
+    request
+}
+
+/// Steady load through the `via` nodes: on each, a reader and an
+/// `ack=quorum` writer, back to back, every call failing the test if it
+/// fails. `acked` counts acknowledged writes; each task returns the ids it
+/// wrote.
+struct Load {
+    stop: tokio::sync::watch::Sender<bool>,
+    acked: tokio::sync::watch::Receiver<usize>,
+    tasks: tokio::task::JoinSet<BTreeSet<String>>,
+}
+
+async fn start_load(cluster: &Cluster, space: &'static str, via: &[String]) -> Load {
+    let others = via;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (acked_tx, acked) = tokio::sync::watch::channel(0usize);
+    let mut load = tokio::task::JoinSet::new();
+    // A reader and a writer (ack=quorum) through each of the other nodes.
+    for (w, via) in others.iter().enumerate() {
+        let mut reader = cluster.node(via).client().await;
+        let mut writer = reader.clone();
+        let (stopped_r, stopped_w, acked_tx, via_r, via_w) = (
+            stopped.clone(),
+            stopped.clone(),
+            acked_tx.clone(),
+            via.clone(),
+            via.clone(),
+        );
+        load.spawn(async move {
+            let mut written = BTreeSet::new();
+            let mut i = 0;
+            while !*stopped_w.borrow() {
+                let id = format!("w{w}-{i}");
+                writer
+                    .remember(timed(support::remember(
+                        space,
+                        &id,
+                        &format!("note {id}"),
+                        v1::Ack::Quorum,
+                    )))
+                    .await
+                    .unwrap_or_else(|e| panic!("write {id} through {via_w}: {e}"));
+                written.insert(id);
+                acked_tx.send_modify(|n| *n += 1);
+                i += 1;
+            }
+            written
+        });
+        load.spawn(async move {
+            while !*stopped_r.borrow() {
+                reader
+                    .recall(timed(support::recall_all(space, "note")))
+                    .await
+                    .unwrap_or_else(|e| panic!("recall through {via_r}: {e}"));
+            }
+            BTreeSet::new()
+        });
+    }
+    Load {
+        stop,
+        acked,
+        tasks: load,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_primary_is_invisible_to_clients() {
+    let cluster = Cluster::start(3).await;
+    let space = "stall";
+    let primary = cluster.holders(space).await[0].clone();
+    let others: Vec<String> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.id != primary)
+        .map(|n| n.id.clone())
+        .collect();
+    let Load {
+        stop,
+        mut acked,
+        tasks: mut load,
+    } = start_load(&cluster, space, &others).await;
+    let more = |acked: &mut tokio::sync::watch::Receiver<usize>, n: usize| {
+        let target = *acked.borrow_and_update() + n;
+        let mut acked = acked.clone();
+        async move {
+            eventually(&format!("{n} more writes"), || {
+                std::future::ready((*acked.borrow_and_update() >= target).then_some(()))
+            })
+            .await;
+        }
+    };
+    more(&mut acked, 50).await;
+    cluster.node(&primary).signal("STOP");
+    // Load goes on until membership has declared the stalled node down
+    // (routing moved long before), and some more.
+    for n in others.iter().map(|id| cluster.node(id)) {
+        eventually(&format!("{} to see {primary} down", n.id), || async {
+            let s = n.status().await;
+            s.members
+                .iter()
+                .any(|m| m.id == primary && m.state == "down")
+                .then_some(())
+        })
+        .await;
+    }
+    more(&mut acked, 50).await;
+    cluster.node(&primary).signal("CONT");
+    more(&mut acked, 50).await;
+    let _ = stop.send(true);
+    let mut written = BTreeSet::new();
+    while let Some(w) = load.join_next().await {
+        written.extend(w.unwrap());
+    }
+    // It serves again: it rejoined, caught up, and answers as primary.
+    cluster.await_formed().await;
+    let mut c = cluster.node(&others[0]).client().await;
+    eventually(&format!("{primary} to serve {space} again"), || {
+        let mut c = c.clone();
+        let primary = primary.clone();
+        async move {
+            let r = c
+                .recall(support::recall_all(space, "note"))
+                .await
+                .ok()?
+                .into_inner();
+            (r.served_by == primary && !r.fallback).then_some(())
+        }
+    })
+    .await;
+    cluster.await_converged(&[space.to_owned()]).await;
+    let r = c
+        .recall(support::recall_all(space, "note"))
+        .await
+        .unwrap()
+        .into_inner();
+    let seen = ids(&r);
+    let missing: Vec<&String> = written.difference(&seen).collect();
+    assert!(missing.is_empty(), "the returned primary lacks {missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_move_to_faster_replicas_of_a_slow_primary() {
+    let mut cluster = Cluster::start(3).await;
+    let space = "slowpoke";
+    let primary = cluster.holders(space).await[0].clone();
+    let entry = cluster.node_other_than(&[&primary]).id.clone();
+    let mut c = cluster.node(&entry).client().await;
+    for i in 0..10 {
+        c.remember(support::remember(
+            space,
+            &format!("m{i}"),
+            "a note",
+            v1::Ack::Quorum,
+        ))
+        .await
+        .unwrap();
+    }
+    // The primary comes back slow: every request it serves waits 300 ms.
+    cluster.node_mut(&primary).kill9();
+    let through = cluster.node(&entry).addr.to_string();
+    cluster.start_again_with(&primary, &through, &["--inject-latency-ms", "300"]);
+    cluster.await_formed().await;
+    // The entry node learns how slow it is, and stops asking it first.
+    let node = cluster.node(&entry);
+    eventually(&format!("{entry} to judge {primary} slow"), || {
+        let mut c = c.clone();
+        let primary = &primary;
+        async move {
+            let _ = c.recall(support::recall_all(space, "note")).await;
+            let s = node.status().await;
+            s.breakers
+                .iter()
+                .any(|b| b.node == *primary && b.slow)
+                .then_some(())
+        }
+    })
+    .await;
+    let mut by_primary = 0;
+    for _ in 0..32 {
+        let r = c
+            .recall(support::recall_all(space, "note"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ids(&r).len(), 10);
+        by_primary += u32::from(r.served_by == primary);
+    }
+    // Hedging answers the occasional probe of the slow primary from a
+    // replica too.
+    assert_eq!(
+        by_primary, 0,
+        "the slow primary answered {by_primary} of 32 reads"
+    );
+}
