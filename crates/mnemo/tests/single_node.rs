@@ -257,20 +257,6 @@ fn cli_reports_one_line_and_fails() {
     assert!(stderr.contains("cannot reach node 127.0.0.1:1"), "{stderr}");
 }
 
-/// One HTTP/1.1 GET over a plain TCP stream.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
 #[test]
 fn metrics_and_health_over_http() {
     let dir = tempfile::tempdir().unwrap();
@@ -281,11 +267,11 @@ fn metrics_and_health_over_http() {
         .expect("the node reports its http address");
     let out = node.cli(&["remember", "--space", "s", "hello metrics"]);
     assert!(out.status.success());
-    let metrics = http_get(&http, "/metrics");
+    let metrics = support::http_get(&http, "/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(metrics.contains("mnemo_router_requests_total"), "{metrics}");
     assert!(metrics.contains("mnemo_cluster_partitioned"), "{metrics}");
-    let health = http_get(&http, "/health");
+    let health = support::http_get(&http, "/health");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains("\"node_id\":\"n1\""), "{health}");
 }

@@ -47,6 +47,31 @@ pub fn ids(r: &mnemo_proto::v1::RecallResponse) -> std::collections::BTreeSet<St
         .collect()
 }
 
+/// One HTTP/1.1 GET over a plain TCP stream; the whole response.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+}
+
+/// The sum of every sample of `metric` in a Prometheus text page.
+pub fn metric_sum(page: &str, metric: &str) -> f64 {
+    page.lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The `mnemo` binary under test.
 pub fn mnemo() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mnemo"))
