@@ -290,7 +290,8 @@ impl Router {
             rejected: 0,
             last: None,
         };
-        for round in 0..self.config.max_attempts_per_node.max(1) {
+        let rounds = self.config.max_attempts_per_node.max(1);
+        for round in 0..rounds {
             if round > 0 {
                 let delay = self.config.backoff.delay(round - 1, self.random.next_u64());
                 if Instant::now() + delay >= until {
@@ -318,14 +319,22 @@ impl Router {
                 admitted = true;
                 tally.attempts += 1;
                 metrics::attempt(opname, tally.attempts > 1);
-                let node = p.node.clone();
                 let Prepared {
                     permit,
                     node: id,
                     target,
                     latency,
                 } = p;
-                let run = pin!(self.run(d.operation(), permit, id, latency, op(target), left));
+                let last_resort = round + 1 == rounds && i + 1 == targets.len();
+                let run = pin!(self.run(
+                    d.operation(),
+                    permit,
+                    id,
+                    latency,
+                    op(target),
+                    left,
+                    last_resort
+                ));
                 let hedge = if round == 0 && i == 0 {
                     hedge_delay
                 } else {
@@ -341,23 +350,8 @@ impl Router {
                 let served_by = if hedged { winner } else { i };
                 match outcome {
                     Some(Outcome::Ok(value)) => {
-                        let node = if hedged {
-                            d.table().topology().member(targets[served_by]).id.clone()
-                        } else {
-                            node
-                        };
-                        return Ok(Served {
-                            value,
-                            local: d.is_local(targets[served_by]),
-                            node,
-                            // Not the decision's primary (which may have
-                            // been moved last as slow).
-                            fallback: targets[served_by] != d.targets()[0],
-                            hedged,
-                            attempts: tally.attempts,
-                            confidence_penalty: d.confidence_penalty(),
-                            degraded: d.is_degraded(),
-                        });
+                        let by = targets[served_by];
+                        return Ok(served(d, by, value, hedged, tally.attempts));
                     }
                     Some(Outcome::Fatal(e)) => return Err(ExecError::Operation(e)),
                     Some(Outcome::Retry(e)) => {
@@ -408,10 +402,14 @@ impl Router {
         }
         let left = until.saturating_duration_since(Instant::now());
         // The token is taken only when a replica is admitted: a hedge that
-        // is not sent costs nothing.
-        let hedge = (1..targets.len())
-            .find_map(|j| self.prepare(d, targets[j], left).map(|p| (j, p)))
-            .filter(|_| self.budget.try_hedge());
+        // is not sent costs nothing (and no probe is taken for nothing).
+        let hedge = if self.budget.can_retry() {
+            (1..targets.len())
+                .find_map(|j| self.prepare(d, targets[j], left).map(|p| (j, p)))
+                .filter(|_| self.budget.try_hedge())
+        } else {
+            None
+        };
         let Some((hedge_idx, prepared)) = hedge else {
             return (Some(run.await), 0, false, 1);
         };
@@ -424,7 +422,15 @@ impl Router {
             target,
             latency,
         } = prepared;
-        let mut second = pin!(self.run(d.operation(), permit, node, latency, op(target), left));
+        let mut second = pin!(self.run(
+            d.operation(),
+            permit,
+            node,
+            latency,
+            op(target),
+            left,
+            false
+        ));
         let (mut first_done, mut second_done) = (false, false);
         loop {
             let (result, from_hedge) = tokio::select! {
@@ -442,6 +448,8 @@ impl Router {
                 other => {
                     if from_hedge && matches!(other, Outcome::Ok(_)) {
                         metrics::hedge(true);
+                    }
+                    if from_hedge && !first_done && matches!(other, Outcome::Ok(_)) {
                         // The primary's attempt is dropped unanswered; it
                         // took at least this long, which is all its
                         // estimate can learn (and enough to judge it slow).
@@ -511,6 +519,7 @@ impl Router {
     /// and (answers only) the node's latency estimate. A remote attempt gets
     /// at most the node's attempt timeout (see [`latency`](crate::latency)):
     /// a node that stops answering costs that, not the deadline.
+    #[allow(clippy::too_many_arguments, reason = "one attempt's inputs")]
     async fn run<T, E, Fut>(
         &self,
         operation: Operation,
@@ -519,6 +528,7 @@ impl Router {
         latency: Option<&crate::latency::NodeLatency>,
         fut: Fut,
         left: Duration,
+        last_resort: bool,
     ) -> Outcome<T, E>
     where
         Fut: Future<Output = Result<T, E>>,
@@ -528,9 +538,16 @@ impl Router {
             Operation::Store => &l.write,
             _ => &l.read,
         });
-        let attempt = estimate.map_or(left, |e| {
-            crate::latency::Estimate::attempt_timeout(e.get(), &self.config.timeouts).min(left)
-        });
+        // A half-open probe, and the last attempt the operation has, get the
+        // whole deadline: a node slower than its estimate can always answer
+        // one of them (and teach its estimate).
+        let whole = last_resort || permit.as_ref().is_some_and(Permit::is_probe);
+        let attempt = match estimate {
+            Some(e) if !whole => {
+                crate::latency::Estimate::attempt_timeout(e.get(), &self.config.timeouts).min(left)
+            }
+            _ => left,
+        };
         let started = Instant::now();
         let result = tokio::time::timeout(attempt, fut).await;
         let now = self.clock.now_millis();
@@ -567,6 +584,12 @@ impl Router {
                 let r = self.random.next_u64();
                 let outcome = if attempt < left {
                     metrics::attempt_timeout(&node);
+                    if let Some(e) = estimate {
+                        e.timed_out(attempt);
+                    }
+                    if let (Some(l), Operation::Recall | Operation::Query) = (latency, operation) {
+                        l.read_seen.timed_out(attempt);
+                    }
                     Outcome::Stalled
                 } else {
                     Outcome::TimedOut
@@ -628,12 +651,30 @@ impl Router {
                     .table()
                     .remote(targets[0])
                     .and_then(|r| r.latency.read.get());
-                Some(crate::latency::Estimate::hedge_delay(
-                    estimate,
-                    &self.config.timeouts,
-                ))
+                crate::latency::Estimate::hedge_delay(estimate, &self.config.timeouts)
             }
         }
+    }
+}
+
+/// A success, served by target `by`.
+fn served<T>(
+    d: &RoutingDecision,
+    by: NodeIndex,
+    value: T,
+    hedged: bool,
+    attempts: u32,
+) -> Served<T> {
+    Served {
+        value,
+        local: d.is_local(by),
+        node: d.table().topology().member(by).id.clone(),
+        // Not the decision's primary (which may have been moved last as slow).
+        fallback: by != d.targets()[0],
+        hedged,
+        attempts,
+        confidence_penalty: d.confidence_penalty(),
+        degraded: d.is_degraded(),
     }
 }
 

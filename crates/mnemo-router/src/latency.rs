@@ -19,10 +19,21 @@
 //!   holders' ([`Timeouts::slow_factor`] times, default 8, and at least
 //!   [`Timeouts::slow_floor`], default 20 ms) is asked last for reads.
 //!
-//! Only answers are sampled for timeouts (Karn's rule: a timed-out attempt
-//! says nothing about how long an answer takes; the breaker counts it
-//! instead). Slowness also learns from reads whose hedge won: the time the
-//! primary had taken by then is a lower bound of its latency.
+//! Answers are sampled as they come. A timed-out attempt backs the timeout
+//! off instead (RFC 6298 §5.5): its estimate takes twice the timeout as a
+//! sample, so a node that turned slower than its timeout is soon given
+//! long enough to answer, and relearns from the answer. The breaker also
+//! counts it (a silent node must stop being asked within a few attempts);
+//! a half-open probe and the last attempt an operation has left get the
+//! whole deadline, so a slow node can always prove it is alive. Slowness
+//! also learns from reads whose hedge won: the time the primary had taken
+//! by then is a lower bound of its latency.
+//!
+//! A read is hedged only while its hedge delay is under
+//! [`Timeouts::hedge_cap`]: when the primary is that slow every read would
+//! be hedged, doubling the load and draining the retry budget; a primary
+//! slower than the other holders is asked last instead, and one as slow as
+//! them gains nothing from a hedge.
 //!
 //! One `AtomicU64` per estimate (two `u32` microsecond fields), updated
 //! with a compare-and-swap loop: no lock on the hot path. Pure: the caller
@@ -85,11 +96,14 @@ impl Estimate {
     }
 
     /// The hedge delay this estimate gives (`None`: no sample yet, hedge
-    /// at the floor).
-    pub fn hedge_delay(estimate: Option<Estimate>, t: &Timeouts) -> Duration {
+    /// at the floor); `None` when it would exceed the cap (do not hedge).
+    pub fn hedge_delay(estimate: Option<Estimate>, t: &Timeouts) -> Option<Duration> {
         match estimate {
-            None => t.hedge_floor,
-            Some(e) => (e.srtt + 2 * e.rttvar).clamp(t.hedge_floor, t.hedge_cap),
+            None => Some(t.hedge_floor),
+            Some(e) => {
+                let delay = (e.srtt + 2 * e.rttvar).max(t.hedge_floor);
+                (delay <= t.hedge_cap).then_some(delay)
+            }
         }
     }
 
@@ -137,6 +151,17 @@ impl LatencyEstimate {
             });
     }
 
+    /// An attempt given `timeout` got no answer: back off (RFC 6298 §5.5),
+    /// as if it had answered in twice that.
+    pub fn timed_out(&self, timeout: Duration) {
+        self.record(timeout * 2);
+    }
+
+    /// Forgets everything (the node restarted: its past says nothing).
+    pub fn reset(&self) {
+        self.word.store(0, Ordering::Relaxed);
+    }
+
     /// The current estimate, if any answer was sampled.
     pub fn get(&self) -> Option<Estimate> {
         let w = self.word.load(Ordering::Relaxed);
@@ -160,6 +185,15 @@ pub struct NodeLatency {
     /// Judges slowness; it must not shorten timeouts, since lower bounds
     /// would cut off a node that answers slowly but surely.
     pub read_seen: LatencyEstimate,
+}
+
+impl NodeLatency {
+    /// Forgets every estimate.
+    pub fn reset(&self) {
+        self.read.reset();
+        self.write.reset();
+        self.read_seen.reset();
+    }
 }
 
 #[cfg(test)]
@@ -202,18 +236,22 @@ mod tests {
             rttvar: Duration::from_micros(100),
         };
         assert_eq!(Estimate::attempt_timeout(Some(fast), &t), ms(50));
-        assert_eq!(Estimate::hedge_delay(Some(fast), &t), ms(20));
+        assert_eq!(Estimate::hedge_delay(Some(fast), &t), Some(ms(20)));
         let slow = Estimate {
             srtt: ms(100),
             rttvar: ms(30),
         };
         assert_eq!(Estimate::attempt_timeout(Some(slow), &t), ms(220));
-        assert_eq!(Estimate::hedge_delay(Some(slow), &t), ms(50), "capped");
+        assert_eq!(
+            Estimate::hedge_delay(Some(slow), &t),
+            None,
+            "every read would be hedged"
+        );
         let moderate = Estimate {
             srtt: ms(20),
             rttvar: ms(5),
         };
-        assert_eq!(Estimate::hedge_delay(Some(moderate), &t), ms(30));
+        assert_eq!(Estimate::hedge_delay(Some(moderate), &t), Some(ms(30)));
         let awful = Estimate {
             srtt: ms(900),
             rttvar: ms(900),
@@ -240,6 +278,27 @@ mod tests {
             "under the floor"
         );
         assert!(!e(200).is_slow(e(30), &t), "within the factor");
+    }
+
+    #[test]
+    fn timeouts_back_off_until_a_slower_node_can_answer() {
+        let t = Timeouts::default();
+        let e = LatencyEstimate::default();
+        for _ in 0..20 {
+            e.record(ms(1));
+        }
+        // The node now needs 70 ms: each timed-out attempt lengthens the next.
+        let mut timeouts = Vec::new();
+        loop {
+            let timeout = Estimate::attempt_timeout(e.get(), &t);
+            timeouts.push(timeout);
+            if timeout >= ms(70) {
+                break;
+            }
+            e.timed_out(timeout);
+        }
+        assert!(timeouts.len() <= 3, "{timeouts:?}");
+        assert!(timeouts.windows(2).all(|w| w[0] < w[1]), "{timeouts:?}");
     }
 
     #[test]

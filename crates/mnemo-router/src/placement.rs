@@ -110,8 +110,7 @@ impl PreferenceList {
         l
     }
 
-    /// Appends a member (at most [`MAX_RF`]).
-    /// Moves the first member to the end.
+    /// Moves the first `by` members to the end.
     pub(crate) fn rotate_left(&mut self, by: usize) {
         let len = usize::from(self.len);
         if len > 0 {
@@ -119,6 +118,7 @@ impl PreferenceList {
         }
     }
 
+    /// Appends a member (at most [`MAX_RF`]).
     pub(crate) fn push(&mut self, node: NodeIndex) {
         self.nodes[usize::from(self.len)] = node;
         self.len += 1;

@@ -208,6 +208,8 @@ impl Router {
             .and_then(|idx| table.remote(idx))
         {
             let _ = remote.breaker.member_returned();
+            // A new process: what the old one's latency was says nothing.
+            remote.latency.reset();
         }
     }
 

@@ -738,3 +738,61 @@ async fn a_hedge_that_is_not_sent_spends_no_token() {
     );
     assert_eq!(fake.total(), 1, "only the primary was asked");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_turns_slower_than_its_timeout_is_soon_waited_for() {
+    let r = router(defaults());
+    let fake = Fake::default();
+    let d = r.route_store(&space(&r, false)).unwrap();
+    let order = names(&d);
+    for n in &order {
+        fake.set(n, Act::After(1, true));
+    }
+    for _ in 0..8 {
+        r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    }
+    // The primary now needs 70 ms: timed-out attempts back its timeout off
+    // until it is given long enough, and it serves again.
+    fake.set(&order[0], Act::After(70, true));
+    let mut by_primary = 0;
+    for _ in 0..10 {
+        let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+        by_primary += u32::from(served.node.as_str() == order[0]);
+    }
+    assert!(by_primary >= 6, "the primary served {by_primary} of 10");
+    let (state, _) = r
+        .breaker_snapshot()
+        .into_iter()
+        .find(|b| b.0.as_str() == order[0])
+        .map(|b| (b.1, b.2))
+        .unwrap();
+    assert_eq!(state, BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_holder_turns_slow_the_last_attempt_waits_for_it() {
+    let r = router(defaults());
+    let fake = Fake::default();
+    let d = r.route_store(&space(&r, false)).unwrap();
+    let order = names(&d);
+    // Every holder has answered writes in 1 ms: all their timeouts are 50 ms.
+    let table = r.table();
+    for &idx in d.targets() {
+        for _ in 0..8 {
+            table
+                .remote(idx)
+                .unwrap()
+                .latency
+                .write
+                .record(Duration::from_millis(1));
+        }
+    }
+    for n in &order {
+        fake.set(n, Act::After(80, true));
+    }
+    for _ in 0..5 {
+        r.execute(&d, None, |t| fake.call(&t))
+            .await
+            .expect("a slow cluster still answers");
+    }
+}
