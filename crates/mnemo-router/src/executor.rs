@@ -538,12 +538,11 @@ impl Router {
             Operation::Store => &l.write,
             _ => &l.read,
         });
-        // A half-open probe, and the last attempt the operation has, get the
-        // whole deadline: a node slower than its estimate can always answer
-        // one of them (and teach its estimate).
-        let whole = last_resort || permit.as_ref().is_some_and(Permit::is_probe);
+        // The last attempt an operation has gets the whole deadline: a
+        // cluster that turned slower than its estimates still answers.
+        let probe = permit.as_ref().is_some_and(Permit::is_probe);
         let attempt = match estimate {
-            Some(e) if !whole => {
+            Some(e) if !last_resort => {
                 crate::latency::Estimate::attempt_timeout(e.get(), &self.config.timeouts).min(left)
             }
             _ => left,
@@ -584,7 +583,11 @@ impl Router {
                 let r = self.random.next_u64();
                 let outcome = if attempt < left {
                     metrics::attempt_timeout(&node);
-                    if let Some(e) = estimate {
+                    // A half-open probe that stalls backs the node's timeout
+                    // off, so the next probe waits longer: a node that
+                    // turned slower than its timeout is soon waited for,
+                    // while a silent one costs one short timeout per probe.
+                    if let (true, Some(e)) = (probe, estimate) {
                         e.timed_out(attempt);
                     }
                     if let (Some(l), Operation::Recall | Operation::Query) = (latency, operation) {

@@ -19,15 +19,17 @@
 //!   holders' ([`Timeouts::slow_factor`] times, default 8, and at least
 //!   [`Timeouts::slow_floor`], default 20 ms) is asked last for reads.
 //!
-//! Answers are sampled as they come. A timed-out attempt backs the timeout
-//! off instead (RFC 6298 §5.5): its estimate takes twice the timeout as a
-//! sample, so a node that turned slower than its timeout is soon given
-//! long enough to answer, and relearns from the answer. The breaker also
-//! counts it (a silent node must stop being asked within a few attempts);
-//! a half-open probe and the last attempt an operation has left get the
-//! whole deadline, so a slow node can always prove it is alive. Slowness
-//! also learns from reads whose hedge won: the time the primary had taken
-//! by then is a lower bound of its latency.
+//! Answers are sampled as they come. A timed-out attempt is a fault for the
+//! node's breaker, so a silent node stops being asked within a few short
+//! attempts. When its breaker lets one probe through and the probe times
+//! out too, the timeout backs off (RFC 6298 §5.5: the estimate takes twice
+//! the timeout as a sample): a node that turned slower than its timeout is
+//! soon given long enough to answer, and relearns from the answer, while a
+//! silent one costs one client a growing but capped timeout per probe. The
+//! last attempt an operation has gets its whole deadline, so a cluster that
+//! turned slow everywhere still answers. Slowness also learns from reads
+//! whose hedge won: the time the primary had taken by then is a lower
+//! bound of its latency.
 //!
 //! A read is hedged only while its hedge delay is under
 //! [`Timeouts::hedge_cap`]: when the primary is that slow every read would

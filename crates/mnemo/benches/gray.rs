@@ -85,7 +85,8 @@ fn summary(what: &str, log: &[(Instant, Duration, bool)]) {
 async fn trial(label: &str, extra: &[&str], stall: Duration) {
     let mut flags = vec!["--http", "127.0.0.1:0"];
     flags.extend(extra);
-    let cluster = Cluster::start_with(3, &flags).await;
+    // The defaults, as a user runs them (no test settings).
+    let cluster = Cluster::start_exactly(3, &flags).await;
     let space = "gray";
     let primary = cluster.holders(space).await[0].clone();
     let entry = cluster.node_other_than(&[&primary]).id.clone();

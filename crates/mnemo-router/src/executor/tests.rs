@@ -751,15 +751,20 @@ async fn a_node_that_turns_slower_than_its_timeout_is_soon_waited_for() {
     for _ in 0..8 {
         r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
     }
-    // The primary now needs 70 ms: timed-out attempts back its timeout off
-    // until it is given long enough, and it serves again.
+    // The primary now needs 70 ms: its attempts time out and its breaker
+    // opens; each half-open probe that times out backs its timeout off until
+    // a probe waits long enough, and it serves again.
     fake.set(&order[0], Act::After(70, true));
-    let mut by_primary = 0;
-    for _ in 0..10 {
+    let mut served_by = Vec::new();
+    for _ in 0..12 {
         let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
-        by_primary += u32::from(served.node.as_str() == order[0]);
+        served_by.push(served.node.as_str() == order[0]);
+        tokio::time::advance(Duration::from_secs(31)).await;
     }
-    assert!(by_primary >= 6, "the primary served {by_primary} of 10");
+    assert!(
+        served_by.ends_with(&[true, true, true]),
+        "served by the primary: {served_by:?}"
+    );
     let (state, _) = r
         .breaker_snapshot()
         .into_iter()

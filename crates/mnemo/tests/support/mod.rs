@@ -383,9 +383,16 @@ impl Cluster {
 
     /// Like [`Cluster::start`], every node also getting `extra` flags.
     pub async fn start_with(n: usize, extra: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
         let mut flags = TEST_NODE_FLAGS.to_vec();
         flags.extend(extra);
+        Cluster::start_exactly(n, &flags).await
+    }
+
+    /// `n` nodes with exactly `flags` (none of the test settings: for
+    /// measurements of the defaults).
+    pub async fn start_exactly(n: usize, flags: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = flags.to_vec();
         let first = NodeProcess::start("n1", &dir.path().join("n1"), "127.0.0.1:0", &flags);
         let seed = first.addr.to_string();
         let mut nodes = vec![first];
