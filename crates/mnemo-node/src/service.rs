@@ -277,16 +277,17 @@ impl Mnemo for MnemoService {
         let node = &self.node;
         let threshold = r.threshold.unwrap_or(node.config.consolidate_threshold);
         check(validate::threshold(threshold))?;
-        // Local only (never routed), and only where the space's log is
-        // written: on its primary, or on any holder during a partition.
+        // Local only (never routed), and only on the space's primary (or,
+        // during a partition, a holder as placed): one node consolidates, so
+        // two holders do not merge the same memories into different sets.
         node.router
             .route_consolidation(&r.space)
             .map_err(route_status)?;
         if !node.consolidates(&r.space) {
             let primary = node.placement(&r.space).primary.unwrap_or_default();
             return Err(Status::failed_precondition(format!(
-                "node {} holds a replica of space {:?}; consolidation runs where the space's log \
-                 is written: on its primary {} ({}), e.g. with --node {}",
+                "node {} holds a replica of space {:?}; consolidation runs on the space's \
+                 primary {} ({}), e.g. with --node {}",
                 node.id, r.space, primary.id, primary.addr, primary.addr
             )));
         }

@@ -59,8 +59,6 @@ impl Operation {
 /// How a decision's targets are used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Strategy {
-    /// Only the primary.
-    Primary,
     /// The primary, then replicas in placement order.
     PrimaryWithFallback,
     /// This node only; no remote call.
@@ -73,7 +71,6 @@ impl Strategy {
     /// Lower-case name, for metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Primary => "primary",
             Self::PrimaryWithFallback => "primary_with_fallback",
             Self::LocalOnly => "local_only",
             Self::ScatterGather => "scatter_gather",

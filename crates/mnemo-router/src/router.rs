@@ -260,7 +260,8 @@ impl Router {
         decision
     }
 
-    /// Routes a remember/forget: [`Strategy::Primary`], or
+    /// Routes a remember/forget: [`Strategy::PrimaryWithFallback`] (any
+    /// holder may take a write), or
     /// [`Strategy::LocalOnly`] during a partition.
     pub fn route_store(&self, space: &str) -> Result<RoutingDecision, RouterError> {
         self.route(Operation::Store, space)
