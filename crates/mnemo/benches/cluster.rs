@@ -371,20 +371,10 @@ fn report_gap(what: &str, trials: &[Trial], gap: impl Fn(&Trial) -> &Gap) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
+    let Some((args, rt)) = support::bench_setup() else {
         return;
-    }
-    let trials: usize = args
-        .iter()
-        .position(|a| a == "--trials")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(10);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    };
+    let trials: usize = support::bench_arg(&args, "--trials", 10);
     rt.block_on(async move {
         if !args.iter().any(|a| a == "--skip-forwarding") {
             forwarding(2000).await;

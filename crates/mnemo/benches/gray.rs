@@ -144,21 +144,10 @@ async fn trial(label: &str, extra: &[&str], stall: Duration) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
+    let Some((args, rt)) = support::bench_setup() else {
         return;
-    }
-    let stall = Duration::from_secs(
-        args.iter()
-            .position(|a| a == "--stall-secs")
-            .and_then(|i| args.get(i + 1)?.parse().ok())
-            .unwrap_or(10),
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    };
+    let stall = Duration::from_secs(support::bench_arg(&args, "--stall-secs", 10));
     rt.block_on(async move {
         println!("stalled primary, 2 readers + 2 quorum writers through another node:");
         trial("defaults (adaptive timeouts and hedging)", &[], stall).await;

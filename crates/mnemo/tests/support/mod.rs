@@ -72,6 +72,29 @@ pub fn metric_sum(page: &str, metric: &str) -> f64 {
         .sum()
 }
 
+/// For process-level benchmarks: the command line (`None` when cargo only
+/// lists benchmarks) and a 2-worker runtime to run one on.
+pub fn bench_setup() -> Option<(Vec<String>, tokio::runtime::Runtime)> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return None;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    Some((args, rt))
+}
+
+/// The value after `--name` on a benchmark's command line, or `default`.
+pub fn bench_arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The `mnemo` binary under test.
 pub fn mnemo() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mnemo"))
