@@ -78,20 +78,29 @@ async fn replicate(
     let expected = node.view.borrow().partition.expected.max(1);
     let needed = node.config.replication_factor.min(expected) / 2;
     if replicas.len() < needed {
-        return Err(Status::unavailable(format!(
-            "write {what} to space {space:?} is durable on {} only: quorum needs {needed} more \
+        // A quorum shortfall says nothing about this node's health: the
+        // router moves on to the next holder (which takes the same write,
+        // idempotently) without counting a fault against this one.
+        return Err(mnemo_router::error::refusal(
+            "quorum-shortfall",
+            format!(
+                "write {what} to space {space:?} is durable on {} only: quorum needs {needed} more \
              holders and {} are reachable",
-            node.id,
-            replicas.len()
-        )));
+                node.id,
+                replicas.len()
+            ),
+        ));
     }
     acks.wait(needed, timeout).await.map_err(|have| {
-        Status::unavailable(format!(
-            "write {what} to space {space:?} is durable on {} but only {have} of the {} other \
+        mnemo_router::error::refusal(
+            "quorum-shortfall",
+            format!(
+                "write {what} to space {space:?} is durable on {} but only {have} of the {} other \
              holders confirmed it before the deadline; quorum needs {needed}",
-            node.id,
-            replicas.len()
-        ))
+                node.id,
+                replicas.len()
+            ),
+        )
     })
 }
 
