@@ -91,7 +91,11 @@ async fn replicate(
             ),
         ));
     }
-    acks.wait(needed, timeout).await.map_err(|have| {
+    // Stop waiting a little before the caller's deadline, so that the
+    // caller hears how far the write got ("durable here, N of M confirmed")
+    // rather than a bare DEADLINE_EXCEEDED.
+    let wait = timeout.saturating_sub((timeout / 10).max(Duration::from_millis(20)));
+    acks.wait(needed, wait).await.map_err(|have| {
         mnemo_router::error::refusal(
             "quorum-shortfall",
             format!(
