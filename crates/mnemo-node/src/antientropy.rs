@@ -7,8 +7,8 @@
 //! When it runs:
 //! - **periodically**: every [`NodeConfig::anti_entropy_interval`](crate::NodeConfig)
 //!   each space is compared with one other holder, in turn;
-//! - **repair**: at once for spaces whose writes replication could not
-//!   deliver to a peer, as soon as the peer is reachable;
+//! - **repair**: spaces whose writes replication could not deliver to a
+//!   peer, at the first periodic pass that finds the peer reachable;
 //! - **catch-up**: a node that must serve a space it lacks or holds stale
 //!   (see [`crate::catchup`]) syncs it with every other live holder before
 //!   answering reads of it; a *settle* does this for every space it holds
@@ -20,7 +20,7 @@
 //! Moving elements is capped at [`NodeConfig::sync_bytes_per_sec`](crate::NodeConfig)
 //! so that a join or a return does not starve serving traffic.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,14 +28,13 @@ use futures_util::StreamExt;
 use mnemo_proto::v1::{self, internal_client::InternalClient};
 use mnemo_store::ElementId;
 use mnemo_store::reconcile::{ReconcileError, reconcile};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tonic::Status;
 
 use crate::catchup::{Readiness, SettleKind};
-use crate::config::MAX_MESSAGE_BYTES;
 use crate::convert::{element_from_wire, element_to_wire};
 use crate::node::Node;
-use crate::replication::{Undelivered, chunks};
+use crate::replication::chunks;
 
 /// Element ids asked for in one `Fetch` call (the answer is also cut at
 /// half the message limit, the rest asked for again).
@@ -130,7 +129,6 @@ pub struct AntiEntropy {
     pub(crate) readiness: Mutex<Readiness>,
     queue: Mutex<Queue>,
     wake: Notify,
-    undelivered: Mutex<HashMap<String, HashSet<String>>>,
     bandwidth: Bandwidth,
 }
 
@@ -141,7 +139,6 @@ impl AntiEntropy {
             readiness: Mutex::new(Readiness::starting()),
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
-            undelivered: Mutex::new(HashMap::new()),
             bandwidth: Bandwidth::new(bytes_per_sec),
         }
     }
@@ -175,16 +172,6 @@ impl AntiEntropy {
         out
     }
 
-    /// Spaces per peer whose writes wait for a repair.
-    pub fn undelivered(&self) -> HashMap<String, usize> {
-        self.undelivered
-            .lock()
-            .expect("lock poisoned")
-            .iter()
-            .map(|(peer, spaces)| (peer.clone(), spaces.len()))
-            .collect()
-    }
-
     fn next(&self) -> Option<Job> {
         let mut q = self.queue.lock().expect("lock poisoned");
         let job = q.pending.pop_front()?;
@@ -198,9 +185,9 @@ impl AntiEntropy {
     }
 }
 
-/// Starts the workers, the periodic pass and the intake of undelivered
-/// writes. They end when the node is dropped.
-pub fn spawn(node: &Arc<Node>, mut undelivered: mpsc::UnboundedReceiver<Undelivered>) {
+/// Starts the workers and the periodic pass. They end when the node is
+/// dropped.
+pub fn spawn(node: &Arc<Node>) {
     for _ in 0..WORKERS {
         let weak = Arc::downgrade(node);
         tokio::spawn(async move {
@@ -221,19 +208,6 @@ pub fn spawn(node: &Arc<Node>, mut undelivered: mpsc::UnboundedReceiver<Undelive
             }
         });
     }
-    let weak = Arc::downgrade(node);
-    tokio::spawn(async move {
-        while let Some(u) = undelivered.recv().await {
-            let Some(node) = weak.upgrade() else { return };
-            node.sync
-                .undelivered
-                .lock()
-                .expect("lock poisoned")
-                .entry(u.peer)
-                .or_default()
-                .insert(u.space);
-        }
-    });
     let weak = Arc::downgrade(node);
     let every = node.config.anti_entropy_interval;
     tokio::spawn(async move {
@@ -277,19 +251,7 @@ fn periodic(node: &Node, tick: usize) {
             node.sync.enqueue(Job::HandOver { space });
         }
     }
-    let ready: Vec<(String, HashSet<String>)> = {
-        let mut undelivered = node.sync.undelivered.lock().expect("lock poisoned");
-        let peers: Vec<String> = undelivered
-            .keys()
-            .filter(|p| node.is_live(p))
-            .cloned()
-            .collect();
-        peers
-            .into_iter()
-            .filter_map(|p| undelivered.remove_entry(&p))
-            .collect()
-    };
-    for (peer, spaces) in ready {
+    for (peer, spaces) in node.replicator.take_undelivered(|p| node.is_live(p)) {
         for space in spaces {
             node.sync.enqueue(Job::Repair {
                 space,
@@ -302,21 +264,13 @@ fn periodic(node: &Node, tick: usize) {
 fn client(node: &Node, peer: &str) -> Result<InternalClient<tonic::transport::Channel>, Status> {
     let channel = crate::node::channel_to(&node.router, peer)
         .ok_or_else(|| Status::unavailable(format!("no route to {peer}")))?;
-    Ok(InternalClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    Ok(crate::forward::internal_client(channel))
 }
 
-/// A listing of a peer's spaces: short, since a settle waits on it.
-fn listing<T>(message: T) -> tonic::Request<T> {
+/// `message` as a request that gives up after `timeout`.
+fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.set_timeout(LIST_TIMEOUT);
-    request
-}
-
-fn timed<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(CALL_TIMEOUT);
+    request.set_timeout(timeout);
     request
 }
 
@@ -330,10 +284,13 @@ pub async fn sync_space(node: &Node, space: &str, peer: &str) -> Result<SyncRepo
         reconcile(&view, |message| {
             let mut rpc = rpc.clone();
             async move {
-                rpc.reconcile(timed(v1::ReconcileRequest {
-                    space: space.to_owned(),
-                    message,
-                }))
+                rpc.reconcile(timed(
+                    v1::ReconcileRequest {
+                        space: space.to_owned(),
+                        message,
+                    },
+                    CALL_TIMEOUT,
+                ))
                 .await
                 .map(|r| r.into_inner().message)
             }
@@ -348,15 +305,41 @@ pub async fn sync_space(node: &Node, space: &str, peer: &str) -> Result<SyncRepo
     report.rounds = diff.rounds;
     report.reconcile_bytes = diff.sent + diff.received;
 
-    // Pull what the peer has and this node lacks.
-    let mut wanted: &[ElementId] = &diff.need;
+    pull(node, &mut rpc, space, peer, &diff.need, &mut report).await?;
+    push(node, &mut rpc, space, peer, &diff.have, &mut report).await?;
+    metrics::counter!("mnemo_antientropy_syncs_total").increment(1);
+    metrics::counter!("mnemo_antientropy_reconcile_bytes_total").increment(report.reconcile_bytes);
+    metrics::counter!("mnemo_antientropy_element_bytes_total").increment(report.element_bytes);
+    metrics::counter!("mnemo_antientropy_elements_total", "direction" => "pulled")
+        .increment(report.pulled);
+    metrics::counter!("mnemo_antientropy_elements_total", "direction" => "pushed")
+        .increment(report.pushed);
+    if report.pulled + report.pushed > 0 {
+        tracing::debug!(%space, %peer, ?report, "anti-entropy moved elements");
+    }
+    Ok(report)
+}
+
+/// Fetches the elements `need` from `peer` and merges them here.
+async fn pull(
+    node: &Node,
+    rpc: &mut InternalClient<tonic::transport::Channel>,
+    space: &str,
+    peer: &str,
+    need: &[ElementId],
+    report: &mut SyncReport,
+) -> Result<(), Status> {
+    let mut wanted = need;
     while !wanted.is_empty() {
         let ask = &wanted[..wanted.len().min(FETCH_IDS)];
         let answer = rpc
-            .fetch(timed(v1::FetchRequest {
-                space: space.to_owned(),
-                ids: ask.iter().map(|id| id.to_vec()).collect(),
-            }))
+            .fetch(timed(
+                v1::FetchRequest {
+                    space: space.to_owned(),
+                    ids: ask.iter().map(|id| id.to_vec()).collect(),
+                },
+                CALL_TIMEOUT,
+            ))
             .await?
             .into_inner();
         let (got, answered) = (answer.elements.len(), answer.answered as usize);
@@ -392,19 +375,33 @@ pub async fn sync_space(node: &Node, space: &str, peer: &str) -> Result<SyncRepo
         wanted = &wanted[answered.min(ask.len())..];
     }
 
-    // Push what this node has and the peer lacks.
-    let elements = node.store.elements(space, &diff.have);
+    Ok(())
+}
+
+/// Sends the elements `have` to `peer`.
+async fn push(
+    node: &Node,
+    rpc: &mut InternalClient<tonic::transport::Channel>,
+    space: &str,
+    peer: &str,
+    have: &[ElementId],
+    report: &mut SyncReport,
+) -> Result<(), Status> {
+    let elements = node.store.elements(space, have);
     for chunk in chunks(elements.into_iter().map(element_to_wire)) {
         let bytes: usize = chunk.iter().map(prost::Message::encoded_len).sum();
         node.sync.bandwidth.take(bytes as u64).await;
         report.element_bytes += bytes as u64;
         report.pushed += chunk.len() as u64;
         let answer = rpc
-            .merge(timed(v1::MergeRequest {
-                space: space.to_owned(),
-                from_node: node.id.clone(),
-                elements: chunk,
-            }))
+            .merge(timed(
+                v1::MergeRequest {
+                    space: space.to_owned(),
+                    from_node: node.id.clone(),
+                    elements: chunk,
+                },
+                CALL_TIMEOUT,
+            ))
             .await?
             .into_inner();
         if !answer.refused.is_empty() {
@@ -412,17 +409,7 @@ pub async fn sync_space(node: &Node, space: &str, peer: &str) -> Result<SyncRepo
             tracing::warn!(%space, %peer, refused = ?answer.refused, "peer refused elements sent by anti-entropy");
         }
     }
-    metrics::counter!("mnemo_antientropy_syncs_total").increment(1);
-    metrics::counter!("mnemo_antientropy_reconcile_bytes_total").increment(report.reconcile_bytes);
-    metrics::counter!("mnemo_antientropy_element_bytes_total").increment(report.element_bytes);
-    metrics::counter!("mnemo_antientropy_elements_total", "direction" => "pulled")
-        .increment(report.pulled);
-    metrics::counter!("mnemo_antientropy_elements_total", "direction" => "pushed")
-        .increment(report.pushed);
-    if report.pulled + report.pushed > 0 {
-        tracing::debug!(%space, %peer, ?report, "anti-entropy moved elements");
-    }
-    Ok(report)
+    Ok(())
 }
 
 /// Syncs `space` with every other live holder (and whoever held it before
@@ -519,24 +506,12 @@ pub async fn hand_over_all(node: &Node) -> Result<u64, Status> {
 /// Lists the spaces of every live peer and catches up each one this node
 /// holds, as [`crate::catchup`] describes. A newer settle supersedes this one.
 pub async fn settle(node: Arc<Node>, kind: SettleKind) {
-    let trusted: Vec<String> = match kind {
-        SettleKind::Full => Vec::new(),
-        SettleKind::Partial => {
-            let r = node.sync.readiness.lock().expect("lock poisoned");
-            let stale: HashSet<&String> = r.stale().collect();
-            node.store
-                .space_names()
-                .into_iter()
-                .filter(|s| !stale.contains(s))
-                .collect()
-        }
-    };
     let generation = node
         .sync
         .readiness
         .lock()
         .expect("lock poisoned")
-        .begin(kind, trusted);
+        .begin(kind);
     let started = tokio::time::Instant::now();
     let mut failed: Vec<String>;
     let mut attempt = 0u32;
@@ -567,7 +542,7 @@ pub async fn settle(node: Arc<Node>, kind: SettleKind) {
         for peer in node.live_peers() {
             let listed = match client(&node, &peer) {
                 Ok(mut rpc) => rpc
-                    .spaces(listing(v1::SpacesRequest {}))
+                    .spaces(timed(v1::SpacesRequest {}, LIST_TIMEOUT))
                     .await
                     .map(|r| r.into_inner().spaces),
                 Err(e) => Err(e),

@@ -34,7 +34,7 @@ use std::collections::HashSet;
 pub enum SettleKind {
     /// Nothing local is trusted (start, partition healed).
     Full,
-    /// Spaces held before stay trusted (a member went away).
+    /// Only spaces marked stale wait (a member went away).
     Partial,
 }
 
@@ -43,11 +43,8 @@ pub enum SettleKind {
 pub struct Readiness {
     /// Bumped by every settle; a settle that finds it moved was superseded.
     generation: u64,
-    settling: bool,
-    kind: Option<SettleKind>,
-    /// During a partial settle: spaces whose local copy stays trusted
-    /// (reported by `status`; a partial settle trusts every space not stale).
-    trusted: HashSet<String>,
+    /// The settle in progress, if any.
+    settle: Option<SettleKind>,
     /// Caught up since the current settle began.
     synced: HashSet<String>,
     /// Known to need a catch-up.
@@ -60,7 +57,7 @@ impl Readiness {
     /// A node that has not settled yet (nothing is ready).
     pub fn starting() -> Self {
         Readiness {
-            settling: true,
+            settle: Some(SettleKind::Full),
             ..Readiness::default()
         }
     }
@@ -71,38 +68,27 @@ impl Readiness {
         if self.stale.contains(space) || (stand_in && !self.stood_in.contains(space)) {
             return false;
         }
-        !self.settling
-            || self.kind == Some(SettleKind::Partial)
-            || self.synced.contains(space)
-            || self.trusted.contains(space)
+        match self.settle {
+            None | Some(SettleKind::Partial) => true,
+            Some(SettleKind::Full) => self.synced.contains(space),
+        }
     }
 
     /// The kind of the settle in progress, if any.
     pub fn settling(&self) -> Option<SettleKind> {
-        if self.settling { self.kind } else { None }
+        self.settle
     }
 
     /// True outside a settle.
     pub fn settled(&self) -> bool {
-        !self.settling
+        self.settle.is_none()
     }
 
-    /// Spaces known to need a catch-up.
-    pub fn stale(&self) -> impl Iterator<Item = &String> {
-        self.stale.iter()
-    }
-
-    /// Starts a settle; returns its generation. `local`: the spaces this
-    /// node has data of and still holds (trusted by a partial settle).
-    pub fn begin(&mut self, kind: SettleKind, local: impl IntoIterator<Item = String>) -> u64 {
+    /// Starts a settle; returns its generation.
+    pub fn begin(&mut self, kind: SettleKind) -> u64 {
         self.generation += 1;
-        self.settling = true;
-        self.kind = Some(kind);
+        self.settle = Some(kind);
         self.synced.clear();
-        self.trusted = match kind {
-            SettleKind::Full => HashSet::new(),
-            SettleKind::Partial => local.into_iter().collect(),
-        };
         self.generation
     }
 
@@ -112,9 +98,7 @@ impl Readiness {
         if generation != self.generation {
             return false;
         }
-        self.settling = false;
-        self.kind = None;
-        self.trusted.clear();
+        self.settle = None;
         self.synced.clear();
         self.stale.extend(failed);
         true
@@ -122,7 +106,6 @@ impl Readiness {
 
     /// Marks `space` as needing a catch-up before it is read again.
     pub fn mark_stale(&mut self, space: &str) {
-        self.trusted.remove(space);
         self.synced.remove(space);
         self.stale.insert(space.to_owned());
     }
@@ -149,14 +132,14 @@ impl Readiness {
             self.stood_in.insert(space.to_owned());
         }
         self.stale.remove(space);
-        if self.settling {
+        if self.settle.is_some() {
             self.synced.insert(space.to_owned());
         }
     }
 
     /// True while settle `generation` is the current one.
     pub fn current(&self, generation: u64) -> bool {
-        self.generation == generation && self.settling
+        self.generation == generation && self.settle.is_some()
     }
 }
 
@@ -168,7 +151,7 @@ mod tests {
     fn a_starting_node_trusts_nothing_until_caught_up() {
         let mut r = Readiness::starting();
         assert!(!r.ready("a", false));
-        let g = r.begin(SettleKind::Full, ["a".to_owned()]);
+        let g = r.begin(SettleKind::Full);
         assert!(!r.ready("a", false), "a full settle trusts no local copy");
         r.caught_up("a", false, g);
         assert!(r.ready("a", false));
@@ -189,10 +172,10 @@ mod tests {
     #[test]
     fn a_partial_settle_keeps_serving_what_was_held() {
         let mut r = Readiness::starting();
-        let g = r.begin(SettleKind::Full, []);
+        let g = r.begin(SettleKind::Full);
         r.end(g, []);
         r.mark_stale("inherited");
-        let g = r.begin(SettleKind::Partial, ["held".to_owned()]);
+        let g = r.begin(SettleKind::Partial);
         assert!(r.ready("held", false));
         assert!(!r.ready("inherited", false));
         assert!(
@@ -208,7 +191,7 @@ mod tests {
     #[test]
     fn a_stand_in_serves_only_after_catching_up_while_standing_in() {
         let mut r = Readiness::starting();
-        let g = r.begin(SettleKind::Full, []);
+        let g = r.begin(SettleKind::Full);
         r.end(g, []);
         assert!(r.ready("s", false));
         assert!(!r.ready("s", true), "unknown to a stand-in is not empty");
@@ -222,7 +205,7 @@ mod tests {
     fn a_catch_up_from_before_a_settle_does_not_count_in_it() {
         let mut r = Readiness::starting();
         let before = r.generation();
-        let _ = r.begin(SettleKind::Full, []);
+        let _ = r.begin(SettleKind::Full);
         r.caught_up("s", false, before);
         assert!(!r.ready("s", false));
         r.caught_up("s", false, r.generation());
@@ -232,8 +215,8 @@ mod tests {
     #[test]
     fn a_superseded_settle_does_not_end_the_new_one() {
         let mut r = Readiness::starting();
-        let old = r.begin(SettleKind::Full, []);
-        let new = r.begin(SettleKind::Full, []);
+        let old = r.begin(SettleKind::Full);
+        let new = r.begin(SettleKind::Full);
         assert!(!r.end(old, []));
         assert!(!r.ready("x", false));
         assert!(r.current(new));

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use mnemo_proto::FORWARDED_BY;
+use mnemo_proto::v1::internal_client::InternalClient;
 use mnemo_proto::v1::mnemo_client::MnemoClient;
 use mnemo_router::{ExecError, RouterError};
 use tonic::transport::Channel;
@@ -46,6 +47,13 @@ fn requested<T>(request: &Request<T>) -> Option<Duration> {
 /// A client for `channel` whose requests are marked as forwarded by `from`.
 pub(crate) fn client(channel: Channel) -> MnemoClient<Channel> {
     MnemoClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A node-to-node client for `channel`, with the same message limits.
+pub(crate) fn internal_client(channel: Channel) -> InternalClient<Channel> {
+    InternalClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }

@@ -39,6 +39,17 @@ fn invalid(field: &'static str, reason: String) -> Status {
     NodeError::Invalid { field, reason }.into()
 }
 
+/// Refuses `field` holding more than `limit` `unit`s.
+fn at_most(field: &'static str, n: usize, limit: usize, unit: &str) -> Result<(), Status> {
+    if n > limit {
+        return Err(invalid(
+            field,
+            format!("has {n} {unit}; the limit is {limit}"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_space(space: &str) -> Result<(), Status> {
     validate::space(space).map_err(|e| NodeError::from(e).into())
 }
@@ -54,15 +65,7 @@ impl Internal for InternalService {
         if r.elements.is_empty() {
             return Err(invalid("elements", "is empty; send at least one".into()));
         }
-        if r.elements.len() > MAX_MERGE_ELEMENTS {
-            return Err(invalid(
-                "elements",
-                format!(
-                    "has {} elements; the limit is {MAX_MERGE_ELEMENTS}",
-                    r.elements.len()
-                ),
-            ));
-        }
+        at_most("elements", r.elements.len(), MAX_MERGE_ELEMENTS, "elements")?;
         let (mut refused, mut refused_ids) = (Vec::new(), Vec::new());
         let mut elements = Vec::with_capacity(r.elements.len());
         for (i, e) in r.elements.into_iter().enumerate() {
@@ -102,15 +105,7 @@ impl Internal for InternalService {
     ) -> Result<Response<v1::ReconcileResponse>, Status> {
         let r = request.into_inner();
         check_space(&r.space)?;
-        if r.message.len() > MAX_RECONCILE_BYTES {
-            return Err(invalid(
-                "message",
-                format!(
-                    "is {} bytes; the limit is {MAX_RECONCILE_BYTES}",
-                    r.message.len()
-                ),
-            ));
-        }
+        at_most("message", r.message.len(), MAX_RECONCILE_BYTES, "bytes")?;
         let view = self.node.store.reconciliation(&r.space);
         let message =
             mnemo_store::reconcile::respond(&view, &r.message).map_err(NodeError::from)?;
@@ -123,12 +118,7 @@ impl Internal for InternalService {
     ) -> Result<Response<v1::FetchResponse>, Status> {
         let r = request.into_inner();
         check_space(&r.space)?;
-        if r.ids.len() > MAX_FETCH_IDS {
-            return Err(invalid(
-                "ids",
-                format!("has {} ids; the limit is {MAX_FETCH_IDS}", r.ids.len()),
-            ));
-        }
+        at_most("ids", r.ids.len(), MAX_FETCH_IDS, "ids")?;
         let ids: Vec<ElementId> = r
             .ids
             .iter()

@@ -130,10 +130,10 @@ pub(crate) async fn forget(
 
 /// Refuses reads of a space this node is still catching up on (and makes
 /// sure the catch-up runs): the router then asks the next holder.
-fn check_caught_up(node: &Node, space: &str, penalty: f32) -> Result<(), Status> {
+fn check_caught_up(node: &Node, space: &str) -> Result<(), Status> {
     // Cut off from the cluster, the local copy is all there is: it is
     // served, marked degraded.
-    if penalty < 1.0 {
+    if node.router.partition().partitioned {
         return Ok(());
     }
     // A space placed only on nodes that are down (this one not among them)
@@ -167,7 +167,7 @@ pub(crate) fn recall(
     // The penalty applies before the caller's filter: a memory is kept when
     // its *returned* confidence, `confidence · penalty`, reaches the minimum.
     let min = r.min_confidence.unwrap_or(0.0) / penalty.max(f32::MIN_POSITIVE);
-    check_caught_up(node, &r.space, penalty)?;
+    check_caught_up(node, &r.space)?;
     let scan = || {
         node.store.recall(
             &r.space,

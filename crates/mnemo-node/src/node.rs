@@ -124,11 +124,6 @@ impl Node {
                 && self.topology().topology().holds_as_placed(space))
     }
 
-    /// True when this node has, or should have, data of `space`.
-    pub fn holds(&self, space: &str) -> bool {
-        self.store.holds(space) || self.topology().topology().holds(space)
-    }
-
     /// Ids of `space`'s holders over live members, primary first (this node
     /// included if it is one).
     pub fn holders_of(&self, space: &str) -> Vec<String> {
@@ -286,7 +281,7 @@ impl Node {
                 })
                 .collect(),
             replication: {
-                let to_repair = self.sync.undelivered();
+                let to_repair = self.replicator.to_repair();
                 self.replicator
                     .stats()
                     .into_iter()

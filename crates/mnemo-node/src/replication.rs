@@ -16,12 +16,12 @@
 //! acknowledgements, so it counts exactly the holders that durably applied
 //! *that* write.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mnemo_proto::v1::{self, internal_client::InternalClient};
+use mnemo_proto::v1;
 use mnemo_store::Element;
 use tokio::sync::{Notify, mpsc};
 use tonic::transport::Channel;
@@ -45,21 +45,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Finds a channel to a node by id (the router's pool).
 pub type ChannelFor = Arc<dyn Fn(&str) -> Option<Channel> + Send + Sync>;
 
-/// A space whose writes did not reach a peer: anti-entropy's to do.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Undelivered {
-    /// The space.
-    pub space: String,
-    /// The peer that lacks some of its writes.
-    pub peer: String,
-}
-
 /// Ships writes to the other holders of their spaces.
 pub struct Replicator {
     node_id: String,
     channel_for: ChannelFor,
     peers: Mutex<HashMap<String, Arc<Peer>>>,
-    undelivered: mpsc::UnboundedSender<Undelivered>,
+    /// Per peer, the spaces whose writes did not reach it: anti-entropy
+    /// repairs them once the peer is reachable.
+    undelivered: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 struct Push {
@@ -108,19 +101,42 @@ impl Acks {
 }
 
 impl Replicator {
-    /// A replicator of node `node_id`, reaching peers through `channel_for`
-    /// and reporting what it could not deliver on `undelivered`.
-    pub fn new(
-        node_id: String,
-        channel_for: ChannelFor,
-        undelivered: mpsc::UnboundedSender<Undelivered>,
-    ) -> Arc<Self> {
+    /// A replicator of node `node_id`, reaching peers through `channel_for`.
+    pub fn new(node_id: String, channel_for: ChannelFor) -> Arc<Self> {
         Arc::new(Replicator {
             node_id,
             channel_for,
             peers: Mutex::new(HashMap::new()),
-            undelivered,
+            undelivered: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Per peer, how many spaces wait for a repair.
+    pub fn to_repair(&self) -> HashMap<String, usize> {
+        self.undelivered
+            .lock()
+            .expect("lock poisoned")
+            .iter()
+            .map(|(peer, spaces)| (peer.clone(), spaces.len()))
+            .collect()
+    }
+
+    /// Takes the undelivered spaces of the peers `reachable` accepts, for
+    /// anti-entropy to repair.
+    pub fn take_undelivered(
+        &self,
+        reachable: impl Fn(&str) -> bool,
+    ) -> Vec<(String, HashSet<String>)> {
+        let mut undelivered = self.undelivered.lock().expect("lock poisoned");
+        let peers: Vec<String> = undelivered
+            .keys()
+            .filter(|p| reachable(p))
+            .cloned()
+            .collect();
+        peers
+            .into_iter()
+            .filter_map(|p| undelivered.remove_entry(&p))
+            .collect()
     }
 
     /// Sends a write's `elements` of `space` to each of `holders`. The
@@ -199,16 +215,13 @@ impl Replicator {
             .expect("lock poisoned")
             .drain(..)
             .collect();
-        let mut spaces: Vec<&str> = dropped.iter().map(|p| p.space.as_str()).collect();
-        spaces.sort_unstable();
-        spaces.dedup();
-        for space in spaces {
-            let _ = self.undelivered.send(Undelivered {
-                space: space.to_owned(),
-                peer: node.to_owned(),
-            });
-        }
         if !dropped.is_empty() {
+            self.undelivered
+                .lock()
+                .expect("lock poisoned")
+                .entry(node.to_owned())
+                .or_default()
+                .extend(dropped.iter().map(|p| p.space.clone()));
             metrics::counter!("mnemo_replication_undelivered_total")
                 .increment(dropped.len() as u64);
             tracing::debug!(
@@ -303,9 +316,7 @@ impl Replicator {
     ) -> Result<(Vec<String>, Vec<String>), tonic::Status> {
         let channel = (self.channel_for)(node)
             .ok_or_else(|| tonic::Status::unavailable(format!("no route to {node}")))?;
-        let mut client = InternalClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut client = crate::forward::internal_client(channel);
         let elements = pushes.iter().flat_map(|p| p.elements.iter().cloned());
         let (mut refused, mut refused_ids) = (Vec::new(), Vec::new());
         for chunk in chunks(elements.map(element_to_wire)) {

@@ -119,11 +119,9 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         router_config,
     ));
     let pool = Arc::clone(&router);
-    let (undelivered_tx, undelivered) = tokio::sync::mpsc::unbounded_channel();
     let replicator = Replicator::new(
         config.id.clone(),
         Arc::new(move |id: &str| crate::node::channel_to(&pool, id)),
-        undelivered_tx,
     );
     let sync = AntiEntropy::new(config.sync_bytes_per_sec);
     let (stop, mut stopped) = watch::channel(false);
@@ -149,7 +147,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         health,
         stop: stop.clone(),
     });
-    crate::antientropy::spawn(&node, undelivered);
+    crate::antientropy::spawn(&node);
     tokio::spawn(crate::membership::follow(Arc::clone(&node), view));
 
     let http_addr = match node.config.http {

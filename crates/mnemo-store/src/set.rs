@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use negentropy::{Id, NegentropyStorageVector};
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
 use crate::memory::Memory;
 
@@ -52,14 +52,6 @@ impl Element {
             Self::Tombstone(id) => id,
         }
     }
-
-    /// The element's [`ElementId`].
-    pub fn element_id(&self) -> ElementId {
-        match self {
-            Self::Memory(m) => memory_element(&m.id, version(m, &prost::Message::encode_to_vec(m))),
-            Self::Tombstone(id) => tombstone_element(id),
-        }
-    }
 }
 
 /// Version of memory `m`, whose encoding is `encoded`: what decides between
@@ -71,11 +63,12 @@ pub fn version(m: &Memory, encoded: &[u8]) -> u128 {
     if m.minority { hash } else { hash | 1 << 127 }
 }
 
+/// The 128-bit hash of `kind` followed by `id` (streamed: no copy).
 fn keyed(kind: u8, id: &str) -> u128 {
-    let mut bytes = Vec::with_capacity(id.len() + 1);
-    bytes.push(kind);
-    bytes.extend_from_slice(id.as_bytes());
-    xxh3_128(&bytes)
+    let mut hasher = Xxh3::new();
+    hasher.update(&[kind]);
+    hasher.update(id.as_bytes());
+    hasher.digest128()
 }
 
 /// Element id of a memory with `id` and `version`.

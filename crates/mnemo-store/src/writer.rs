@@ -93,10 +93,8 @@ pub(crate) fn run(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
 fn commit_batch(shared: &Arc<Shared>, batch: Vec<Job>) {
     let mut effects: Vec<(String, Effect)> = Vec::new();
     let mut results: Vec<Result<Reply>> = Vec::with_capacity(batch.len());
+    // Per space this batch has touched, its dimension so far.
     let mut dims: HashMap<String, usize> = HashMap::new();
-    // The published digest is current only for spaces this batch has not
-    // touched yet: a drop after a write in the same batch does not happen.
-    let mut touched: std::collections::HashSet<String> = std::collections::HashSet::new();
 
     let committed = (|| -> Result<()> {
         let txn = shared.db.begin_write()?;
@@ -106,6 +104,10 @@ fn commit_batch(shared: &Arc<Shared>, batch: Vec<Job>) {
                 tombstones: txn.open_table(TOMBSTONES)?,
             };
             for job in &batch {
+                // The published digest is current only for a space this
+                // batch has not touched yet: a drop after a write in the
+                // same batch does not happen.
+                let untouched = !dims.contains_key(&job.space);
                 let dim = *dims.entry(job.space.clone()).or_insert_with(|| {
                     shared
                         .space(&job.space)
@@ -123,7 +125,7 @@ fn commit_batch(shared: &Arc<Shared>, batch: Vec<Job>) {
                         let now = shared
                             .space(&job.space)
                             .map(|s| s.set.read().expect("lock poisoned").digest());
-                        if now == Some(*if_digest) && !touched.contains(&job.space) {
+                        if now == Some(*if_digest) && untouched {
                             ctx.drop_space(&mut t).map(|()| Reply::Dropped(true))
                         } else {
                             Ok(Reply::Dropped(false))
@@ -140,7 +142,6 @@ fn commit_batch(shared: &Arc<Shared>, batch: Vec<Job>) {
                     ctx.dim
                 };
                 dims.insert(job.space.clone(), dim);
-                touched.insert(job.space.clone());
                 results.push(result);
             }
         }
@@ -190,6 +191,15 @@ enum Stored {
         replaced: bool,
     },
     Forgotten,
+}
+
+/// Removes every row of `space` from a table keyed by (space, id).
+fn remove_space_rows<V: redb::Value + 'static>(
+    table: &mut Table<'_, (&'static str, &'static str), V>,
+    space: &str,
+) -> Result<()> {
+    table.retain_in((space, "")..(space, "\u{10ffff}"), |_, _| false)?;
+    Ok(())
 }
 
 impl Ctx<'_> {
@@ -360,23 +370,8 @@ impl Ctx<'_> {
     }
 
     fn drop_space(&mut self, t: &mut Tables<'_>) -> Result<()> {
-        let upper = (self.space, "\u{10ffff}");
-        let memories: Vec<String> = t
-            .memories
-            .range((self.space, "")..upper)?
-            .map(|row| row.map(|(k, _)| k.value().1.to_owned()))
-            .collect::<Result<_, _>>()?;
-        for id in memories {
-            t.memories.remove((self.space, id.as_str()))?;
-        }
-        let tombstones: Vec<String> = t
-            .tombstones
-            .range((self.space, "")..upper)?
-            .map(|row| row.map(|(k, _)| k.value().1.to_owned()))
-            .collect::<Result<_, _>>()?;
-        for id in tombstones {
-            t.tombstones.remove((self.space, id.as_str()))?;
-        }
+        remove_space_rows(&mut t.memories, self.space)?;
+        remove_space_rows(&mut t.tombstones, self.space)?;
         self.effects.push((self.space.into(), Effect::Drop));
         Ok(())
     }

@@ -34,13 +34,7 @@ fn names(prefix: &str, n: usize) -> Vec<String> {
 /// Every node answers a routed recall of `space` with all of `expected`.
 async fn visible_everywhere(cluster: &Cluster, space: &str, expected: &BTreeSet<String>) {
     for node in &cluster.nodes {
-        let got = ids(&node
-            .client()
-            .await
-            .recall(everything(space))
-            .await
-            .unwrap_or_else(|e| panic!("recall of {space} through {}: {e}", node.id))
-            .into_inner());
+        let got = ids(&node.recall(everything(space)).await);
         let missing: Vec<&String> = expected.difference(&got).collect();
         assert!(
             missing.is_empty(),

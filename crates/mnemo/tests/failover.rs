@@ -92,13 +92,7 @@ async fn reads_after_the_primary_is_killed_return_every_quorum_write() {
     let primary = cluster.holders(space).await[0].clone();
     cluster.node_mut(&primary).kill9();
     for n in cluster.nodes.iter().filter(|n| n.id != primary) {
-        let r = n
-            .client()
-            .await
-            .recall(everything(space))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = n.recall(everything(space)).await;
         assert_ne!(r.served_by, primary);
         assert_eq!(ids(&r), acked, "through {}", n.id);
     }

@@ -299,54 +299,29 @@ async fn start(net: &Net) -> Cluster {
 /// Both sides write and forget in `space` (held by n5, which is cut off),
 /// one id on both sides.
 async fn both_sides_write(cluster: &Cluster, space: &str) {
-    let mut c1 = cluster.node("n1").client().await;
-    let mut c5 = cluster.node("n5").client().await;
-    c5.remember(remember(
-        space,
-        "both",
-        "budget as the minority saw it",
-        v1::Ack::Primary,
-    ))
-    .await
-    .unwrap();
-    c5.remember(remember(
-        space,
-        "minority-only",
-        "budget noted in the minority",
-        v1::Ack::Primary,
-    ))
-    .await
-    .unwrap();
-    c5.forget(v1::ForgetRequest {
-        space: space.to_owned(),
-        id: "base-0".into(),
-        ack: 0,
-    })
-    .await
-    .unwrap();
-    c1.remember(remember(
-        space,
-        "both",
-        "budget as the majority saw it",
-        v1::Ack::Quorum,
-    ))
-    .await
-    .unwrap();
-    c1.remember(remember(
-        space,
-        "majority-only",
-        "budget noted in the majority",
-        v1::Ack::Quorum,
-    ))
-    .await
-    .unwrap();
-    c1.forget(v1::ForgetRequest {
-        space: space.to_owned(),
-        id: "base-1".into(),
-        ack: v1::Ack::Quorum as i32,
-    })
-    .await
-    .unwrap();
+    // The minority first, then the majority, each: the shared id, an id of
+    // its own, and a forget of a memory written before the cut.
+    for (node, side, ack, forgotten) in [
+        ("n5", "minority", v1::Ack::Primary, "base-0"),
+        ("n1", "majority", v1::Ack::Quorum, "base-1"),
+    ] {
+        let mut c = cluster.node(node).client().await;
+        let both = format!("budget as the {side} saw it");
+        c.remember(remember(space, "both", &both, ack))
+            .await
+            .unwrap();
+        let own = format!("budget noted in the {side}");
+        c.remember(remember(space, &format!("{side}-only"), &own, ack))
+            .await
+            .unwrap();
+        c.forget(v1::ForgetRequest {
+            space: space.to_owned(),
+            id: forgotten.into(),
+            ack: ack as i32,
+        })
+        .await
+        .unwrap();
+    }
 }
 
 /// After healing, every node and every holder shows the majority's writes,
@@ -357,13 +332,7 @@ async fn majority_wins(cluster: &Cluster, space: &str) {
         .map(String::from)
         .collect();
     for n in &cluster.nodes {
-        let r = n
-            .client()
-            .await
-            .recall(everything(space))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = n.recall(everything(space)).await;
         assert_eq!(ids(&r), expected, "through {}", n.id);
         let both = r
             .memories

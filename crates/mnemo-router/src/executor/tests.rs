@@ -133,6 +133,14 @@ fn space(r: &Router, with_local: bool) -> String {
         .unwrap()
 }
 
+/// (node, state, consecutive failures) of `node`'s breaker.
+fn breaker(r: &Router, node: &str) -> (NodeId, BreakerState, u32) {
+    r.breaker_snapshot()
+        .into_iter()
+        .find(|b| b.0.as_str() == node)
+        .unwrap()
+}
+
 fn names(d: &RoutingDecision) -> Vec<String> {
     d.targets()
         .iter()
@@ -179,12 +187,7 @@ async fn a_refusal_moves_on_without_a_fault() {
             .unwrap();
         assert_eq!(served.node.as_str(), order[1]);
     }
-    let (state, failures) = r
-        .breaker_snapshot()
-        .into_iter()
-        .find(|b| b.0.as_str() == order[0])
-        .map(|b| (b.1, b.2))
-        .unwrap();
+    let (_, state, failures) = breaker(&r, &order[0]);
     assert_eq!((state, failures), (BreakerState::Closed, 0));
     assert!((r.retry_budget_tokens() - BudgetConfig::default().max_tokens as f32).abs() < 1e-3);
 }
@@ -225,11 +228,7 @@ async fn open_breaker_is_skipped_without_calling() {
         let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
         assert_eq!(served.node.as_str(), order[1]);
     }
-    let state = r
-        .breaker_snapshot()
-        .into_iter()
-        .find(|b| b.0.as_str() == order[0])
-        .unwrap();
+    let state = breaker(&r, &order[0]);
     assert_eq!((state.1, state.2), (BreakerState::Open, 5));
     // ... then neither a write nor a read reaches it.
     let before = fake.calls(&order[0]);
@@ -252,11 +251,7 @@ async fn open_breaker_is_skipped_without_calling() {
         .await
         .unwrap();
     assert_eq!(served.node.as_str(), order[0]);
-    let state = r
-        .breaker_snapshot()
-        .into_iter()
-        .find(|b| b.0.as_str() == order[0])
-        .unwrap();
+    let state = breaker(&r, &order[0]);
     assert_eq!((state.1, state.2), (BreakerState::Closed, 0));
 }
 
@@ -281,11 +276,7 @@ async fn cancelled_probe_releases_the_slot() {
             .await
             .is_err()
     );
-    let state = r
-        .breaker_snapshot()
-        .into_iter()
-        .find(|b| b.0.as_str() == primary)
-        .unwrap();
+    let state = breaker(&r, &primary);
     assert_eq!(
         state.1,
         BreakerState::Open,
@@ -631,12 +622,7 @@ async fn a_silent_node_costs_one_attempt_timeout_not_the_deadline() {
     let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
     assert_eq!(served.node.as_str(), order[1]);
     assert_eq!(start.elapsed(), Duration::from_millis(50));
-    let failures = r
-        .breaker_snapshot()
-        .into_iter()
-        .find(|b| b.0.as_str() == order[0])
-        .unwrap()
-        .2;
+    let failures = breaker(&r, &order[0]).2;
     assert_eq!(failures, 1, "the stall counts against its breaker");
 }
 
@@ -765,13 +751,7 @@ async fn a_node_that_turns_slower_than_its_timeout_is_soon_waited_for() {
         served_by.ends_with(&[true, true, true]),
         "served by the primary: {served_by:?}"
     );
-    let (state, _) = r
-        .breaker_snapshot()
-        .into_iter()
-        .find(|b| b.0.as_str() == order[0])
-        .map(|b| (b.1, b.2))
-        .unwrap();
-    assert_eq!(state, BreakerState::Closed);
+    assert_eq!(breaker(&r, &order[0]).1, BreakerState::Closed);
 }
 
 #[tokio::test(start_paused = true)]

@@ -86,3 +86,10 @@ fn a_memory_taken_with_the_majority_beats_one_taken_in_a_minority() {
     assert!(incoming_wins(v(&cut_off), v(&with)));
     assert!(!incoming_wins(v(&with), v(&cut_off)));
 }
+
+#[test]
+fn streaming_the_key_hashes_like_the_concatenation() {
+    let mut bytes = vec![b'm'];
+    bytes.extend_from_slice(b"some-id");
+    assert_eq!(keyed(b'm', "some-id"), xxh3_128(&bytes));
+}

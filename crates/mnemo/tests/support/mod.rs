@@ -286,6 +286,21 @@ impl NodeProcess {
             .into_inner()
     }
 
+    /// A routed recall through this node; a failure fails the test, naming
+    /// the node.
+    pub async fn recall(
+        &self,
+        request: mnemo_proto::v1::RecallRequest,
+    ) -> mnemo_proto::v1::RecallResponse {
+        let space = request.space.clone();
+        self.client()
+            .await
+            .recall(request)
+            .await
+            .unwrap_or_else(|e| panic!("recall of {space} through {}: {e}", self.id))
+            .into_inner()
+    }
+
     /// Recall served by this node's own data: the request carries the
     /// forwarding marker, so the node never routes it elsewhere.
     pub async fn recall_local(
