@@ -108,61 +108,53 @@ impl Net {
         (1..=NODES).filter(move |&j| j != i)
     }
 
+    /// In node `at`'s namespace, points node `to`'s address at a MAC nobody
+    /// has: `at` can no longer send to `to`.
+    fn blackhole(&self, at: usize, to: usize) {
+        let (ns, addr) = (self.ns(at), self.addr(to));
+        must(&[
+            "-n",
+            &ns,
+            "neigh",
+            "replace",
+            &addr,
+            "lladdr",
+            NOWHERE,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ]);
+    }
+
+    /// Undoes [`Net::blackhole`] (ARP finds the real address again).
+    fn unblackhole(&self, at: usize, to: usize) {
+        let _ = ip(&[
+            "-n",
+            &self.ns(at),
+            "neigh",
+            "del",
+            &self.addr(to),
+            "dev",
+            "eth0",
+        ]);
+    }
+
     /// Node `i`'s peers can no longer send to it; with `both`, it can no
     /// longer send to them either.
     fn cut(&self, i: usize, both: bool) {
         for j in Net::others(i) {
-            must(&[
-                "-n",
-                &self.ns(j),
-                "neigh",
-                "replace",
-                &self.addr(i),
-                "lladdr",
-                NOWHERE,
-                "dev",
-                "eth0",
-                "nud",
-                "permanent",
-            ]);
+            self.blackhole(j, i);
             if both {
-                must(&[
-                    "-n",
-                    &self.ns(i),
-                    "neigh",
-                    "replace",
-                    &self.addr(j),
-                    "lladdr",
-                    NOWHERE,
-                    "dev",
-                    "eth0",
-                    "nud",
-                    "permanent",
-                ]);
+                self.blackhole(i, j);
             }
         }
     }
 
     fn heal(&self, i: usize) {
         for j in Net::others(i) {
-            let _ = ip(&[
-                "-n",
-                &self.ns(j),
-                "neigh",
-                "del",
-                &self.addr(i),
-                "dev",
-                "eth0",
-            ]);
-            let _ = ip(&[
-                "-n",
-                &self.ns(i),
-                "neigh",
-                "del",
-                &self.addr(j),
-                "dev",
-                "eth0",
-            ]);
+            self.unblackhole(j, i);
+            self.unblackhole(i, j);
         }
     }
 }
