@@ -43,6 +43,8 @@ pub struct NodeConfig {
     /// For tests of slow nodes only: every public request waits this long
     /// before it is served. Zero (the default) in any real deployment.
     pub inject_latency: Duration,
+    /// How the embedded store runs (checkpoints of its write-ahead log).
+    pub store: mnemo_store::StoreOptions,
 }
 
 /// Default [`NodeConfig::anti_entropy_interval`].
@@ -67,6 +69,7 @@ impl NodeConfig {
             anti_entropy_interval: DEFAULT_ANTI_ENTROPY_INTERVAL,
             sync_bytes_per_sec: DEFAULT_SYNC_BYTES_PER_SEC,
             inject_latency: Duration::ZERO,
+            store: mnemo_store::StoreOptions::default(),
         }
     }
 }

@@ -98,7 +98,7 @@ fn router_config(config: &NodeConfig) -> RouterConfig {
 /// Opens the node's store, joins the cluster and starts serving on
 /// `config.listen`.
 pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
-    let store = tokio::task::block_in_place(|| Store::open(&config.data_dir))?;
+    let store = tokio::task::block_in_place(|| Store::open_with(&config.data_dir, config.store))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -62,6 +62,7 @@ macro_rules! storage_from {
     )*};
 }
 storage_from!(
+    std::io::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,

@@ -11,14 +11,16 @@
 //! - [`embed`]: the lexical embedding and vector arithmetic.
 //! - [`consolidate`]: the deterministic near-duplicate merge.
 //! - `writer`: the single writer thread and its group commit.
+//! - `wal`: the write-ahead log that makes each batch durable.
 //! - `space`: what is kept in memory per space (index, element set).
 //! - `index`: the in-memory layout recall scans.
 //! - `tables`: the redb tables.
 //!
-//! Durability: every write is acknowledged only after the redb transaction
-//! that holds it committed with immediate durability (fsync). Concurrent
-//! writes share a commit. redb is the source of truth; the recall index and
-//! element sets are rebuilt from it at start-up.
+//! Durability: every write is acknowledged only after the log record of the
+//! batch that holds it is synced to disk; concurrent writes share a batch.
+//! redb takes each batch with a non-durable commit and is made durable by
+//! checkpoints; at start-up the log is applied to it again, and redb is then
+//! the source of truth the recall index and element sets are rebuilt from.
 
 pub mod consolidate;
 pub mod embed;
@@ -31,10 +33,11 @@ mod space;
 pub mod store;
 mod tables;
 pub mod validate;
+mod wal;
 mod writer;
 
 pub use error::{Result, StoreError};
 pub use memory::{Consolidation, Memory, Op, Scored};
 pub use set::{Element, ElementId};
-pub use store::{ConsolidationReport, Cue, SpaceStats, Store};
+pub use store::{ConsolidationReport, Cue, SpaceStats, Store, StoreOptions};
 pub use writer::{Merged, Written};

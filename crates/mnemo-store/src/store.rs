@@ -17,10 +17,28 @@ use crate::memory::{Memory, Op, Scored};
 use crate::set::{Element, ElementId, Entry, empty_reconciliation, memory_element, version};
 use crate::space::{Effect, Shared};
 use crate::tables::{self, MEMORIES, TOMBSTONES};
+use crate::wal::Wal;
 use crate::writer::{self, Job, Merged, Reply, Request, Written};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "mnemo.redb";
+
+/// How the store is run.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// A checkpoint (a durable redb commit that lets the write-ahead log
+    /// start over) is made once the log holds this many bytes, and whenever
+    /// writes pause. Bounds the log's size and the replay at start-up.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            checkpoint_bytes: 64 << 20,
+        }
+    }
+}
 
 /// A cue to recall with: text, an embedding, or both (the embedding wins).
 #[derive(Debug, Clone, Copy)]
@@ -88,17 +106,32 @@ impl Store {
     /// Opens or creates the store in `dir` and rebuilds what it keeps in
     /// memory (recall index, element sets).
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Storage(e.into()))?;
+        Store::open_with(dir, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with options. Whatever the write-ahead log holds
+    /// (writes acknowledged since the last checkpoint) is applied first.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store> {
+        std::fs::create_dir_all(dir)?;
         let db = Database::create(dir.join(DB_FILE))?;
         tables::create(&db)?;
+        let (mut wal, records) = Wal::open(dir)?;
+        if !records.is_empty() {
+            let changes = writer::replay(&db, &records)?;
+            wal.reset()?;
+            tracing::info!(
+                records = records.len(),
+                changes,
+                "replayed the write-ahead log"
+            );
+        }
         let shared = Arc::new(Shared::new(db));
         load(&shared)?;
         let (jobs, rx) = mpsc::channel();
-        let writer_shared = Arc::clone(&shared);
+        let writer = writer::Writer::new(Arc::clone(&shared), wal, options.checkpoint_bytes);
         let thread = std::thread::Builder::new()
             .name("mnemo-store-writer".into())
-            .spawn(move || writer::run(&writer_shared, &rx))
-            .map_err(|e| StoreError::Storage(e.into()))?;
+            .spawn(move || writer.run(&rx))?;
         let writer = Arc::new(Writer {
             jobs: Some(jobs),
             thread: Some(thread),

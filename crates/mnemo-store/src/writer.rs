@@ -1,7 +1,11 @@
 //! The single writer: one thread owns every write transaction and commits
-//! whatever has queued up while the previous commit was being made durable
-//! (group commit). A write is acknowledged only after the commit that holds
-//! it returned, so N concurrent writers cost one fsync per batch, not N.
+//! whatever has queued up while the previous batch was being made durable
+//! (group commit). A batch is applied to redb with a non-durable commit and
+//! written to the log as one record ([`crate::wal`]); its writes are
+//! acknowledged once that record is synced, so N concurrent writers share
+//! one small sequential write and one `fdatasync`. Now and then, and
+//! whenever the queue is idle, a checkpoint makes redb durable and empties
+//! the log.
 //!
 //! Two kinds of writes go through here, with the same rules underneath
 //! (see [`crate::set`]): a client's write taken by this node, which may be
@@ -11,7 +15,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::Duration;
 
 use prost::Message;
 use redb::{ReadableTable, Table};
@@ -22,9 +27,13 @@ use crate::memory::{Consolidation, Memory, Op};
 use crate::set::{Element, incoming_wins, memory_element, version};
 use crate::space::{Effect, Shared};
 use crate::tables::{MEMORIES, TOMBSTONES};
+use crate::wal::{Change, PutMemory, PutTombstone, Record, Wal, Write};
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 2048;
+
+/// How long the queue stays empty before a checkpoint.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
 /// What a write asks for.
 pub(crate) enum Request {
@@ -77,100 +86,265 @@ pub struct Merged {
     pub refused: Vec<(String, String)>,
 }
 
-pub(crate) fn run(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
-        }
-        commit_batch(shared, batch);
-    }
+/// The writer thread's state.
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    wal: Wal,
+    /// A checkpoint is made once the log holds this many bytes.
+    checkpoint_bytes: u64,
+    /// Set when the log could not be written: redb then holds a batch the
+    /// log does not, so no further write is taken until a restart replays
+    /// the log (reads go on from what was published).
+    failed: Option<String>,
 }
 
-fn commit_batch(shared: &Arc<Shared>, batch: Vec<Job>) {
-    let mut effects: Vec<(String, Effect)> = Vec::new();
-    let mut results: Vec<Result<Reply>> = Vec::with_capacity(batch.len());
-    // Per space this batch has touched, its dimension so far.
-    let mut dims: HashMap<String, usize> = HashMap::new();
+impl Writer {
+    pub(crate) fn new(shared: Arc<Shared>, wal: Wal, checkpoint_bytes: u64) -> Self {
+        Writer {
+            shared,
+            wal,
+            checkpoint_bytes,
+            failed: None,
+        }
+    }
 
-    let committed = (|| -> Result<()> {
-        let txn = shared.db.begin_write()?;
-        {
-            let mut t = Tables {
-                memories: txn.open_table(MEMORIES)?,
-                tombstones: txn.open_table(TOMBSTONES)?,
-            };
-            for job in &batch {
-                // The published digest is current only for a space this
-                // batch has not touched yet: a drop after a write in the
-                // same batch does not happen.
-                let untouched = !dims.contains_key(&job.space);
-                let dim = *dims.entry(job.space.clone()).or_insert_with(|| {
-                    shared
-                        .space(&job.space)
-                        .map_or(0, |s| s.index.read().expect("lock poisoned").dim())
-                });
-                let mut ctx = Ctx {
-                    space: &job.space,
-                    dim,
-                    effects: &mut effects,
-                };
-                let result = match &job.request {
-                    Request::Local(op) => ctx.local(&mut t, op).map(Reply::Written),
-                    Request::Merge(elements) => ctx.merge(&mut t, elements).map(Reply::Merged),
-                    Request::Drop { if_digest } => {
-                        let now = shared
-                            .space(&job.space)
-                            .map(|s| s.set.read().expect("lock poisoned").digest());
-                        if now == Some(*if_digest) && untouched {
-                            ctx.drop_space(&mut t).map(|()| Reply::Dropped(true))
-                        } else {
-                            Ok(Reply::Dropped(false))
-                        }
-                    }
-                };
-                // A storage error aborts the whole batch; refusals are per job.
-                if let Err(StoreError::Storage(e)) = result {
-                    return Err(StoreError::Storage(e));
+    pub(crate) fn run(mut self, jobs: &Receiver<Job>) {
+        loop {
+            let first = match jobs.recv_timeout(IDLE_CHECKPOINT) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.checkpoint();
+                    continue;
                 }
-                let dim = if matches!(job.request, Request::Drop { .. }) {
-                    0
-                } else {
-                    ctx.dim
-                };
-                dims.insert(job.space.clone(), dim);
-                results.push(result);
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.commit_batch(batch);
+            if self.wal.len() >= self.checkpoint_bytes {
+                self.checkpoint();
             }
         }
-        txn.commit()?;
-        Ok(())
-    })();
+        self.checkpoint();
+    }
 
-    match committed {
-        Ok(()) => {
-            shared.publish(effects);
-            for (job, result) in batch.into_iter().zip(results) {
-                let _ = job.reply.send(result);
-            }
+    /// Makes redb durable up to the last batch and empties the log.
+    fn checkpoint(&mut self) {
+        if self.wal.len() == 0 || self.failed.is_some() {
+            return;
         }
-        Err(e) => {
-            tracing::error!(error = %e, jobs = batch.len(), "write batch failed; nothing was committed");
-            let message = e.to_string();
+        let durable = (|| -> Result<()> {
+            // A durable commit persists every non-durable one before it.
+            self.shared.db.begin_write()?.commit()?;
+            self.wal.reset()?;
+            Ok(())
+        })();
+        match durable {
+            Ok(()) => metrics::counter!("mnemo_store_checkpoints_total").increment(1),
+            // The log still holds everything: the next checkpoint (or a
+            // restart's replay) covers it.
+            Err(e) => tracing::error!(error = %e, "checkpoint failed; the log keeps its records"),
+        }
+    }
+
+    fn commit_batch(&mut self, batch: Vec<Job>) {
+        if let Some(why) = &self.failed {
             for job in batch {
-                let _ = job.reply.send(Err(StoreError::Storage(redb::Error::Io(
-                    std::io::Error::other(message.clone()),
-                ))));
+                let _ = job.reply.send(Err(failed(why)));
+            }
+            return;
+        }
+        match self.apply(&batch) {
+            Ok((results, effects)) => {
+                self.shared.publish(effects);
+                for (job, result) in batch.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, jobs = batch.len(), "write batch failed; none of it was acknowledged");
+                let message = e.to_string();
+                for job in batch {
+                    let _ = job.reply.send(Err(failed(&message)));
+                }
             }
         }
     }
+
+    /// Applies a batch to redb (non-durably) and logs it. Returns each
+    /// job's answer and what becomes visible once they are sent.
+    #[allow(clippy::type_complexity)]
+    fn apply(&mut self, batch: &[Job]) -> Result<(Vec<Result<Reply>>, Vec<(String, Effect)>)> {
+        let shared = &self.shared;
+        let mut effects: Vec<(String, Effect)> = Vec::new();
+        let mut results: Vec<Result<Reply>> = Vec::with_capacity(batch.len());
+        // Per space this batch has touched, its dimension so far.
+        let mut dims: HashMap<String, usize> = HashMap::new();
+
+        let mut txn = shared.db.begin_write()?;
+        txn.set_durability(redb::Durability::None).map_err(|e| {
+            StoreError::Storage(redb::Error::Io(std::io::Error::other(e.to_string())))
+        })?;
+        let mut t = Tables::open(&txn)?;
+        for job in batch {
+            // The published digest is current only for a space this
+            // batch has not touched yet: a drop after a write in the
+            // same batch does not happen.
+            let untouched = !dims.contains_key(&job.space);
+            let dim = *dims.entry(job.space.clone()).or_insert_with(|| {
+                shared
+                    .space(&job.space)
+                    .map_or(0, |s| s.index.read().expect("lock poisoned").dim())
+            });
+            let mut ctx = Ctx {
+                space: &job.space,
+                dim,
+                effects: &mut effects,
+            };
+            let result = match &job.request {
+                Request::Local(op) => ctx.local(&mut t, op).map(Reply::Written),
+                Request::Merge(elements) => ctx.merge(&mut t, elements).map(Reply::Merged),
+                Request::Drop { if_digest } => {
+                    let now = shared
+                        .space(&job.space)
+                        .map(|s| s.set.read().expect("lock poisoned").digest());
+                    if now == Some(*if_digest) && untouched {
+                        ctx.drop_space(&mut t).map(|()| Reply::Dropped(true))
+                    } else {
+                        Ok(Reply::Dropped(false))
+                    }
+                }
+            };
+            // A storage error aborts the whole batch; refusals are per job.
+            if let Err(StoreError::Storage(e)) = result {
+                return Err(StoreError::Storage(e));
+            }
+            let dim = if matches!(job.request, Request::Drop { .. }) {
+                0
+            } else {
+                ctx.dim
+            };
+            dims.insert(job.space.clone(), dim);
+            results.push(result);
+        }
+        let changes = std::mem::take(&mut t.changes);
+        drop(t);
+        txn.commit()?;
+        if changes.is_empty() {
+            // Only refusals and no-ops: nothing to make durable.
+            return Ok((results, effects));
+        }
+        if let Err(e) = self.wal.append(&Record { changes }) {
+            let why = format!("the write-ahead log could not be written: {e}");
+            tracing::error!("{why}; this node takes no more writes until it restarts");
+            self.failed = Some(why.clone());
+            return Err(failed(&why));
+        }
+        Ok((results, effects))
+    }
 }
 
+fn failed(why: &str) -> StoreError {
+    StoreError::Storage(redb::Error::Io(std::io::Error::other(why.to_owned())))
+}
+
+/// Applies logged records to redb with one durable commit (start-up replay).
+pub(crate) fn replay(db: &redb::Database, records: &[Record]) -> Result<usize> {
+    let txn = db.begin_write()?;
+    let mut changes = 0;
+    {
+        let mut t = Tables::open(&txn)?;
+        for change in records.iter().flat_map(|r| &r.changes) {
+            t.apply(change)?;
+            changes += 1;
+        }
+    }
+    txn.commit()?;
+    Ok(changes)
+}
+
+/// The tables of one write transaction, recording every change made
+/// through them for the log.
 struct Tables<'txn> {
     memories: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     tombstones: Table<'txn, (&'static str, &'static str), u64>,
+    changes: Vec<Change>,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn redb::WriteTransaction) -> Result<Self> {
+        Ok(Tables {
+            memories: txn.open_table(MEMORIES)?,
+            tombstones: txn.open_table(TOMBSTONES)?,
+            changes: Vec::new(),
+        })
+    }
+
+    fn log(&mut self, space: &str, write: Write) {
+        self.changes.push(Change {
+            space: space.to_owned(),
+            write: Some(write),
+        });
+    }
+
+    fn put_memory(&mut self, space: &str, id: &str, bytes: &[u8]) -> Result<()> {
+        self.memories.insert((space, id), bytes)?;
+        self.log(
+            space,
+            Write::PutMemory(PutMemory {
+                id: id.to_owned(),
+                bytes: bytes.to_vec(),
+            }),
+        );
+        Ok(())
+    }
+
+    fn put_tombstone(&mut self, space: &str, id: &str, at_ms: u64) -> Result<()> {
+        self.tombstones.insert((space, id), at_ms)?;
+        self.log(
+            space,
+            Write::PutTombstone(PutTombstone {
+                id: id.to_owned(),
+                at_ms,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Removes the id's memory row; returns whether there was one.
+    fn remove_memory(&mut self, space: &str, id: &str) -> Result<bool> {
+        let existed = self.memories.remove((space, id))?.is_some();
+        if existed {
+            self.log(space, Write::RemoveMemory(id.to_owned()));
+        }
+        Ok(existed)
+    }
+
+    fn drop_space(&mut self, space: &str) -> Result<()> {
+        remove_space_rows(&mut self.memories, space)?;
+        remove_space_rows(&mut self.tombstones, space)?;
+        self.log(space, Write::DropSpace(true));
+        Ok(())
+    }
+
+    /// Applies one logged change.
+    fn apply(&mut self, change: &Change) -> Result<()> {
+        let space = change.space.as_str();
+        match &change.write {
+            Some(Write::PutMemory(p)) => self.put_memory(space, &p.id, &p.bytes),
+            Some(Write::PutTombstone(p)) => self.put_tombstone(space, &p.id, p.at_ms),
+            Some(Write::RemoveMemory(id)) => self.remove_memory(space, id).map(drop),
+            Some(Write::DropSpace(_)) => self.drop_space(space),
+            None => Err(StoreError::Storage(redb::Error::Corrupted(
+                "a write-ahead log change without a write".into(),
+            ))),
+        }
+    }
 }
 
 struct Ctx<'a> {
@@ -347,7 +521,7 @@ impl Ctx<'_> {
     }
 
     fn put(&mut self, t: &mut Tables<'_>, m: &Memory, encoded: &[u8], v: u128) -> Result<()> {
-        t.memories.insert((self.space, m.id.as_str()), encoded)?;
+        t.put_memory(self.space, &m.id, encoded)?;
         self.effects.push((
             self.space.into(),
             Effect::Insert(Arc::new(m.clone()), memory_element(&m.id, v)),
@@ -362,16 +536,15 @@ impl Ctx<'_> {
         if t.tombstones.get(key)?.is_some() {
             return Ok((false, false));
         }
-        t.tombstones.insert(key, crate::store::now_ms() as u64)?;
-        let existed = t.memories.remove(key)?.is_some();
+        t.put_tombstone(self.space, id, crate::store::now_ms() as u64)?;
+        let existed = t.remove_memory(self.space, id)?;
         self.effects
             .push((self.space.into(), Effect::Tombstone(id.into())));
         Ok((true, existed))
     }
 
     fn drop_space(&mut self, t: &mut Tables<'_>) -> Result<()> {
-        remove_space_rows(&mut t.memories, self.space)?;
-        remove_space_rows(&mut t.tombstones, self.space)?;
+        t.drop_space(self.space)?;
         self.effects.push((self.space.into(), Effect::Drop));
         Ok(())
     }

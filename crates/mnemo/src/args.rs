@@ -100,6 +100,10 @@ pub(crate) struct NodeArgs {
     /// (default 64).
     #[arg(long, value_name = "MIB")]
     pub(crate) sync_rate_mib: Option<u64>,
+    /// Checkpoint the store (and start the write-ahead log over) once the
+    /// log holds this many MiB (default 64); bounds replay at start-up.
+    #[arg(long, value_name = "MIB")]
+    pub(crate) checkpoint_mib: Option<u64>,
     /// A TOML file with any of the settings above (flags win).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,

@@ -26,6 +26,7 @@ struct FileConfig {
     hedge_ms: Option<u64>,
     anti_entropy_ms: Option<u64>,
     sync_rate_mib: Option<u64>,
+    checkpoint_mib: Option<u64>,
 }
 
 fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
@@ -82,6 +83,12 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
             return Err(Failure("--sync-rate-mib must be at least 1".into()));
         }
         c.sync_bytes_per_sec = mib.saturating_mul(1024 * 1024);
+    }
+    if let Some(mib) = args.checkpoint_mib.or(file.checkpoint_mib) {
+        if mib == 0 {
+            return Err(Failure("--checkpoint-mib must be at least 1".into()));
+        }
+        c.store.checkpoint_bytes = mib.saturating_mul(1024 * 1024);
     }
     if let Some(t) = file.consolidate_threshold {
         c.consolidate_threshold = t;
