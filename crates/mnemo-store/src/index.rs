@@ -26,7 +26,9 @@ impl SpaceIndex {
         self.records.len()
     }
 
-    /// Dimension of the space's embeddings; 0 while it is empty and unset.
+    /// Dimension of the space's embeddings; 0 while it is empty. A space
+    /// whose last memory is forgotten takes any dimension again, as it does
+    /// after a restart (the dimension is that of the live memories).
     pub(crate) fn dim(&self) -> usize {
         self.dim
     }
@@ -70,6 +72,9 @@ impl SpaceIndex {
         self.vectors.truncate(last * self.dim);
         self.records.pop();
         self.confidences.pop();
+        if self.records.is_empty() {
+            self.dim = 0;
+        }
         true
     }
 

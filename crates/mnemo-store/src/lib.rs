@@ -10,18 +10,20 @@
 //! - [`validate`]: the limits every request is checked against.
 //! - [`embed`]: the lexical embedding and vector arithmetic.
 //! - [`consolidate`]: the deterministic near-duplicate merge.
-//! - `writer`: the single writer thread and its group commit.
+//! - `writer`: the single writer thread: decides each write, group commit.
 //! - `wal`: the write-ahead log that makes each batch durable.
+//! - `applier`: brings redb up to date with the log, and checkpoints.
 //! - `space`: what is kept in memory per space (index, element set).
 //! - `index`: the in-memory layout recall scans.
 //! - `tables`: the redb tables.
 //!
 //! Durability: every write is acknowledged only after the log record of the
 //! batch that holds it is synced to disk; concurrent writes share a batch.
-//! redb takes each batch with a non-durable commit and is made durable by
+//! redb takes the batches in the background and is made durable by
 //! checkpoints; at start-up the log is applied to it again, and redb is then
 //! the source of truth the recall index and element sets are rebuilt from.
 
+mod applier;
 pub mod consolidate;
 pub mod embed;
 mod error;

@@ -152,6 +152,19 @@ impl SpaceSet {
         self.cached = None;
     }
 
+    /// The version of the live memory under `id`, if there is one.
+    pub(crate) fn memory_version(&self, id: &str) -> Option<u128> {
+        let element = self.memories.get(id)?;
+        Some(u128::from_be_bytes(
+            element[16..].try_into().expect("16 bytes"),
+        ))
+    }
+
+    /// Whether `id` is forgotten.
+    pub(crate) fn is_tombstoned(&self, id: &str) -> bool {
+        self.elements.contains_key(&tombstone_element(id))
+    }
+
     pub(crate) fn get(&self, element: &ElementId) -> Option<&Entry> {
         self.elements.get(element)
     }

@@ -10,6 +10,7 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
+use crate::applier;
 use crate::consolidate::{self, MAX_CONSOLIDATE};
 use crate::embed::{self, LEXICAL_DIM};
 use crate::error::{Result, StoreError};
@@ -17,7 +18,7 @@ use crate::memory::{Memory, Op, Scored};
 use crate::set::{Element, ElementId, Entry, empty_reconciliation, memory_element, version};
 use crate::space::{Effect, Shared};
 use crate::tables::{self, MEMORIES, TOMBSTONES};
-use crate::wal::Wal;
+use crate::wal::Log;
 use crate::writer::{self, Job, Merged, Reply, Request, Written};
 
 /// File name of the database inside the data directory.
@@ -115,23 +116,39 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         let db = Database::create(dir.join(DB_FILE))?;
         tables::create(&db)?;
-        let (mut wal, records) = Wal::open(dir)?;
+        let (log, records) = Log::open(dir)?;
         if !records.is_empty() {
-            let changes = writer::replay(&db, &records)?;
-            wal.reset()?;
+            let changes = records.iter().flat_map(|r| &r.changes);
+            let applied = tables::apply(&db, changes, redb::Durability::Immediate)?;
             tracing::info!(
                 records = records.len(),
-                changes,
-                "replayed the write-ahead log"
+                changes = applied,
+                "applied the write-ahead log"
             );
         }
         let shared = Arc::new(Shared::new(db));
         load(&shared)?;
+        let (applier_tasks, applier_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let applier_shared = Arc::clone(&shared);
+        let applier = std::thread::Builder::new()
+            .name("mnemo-store-applier".into())
+            .spawn(move || applier::run(&applier_shared, &applier_rx, &done_tx))?;
         let (jobs, rx) = mpsc::channel();
-        let writer = writer::Writer::new(Arc::clone(&shared), wal, options.checkpoint_bytes);
+        let writer = writer::Writer::new(
+            Arc::clone(&shared),
+            log,
+            options.checkpoint_bytes,
+            applier_tasks,
+            done_rx,
+        );
         let thread = std::thread::Builder::new()
             .name("mnemo-store-writer".into())
-            .spawn(move || writer.run(&rx))?;
+            .spawn(move || {
+                writer.run(&rx);
+                // The writer dropped its end: the applier drains and ends.
+                let _ = applier.join();
+            })?;
         let writer = Arc::new(Writer {
             jobs: Some(jobs),
             thread: Some(thread),

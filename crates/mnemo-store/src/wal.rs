@@ -1,10 +1,12 @@
 //! The write-ahead log: what makes a write durable.
 //!
-//! Each batch the writer commits is one record here, appended and synced
+//! Each batch the writer takes is one record here, appended and synced
 //! (`fdatasync`) before any write in it is acknowledged. redb receives the
-//! same changes with a non-durable commit, and is made durable now and then
-//! by a checkpoint (one durable redb commit), after which the log starts
-//! over. At start-up, whatever the log holds is applied to redb again.
+//! same changes afterwards, in the background, and is made durable now and
+//! then by a checkpoint (one durable redb commit). The log is two files
+//! written in turn: while one takes new records, the other's are being
+//! checkpointed, and once that checkpoint is durable it may start over. At
+//! start-up, whatever both files hold is applied to redb again, older first.
 //!
 //! A record holds *physical* changes (put these bytes under this key, remove
 //! this key, remove this space's rows), not requests: each change is a blind
@@ -30,8 +32,8 @@ use std::path::Path;
 
 use prost::Message;
 
-/// File name of the log inside the data directory.
-pub(crate) const WAL_FILE: &str = "mnemo.wal";
+/// File names of the log's two files inside the data directory.
+pub(crate) const WAL_FILES: [&str; 2] = ["mnemo-0.wal", "mnemo-1.wal"];
 
 /// Largest record accepted when reading: anything longer is a torn or
 /// corrupt length, not a batch the writer could have produced.
@@ -93,8 +95,70 @@ pub(crate) struct PutTombstone {
     pub(crate) at_ms: u64,
 }
 
-/// The open log, positioned after its last record.
-pub(crate) struct Wal {
+/// Both files of the log.
+pub(crate) struct Log {
+    files: [Wal; 2],
+    /// The file taking records.
+    active: usize,
+    /// The active file's epoch; the other file's is lower.
+    epoch: u64,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir` and returns it, empty,
+    /// with the whole records both files held, oldest first. The caller
+    /// applies those and makes them durable before it appends: they are
+    /// not read again.
+    pub(crate) fn open(dir: &Path) -> io::Result<(Log, Vec<Record>)> {
+        let (a, a_epoch, a_records) = Wal::open(&dir.join(WAL_FILES[0]))?;
+        let (b, b_epoch, b_records) = Wal::open(&dir.join(WAL_FILES[1]))?;
+        let mut files = [a, b];
+        let records = if a_epoch <= b_epoch {
+            [a_records, b_records].concat()
+        } else {
+            [b_records, a_records].concat()
+        };
+        let epoch = a_epoch.max(b_epoch) + 2;
+        files[1].reset(epoch - 1)?;
+        files[0].reset(epoch)?;
+        Ok((
+            Log {
+                files,
+                active: 0,
+                epoch,
+            },
+            records,
+        ))
+    }
+
+    /// Appends one record to the active file and waits until it is on disk.
+    pub(crate) fn append(&mut self, record: &Record) -> io::Result<()> {
+        self.files[self.active].append(record)
+    }
+
+    /// Bytes of records in the active file.
+    pub(crate) fn len(&self) -> u64 {
+        self.files[self.active].len()
+    }
+
+    /// Which file takes records.
+    pub(crate) fn active(&self) -> usize {
+        self.active
+    }
+
+    /// Moves to the other file, which starts over. Only once every record
+    /// of that file is durable in redb.
+    pub(crate) fn rotate(&mut self) -> io::Result<()> {
+        let next = 1 - self.active;
+        self.files[next].reset(self.epoch + 1)?;
+        self.epoch += 1;
+        self.active = next;
+        Ok(())
+    }
+}
+
+/// One file of the log, positioned after its last record.
+struct Wal {
     file: File,
     epoch: u64,
     /// Where the next record goes.
@@ -106,22 +170,21 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
-    /// Opens (creating if needed) the log in `dir` and returns it with the
-    /// whole records it holds, oldest first. The returned log is empty, in
-    /// a new epoch: the caller applies the records and makes them durable
-    /// before it appends, or they would be lost to the next open.
-    pub(crate) fn open(dir: &Path) -> io::Result<(Wal, Vec<Record>)> {
-        let path = dir.join(WAL_FILE);
+    /// Opens (creating if needed) one file; returns it with its epoch and
+    /// its whole records. Appending needs a [`Wal::reset`] first.
+    fn open(path: &Path) -> io::Result<(Wal, u64, Vec<Record>)> {
         let created = !path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)?;
+            .open(path)?;
         if created {
             // The new directory entry must outlive a crash too.
-            File::open(dir)?.sync_all()?;
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
@@ -139,19 +202,18 @@ impl Wal {
                 ));
             }
         };
-        let mut wal = Wal {
+        let wal = Wal {
             file,
             epoch,
             end: FILE_HEADER,
             allocated: bytes.len() as u64,
             buf: Vec::new(),
         };
-        wal.reset()?;
-        Ok((wal, records))
+        Ok((wal, epoch, records))
     }
 
     /// Appends one record and waits until it is on disk.
-    pub(crate) fn append(&mut self, record: &Record) -> io::Result<()> {
+    fn append(&mut self, record: &Record) -> io::Result<()> {
         self.buf.clear();
         self.buf.extend_from_slice(&[0; HEADER]);
         record
@@ -172,16 +234,16 @@ impl Wal {
         Ok(())
     }
 
-    /// Bytes of records the log holds.
-    pub(crate) fn len(&self) -> u64 {
+    /// Bytes of records the file holds.
+    fn len(&self) -> u64 {
         self.end - FILE_HEADER
     }
 
-    /// Empties the log, once everything in it is durable in redb: the next
-    /// epoch begins, and what the file holds past the header no longer
-    /// reads as records.
-    pub(crate) fn reset(&mut self) -> io::Result<()> {
-        self.epoch += 1;
+    /// Empties the file, once everything in it is durable in redb: `epoch`
+    /// begins, and what the file holds past the header no longer reads as
+    /// records.
+    fn reset(&mut self, epoch: u64) -> io::Result<()> {
+        self.epoch = epoch;
         let mut header = [0u8; FILE_HEADER as usize];
         header[..8].copy_from_slice(MAGIC);
         header[8..].copy_from_slice(&self.epoch.to_le_bytes());
@@ -265,22 +327,23 @@ mod tests {
         }
     }
 
-    /// The log file after appending `records` to a new log.
+    /// The active file after appending `records` to a new log.
     fn written(records: &[Record]) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, none) = Wal::open(dir.path()).unwrap();
+        let (mut log, none) = Log::open(dir.path()).unwrap();
         assert!(none.is_empty());
         for r in records {
-            wal.append(r).unwrap();
+            log.append(r).unwrap();
         }
-        std::fs::read(dir.path().join(WAL_FILE)).unwrap()
+        std::fs::read(dir.path().join(WAL_FILES[log.active()])).unwrap()
     }
 
-    fn reopened(bytes: &[u8]) -> (tempfile::TempDir, Wal, Vec<Record>) {
+    /// A log whose first file holds `bytes`, opened.
+    fn reopened(bytes: &[u8]) -> (tempfile::TempDir, Log, Vec<Record>) {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(WAL_FILE), bytes).unwrap();
-        let (wal, records) = Wal::open(dir.path()).unwrap();
-        (dir, wal, records)
+        std::fs::write(dir.path().join(WAL_FILES[0]), bytes).unwrap();
+        let (log, records) = Log::open(dir.path()).unwrap();
+        (dir, log, records)
     }
 
     #[test]
@@ -302,13 +365,13 @@ mod tests {
             let mut zeroed = full.to_vec();
             zeroed[cut..last_end].fill(0);
             for torn in [&full[..cut], zeroed.as_slice()] {
-                let (dir, mut wal, read) = reopened(torn);
+                let (dir, mut log, read) = reopened(torn);
                 assert_eq!(read, records[..2], "cut at byte {cut}");
                 // The log starts over in a new epoch: what was read is the
                 // caller's to make durable, and nothing of it reads again.
-                wal.append(&record(2)).unwrap();
-                drop(wal);
-                let (_, again) = Wal::open(dir.path()).unwrap();
+                log.append(&record(2)).unwrap();
+                drop(log);
+                let (_, again) = Log::open(dir.path()).unwrap();
                 assert_eq!(again, vec![record(2)], "cut at byte {cut}");
             }
         }
@@ -327,26 +390,29 @@ mod tests {
     }
 
     #[test]
-    fn records_of_an_earlier_epoch_never_read_again() {
+    fn both_files_replay_in_epoch_order_and_old_epochs_never_read_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path()).unwrap();
+        let (mut log, _) = Log::open(dir.path()).unwrap();
         for n in [6, 6, 6] {
-            wal.append(&record(n)).unwrap();
+            log.append(&record(n)).unwrap();
         }
-        wal.reset().unwrap();
-        // Shorter than what it overwrites: the old records' bytes follow.
-        wal.append(&record(1)).unwrap();
-        assert_eq!(wal.len(), (HEADER + record(1).encoded_len()) as u64);
-        drop(wal);
-        let (_, records) = Wal::open(dir.path()).unwrap();
-        assert_eq!(records, vec![record(1)]);
+        log.rotate().unwrap();
+        log.append(&record(2)).unwrap();
+        // Back to the first file: shorter than what it overwrites, so the
+        // old records' bytes follow the new one.
+        log.rotate().unwrap();
+        log.append(&record(1)).unwrap();
+        assert_eq!(log.len(), (HEADER + record(1).encoded_len()) as u64);
+        drop(log);
+        let (_, records) = Log::open(dir.path()).unwrap();
+        assert_eq!(records, vec![record(2), record(1)]);
     }
 
     #[test]
     fn a_file_that_is_not_a_log_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(WAL_FILE), b"something else entirely").unwrap();
-        let err = Wal::open(dir.path()).err().expect("refused");
+        std::fs::write(dir.path().join(WAL_FILES[1]), b"something else entirely").unwrap();
+        let err = Log::open(dir.path()).err().expect("refused");
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 }

@@ -1,11 +1,15 @@
-//! The single writer: one thread owns every write transaction and commits
-//! whatever has queued up while the previous batch was being made durable
-//! (group commit). A batch is applied to redb with a non-durable commit and
-//! written to the log as one record ([`crate::wal`]); its writes are
-//! acknowledged once that record is synced, so N concurrent writers share
-//! one small sequential write and one `fdatasync`. Now and then, and
-//! whenever the queue is idle, a checkpoint makes redb durable and empties
-//! the log.
+//! The single writer: one thread decides every write and makes it durable.
+//!
+//! It takes whatever has queued up while the previous batch was being
+//! synced (group commit), decides each write against what the node holds
+//! (the published in-memory state, plus what earlier writes of the same
+//! batch did), writes the batch's changes to the log as one record
+//! ([`crate::wal`]), syncs it, then publishes the changes to readers and
+//! acknowledges every write in it: N concurrent writers share one small
+//! sequential write and one `fdatasync`. The changes then go to the applier
+//! ([`crate::applier`]), which brings redb up to date in the background.
+//! When the active log file is full, or writes pause, the writer moves to
+//! the other file and asks the applier to checkpoint the one it left.
 //!
 //! Two kinds of writes go through here, with the same rules underneath
 //! (see [`crate::set`]): a client's write taken by this node, which may be
@@ -13,26 +17,26 @@
 //! merge of elements from another holder, which never refuses a valid
 //! element: it applies the merge rules and counts conflicts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::Duration;
 
 use prost::Message;
-use redb::{ReadableTable, Table};
 use tokio::sync::oneshot;
 
+use crate::applier::{Done, Task};
 use crate::error::{Result, StoreError};
 use crate::memory::{Consolidation, Memory, Op};
 use crate::set::{Element, incoming_wins, memory_element, version};
 use crate::space::{Effect, Shared};
-use crate::tables::{MEMORIES, TOMBSTONES};
-use crate::wal::{Change, PutMemory, PutTombstone, Record, Wal, Write};
+use crate::wal::{Change, Log, PutMemory, PutTombstone, Record, Write};
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 2048;
 
-/// How long the queue stays empty before a checkpoint.
+/// How long the queue stays empty before the log moves on to its other
+/// file and the one it leaves is checkpointed.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
 /// What a write asks for.
@@ -89,21 +93,34 @@ pub struct Merged {
 /// The writer thread's state.
 pub(crate) struct Writer {
     shared: Arc<Shared>,
-    wal: Wal,
-    /// A checkpoint is made once the log holds this many bytes.
+    log: Log,
+    /// The active log file moves on once it holds this many bytes.
     checkpoint_bytes: u64,
-    /// Set when the log could not be written: redb then holds a batch the
-    /// log does not, so no further write is taken until a restart replays
-    /// the log (reads go on from what was published).
+    applier: Sender<Task>,
+    done: Receiver<Done>,
+    /// The log file whose checkpoint has been asked for and not confirmed.
+    checkpointing: Option<usize>,
+    /// Set when the log or the database could not be written: no further
+    /// write is taken until a restart replays the log (reads go on from
+    /// what was published).
     failed: Option<String>,
 }
 
 impl Writer {
-    pub(crate) fn new(shared: Arc<Shared>, wal: Wal, checkpoint_bytes: u64) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        log: Log,
+        checkpoint_bytes: u64,
+        applier: Sender<Task>,
+        done: Receiver<Done>,
+    ) -> Self {
         Writer {
             shared,
-            wal,
+            log,
             checkpoint_bytes,
+            applier,
+            done,
+            checkpointing: None,
             failed: None,
         }
     }
@@ -113,7 +130,10 @@ impl Writer {
             let first = match jobs.recv_timeout(IDLE_CHECKPOINT) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.checkpoint();
+                    self.heard(false);
+                    if self.checkpointing.is_none() {
+                        self.move_on();
+                    }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -126,30 +146,61 @@ impl Writer {
                 }
             }
             self.commit_batch(batch);
-            if self.wal.len() >= self.checkpoint_bytes {
-                self.checkpoint();
+            self.heard(false);
+            if self.log.len() >= self.checkpoint_bytes {
+                self.move_on();
             }
         }
-        self.checkpoint();
+        // Closing: checkpoint everything, so the next start replays little.
+        self.move_on();
+        self.heard(true);
     }
 
-    /// Makes redb durable up to the last batch and empties the log.
-    fn checkpoint(&mut self) {
-        if self.wal.len() == 0 || self.failed.is_some() {
+    /// Takes the applier's news; `wait`: until the asked-for checkpoint
+    /// is confirmed.
+    fn heard(&mut self, wait: bool) {
+        while self.checkpointing.is_some() {
+            let news = if wait {
+                self.done.recv().ok()
+            } else {
+                self.done.try_recv().ok()
+            };
+            match news {
+                Some(Done::Checkpointed(file)) if Some(file) == self.checkpointing => {
+                    self.checkpointing = None;
+                }
+                Some(Done::Checkpointed(_)) => {}
+                Some(Done::Failed(why)) => self.fail(why),
+                None if wait => self.fail("the applier stopped".into()),
+                None => return,
+            }
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        tracing::error!("{why}; this node takes no more writes until it restarts");
+        self.failed.get_or_insert(why);
+        self.checkpointing = None;
+    }
+
+    /// Moves the log on to its other file (once that one's checkpoint is
+    /// confirmed) and asks for a checkpoint of the file it leaves.
+    fn move_on(&mut self) {
+        if self.log.len() == 0 || self.failed.is_some() {
             return;
         }
-        let durable = (|| -> Result<()> {
-            // A durable commit persists every non-durable one before it.
-            self.shared.db.begin_write()?.commit()?;
-            self.wal.reset()?;
-            Ok(())
-        })();
-        match durable {
-            Ok(()) => metrics::counter!("mnemo_store_checkpoints_total").increment(1),
-            // The log still holds everything: the next checkpoint (or a
-            // restart's replay) covers it.
-            Err(e) => tracing::error!(error = %e, "checkpoint failed; the log keeps its records"),
+        self.heard(true);
+        let leaving = self.log.active();
+        if let Err(e) = self.log.rotate() {
+            // The active file keeps taking records; the next try may work.
+            tracing::error!(error = %e, "the write-ahead log could not move to its other file");
+            return;
         }
+        if self.applier.send(Task::Checkpoint(leaving)).is_err() {
+            self.fail("the applier stopped".into());
+            return;
+        }
+        self.checkpointing = Some(leaving);
     }
 
     fn commit_batch(&mut self, batch: Vec<Job>) {
@@ -159,93 +210,35 @@ impl Writer {
             }
             return;
         }
-        match self.apply(&batch) {
-            Ok((results, effects)) => {
-                self.shared.publish(effects);
-                for (job, result) in batch.into_iter().zip(results) {
-                    let _ = job.reply.send(result);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, jobs = batch.len(), "write batch failed; none of it was acknowledged");
-                let message = e.to_string();
+        let mut decided = Decided::default();
+        let results: Vec<Result<Reply>> = batch
+            .iter()
+            .map(|job| decided.job(&self.shared, job))
+            .collect();
+        if !decided.changes.is_empty() {
+            let record = Record {
+                changes: decided.changes,
+            };
+            if let Err(e) = self.log.append(&record) {
+                let why = format!("the write-ahead log could not be written: {e}");
+                tracing::error!(
+                    jobs = batch.len(),
+                    "{why}; none of the batch was acknowledged"
+                );
+                self.fail(why.clone());
                 for job in batch {
-                    let _ = job.reply.send(Err(failed(&message)));
+                    let _ = job.reply.send(Err(failed(&why)));
                 }
+                return;
+            }
+            self.shared.publish(decided.effects);
+            if self.applier.send(Task::Apply(record.changes)).is_err() {
+                self.fail("the applier stopped".into());
             }
         }
-    }
-
-    /// Applies a batch to redb (non-durably) and logs it. Returns each
-    /// job's answer and what becomes visible once they are sent.
-    #[allow(clippy::type_complexity)]
-    fn apply(&mut self, batch: &[Job]) -> Result<(Vec<Result<Reply>>, Vec<(String, Effect)>)> {
-        let shared = &self.shared;
-        let mut effects: Vec<(String, Effect)> = Vec::new();
-        let mut results: Vec<Result<Reply>> = Vec::with_capacity(batch.len());
-        // Per space this batch has touched, its dimension so far.
-        let mut dims: HashMap<String, usize> = HashMap::new();
-
-        let mut txn = shared.db.begin_write()?;
-        txn.set_durability(redb::Durability::None).map_err(|e| {
-            StoreError::Storage(redb::Error::Io(std::io::Error::other(e.to_string())))
-        })?;
-        let mut t = Tables::open(&txn)?;
-        for job in batch {
-            // The published digest is current only for a space this
-            // batch has not touched yet: a drop after a write in the
-            // same batch does not happen.
-            let untouched = !dims.contains_key(&job.space);
-            let dim = *dims.entry(job.space.clone()).or_insert_with(|| {
-                shared
-                    .space(&job.space)
-                    .map_or(0, |s| s.index.read().expect("lock poisoned").dim())
-            });
-            let mut ctx = Ctx {
-                space: &job.space,
-                dim,
-                effects: &mut effects,
-            };
-            let result = match &job.request {
-                Request::Local(op) => ctx.local(&mut t, op).map(Reply::Written),
-                Request::Merge(elements) => ctx.merge(&mut t, elements).map(Reply::Merged),
-                Request::Drop { if_digest } => {
-                    let now = shared
-                        .space(&job.space)
-                        .map(|s| s.set.read().expect("lock poisoned").digest());
-                    if now == Some(*if_digest) && untouched {
-                        ctx.drop_space(&mut t).map(|()| Reply::Dropped(true))
-                    } else {
-                        Ok(Reply::Dropped(false))
-                    }
-                }
-            };
-            // A storage error aborts the whole batch; refusals are per job.
-            if let Err(StoreError::Storage(e)) = result {
-                return Err(StoreError::Storage(e));
-            }
-            let dim = if matches!(job.request, Request::Drop { .. }) {
-                0
-            } else {
-                ctx.dim
-            };
-            dims.insert(job.space.clone(), dim);
-            results.push(result);
+        for (job, result) in batch.into_iter().zip(results) {
+            let _ = job.reply.send(result);
         }
-        let changes = std::mem::take(&mut t.changes);
-        drop(t);
-        txn.commit()?;
-        if changes.is_empty() {
-            // Only refusals and no-ops: nothing to make durable.
-            return Ok((results, effects));
-        }
-        if let Err(e) = self.wal.append(&Record { changes }) {
-            let why = format!("the write-ahead log could not be written: {e}");
-            tracing::error!("{why}; this node takes no more writes until it restarts");
-            self.failed = Some(why.clone());
-            return Err(failed(&why));
-        }
-        Ok((results, effects))
     }
 }
 
@@ -253,97 +246,69 @@ fn failed(why: &str) -> StoreError {
     StoreError::Storage(redb::Error::Io(std::io::Error::other(why.to_owned())))
 }
 
-/// Applies logged records to redb with one durable commit (start-up replay).
-pub(crate) fn replay(db: &redb::Database, records: &[Record]) -> Result<usize> {
-    let txn = db.begin_write()?;
-    let mut changes = 0;
-    {
-        let mut t = Tables::open(&txn)?;
-        for change in records.iter().flat_map(|r| &r.changes) {
-            t.apply(change)?;
-            changes += 1;
-        }
-    }
-    txn.commit()?;
-    Ok(changes)
+/// What one id holds, as far as the batch being decided knows.
+#[derive(Clone)]
+enum Slot {
+    Memory(Arc<Memory>, u128),
+    Tombstone,
+    Empty,
 }
 
-/// The tables of one write transaction, recording every change made
-/// through them for the log.
-struct Tables<'txn> {
-    memories: Table<'txn, (&'static str, &'static str), &'static [u8]>,
-    tombstones: Table<'txn, (&'static str, &'static str), u64>,
+/// A batch being decided: its changes for the log, its effects for readers,
+/// and what its writes did so far, which later writes of the batch see
+/// before the published state.
+#[derive(Default)]
+struct Decided {
     changes: Vec<Change>,
+    effects: Vec<(String, Effect)>,
+    /// (space, id) -> what this batch left there.
+    slots: HashMap<(String, String), Slot>,
+    /// Spaces this batch dropped: nothing published of them counts.
+    dropped: HashSet<String>,
+    /// Per space this batch has touched, its dimension so far.
+    dims: HashMap<String, usize>,
 }
 
-impl<'txn> Tables<'txn> {
-    fn open(txn: &'txn redb::WriteTransaction) -> Result<Self> {
-        Ok(Tables {
-            memories: txn.open_table(MEMORIES)?,
-            tombstones: txn.open_table(TOMBSTONES)?,
-            changes: Vec::new(),
-        })
-    }
-
-    fn log(&mut self, space: &str, write: Write) {
-        self.changes.push(Change {
-            space: space.to_owned(),
-            write: Some(write),
-        });
-    }
-
-    fn put_memory(&mut self, space: &str, id: &str, bytes: &[u8]) -> Result<()> {
-        self.memories.insert((space, id), bytes)?;
-        self.log(
-            space,
-            Write::PutMemory(PutMemory {
-                id: id.to_owned(),
-                bytes: bytes.to_vec(),
-            }),
-        );
-        Ok(())
-    }
-
-    fn put_tombstone(&mut self, space: &str, id: &str, at_ms: u64) -> Result<()> {
-        self.tombstones.insert((space, id), at_ms)?;
-        self.log(
-            space,
-            Write::PutTombstone(PutTombstone {
-                id: id.to_owned(),
-                at_ms,
-            }),
-        );
-        Ok(())
-    }
-
-    /// Removes the id's memory row; returns whether there was one.
-    fn remove_memory(&mut self, space: &str, id: &str) -> Result<bool> {
-        let existed = self.memories.remove((space, id))?.is_some();
-        if existed {
-            self.log(space, Write::RemoveMemory(id.to_owned()));
-        }
-        Ok(existed)
-    }
-
-    fn drop_space(&mut self, space: &str) -> Result<()> {
-        remove_space_rows(&mut self.memories, space)?;
-        remove_space_rows(&mut self.tombstones, space)?;
-        self.log(space, Write::DropSpace(true));
-        Ok(())
-    }
-
-    /// Applies one logged change.
-    fn apply(&mut self, change: &Change) -> Result<()> {
-        let space = change.space.as_str();
-        match &change.write {
-            Some(Write::PutMemory(p)) => self.put_memory(space, &p.id, &p.bytes),
-            Some(Write::PutTombstone(p)) => self.put_tombstone(space, &p.id, p.at_ms),
-            Some(Write::RemoveMemory(id)) => self.remove_memory(space, id).map(drop),
-            Some(Write::DropSpace(_)) => self.drop_space(space),
-            None => Err(StoreError::Storage(redb::Error::Corrupted(
-                "a write-ahead log change without a write".into(),
-            ))),
-        }
+impl Decided {
+    fn job(&mut self, shared: &Shared, job: &Job) -> Result<Reply> {
+        // The published digest is current only for a space this batch has
+        // not touched yet: a drop after a write in the same batch does not
+        // happen.
+        let untouched = !self.dims.contains_key(&job.space);
+        let dim = match self.dims.get(&job.space) {
+            Some(dim) => *dim,
+            None => shared
+                .space(&job.space)
+                .map_or(0, |s| s.index.read().expect("lock poisoned").dim()),
+        };
+        let mut ctx = Ctx {
+            space: &job.space,
+            dim,
+            shared,
+            batch: self,
+        };
+        let result = match &job.request {
+            Request::Local(op) => ctx.local(op).map(Reply::Written),
+            Request::Merge(elements) => ctx.merge(elements).map(Reply::Merged),
+            Request::Drop { if_digest } => {
+                let now = shared
+                    .space(&job.space)
+                    .map(|s| s.set.read().expect("lock poisoned").digest());
+                if now == Some(*if_digest) && untouched {
+                    ctx.drop_space();
+                    Ok(Reply::Dropped(true))
+                } else {
+                    Ok(Reply::Dropped(false))
+                }
+            }
+        };
+        let dim = if matches!(job.request, Request::Drop { .. }) {
+            0
+        } else {
+            ctx.dim
+        };
+        self.dims.insert(job.space.clone(), dim);
+        result
     }
 }
 
@@ -351,7 +316,8 @@ struct Ctx<'a> {
     space: &'a str,
     /// The space's embedding dimension (0 while no memory fixed it).
     dim: usize,
-    effects: &'a mut Vec<(String, Effect)>,
+    shared: &'a Shared,
+    batch: &'a mut Decided,
 }
 
 /// What storing one memory did.
@@ -367,20 +333,48 @@ enum Stored {
     Forgotten,
 }
 
-/// Removes every row of `space` from a table keyed by (space, id).
-fn remove_space_rows<V: redb::Value + 'static>(
-    table: &mut Table<'_, (&'static str, &'static str), V>,
-    space: &str,
-) -> Result<()> {
-    table.retain_in((space, "")..(space, "\u{10ffff}"), |_, _| false)?;
-    Ok(())
-}
-
 impl Ctx<'_> {
+    /// What `id` holds: this batch's doing first, then the published state.
+    fn slot(&self, id: &str) -> Slot {
+        if let Some(slot) = self
+            .batch
+            .slots
+            .get(&(self.space.to_owned(), id.to_owned()))
+        {
+            return slot.clone();
+        }
+        if self.batch.dropped.contains(self.space) {
+            return Slot::Empty;
+        }
+        let Some(s) = self.shared.space(self.space) else {
+            return Slot::Empty;
+        };
+        let ix = s.index.read().expect("lock poisoned");
+        let set = s.set.read().expect("lock poisoned");
+        if set.is_tombstoned(id) {
+            return Slot::Tombstone;
+        }
+        match (ix.get(id), set.memory_version(id)) {
+            (Some(m), Some(v)) => Slot::Memory(Arc::clone(m), v),
+            _ => Slot::Empty,
+        }
+    }
+
+    fn change(&mut self, write: Write) {
+        self.batch.changes.push(Change {
+            space: self.space.to_owned(),
+            write: Some(write),
+        });
+    }
+
+    fn effect(&mut self, effect: Effect) {
+        self.batch.effects.push((self.space.to_owned(), effect));
+    }
+
     /// A client's write: refusals go back to the client.
-    fn local(&mut self, t: &mut Tables<'_>, op: &Op) -> Result<Written> {
+    fn local(&mut self, op: &Op) -> Result<Written> {
         match op {
-            Op::Remember(m) => match self.store_memory(t, m, false)? {
+            Op::Remember(m) => match self.store_memory(m, false)? {
                 Stored::New => Ok(Written {
                     changed: true,
                     existed: false,
@@ -401,7 +395,7 @@ impl Ctx<'_> {
                 }),
             },
             Op::Forget(id) => {
-                let (changed, existed) = self.tombstone(t, id)?;
+                let (changed, existed) = self.tombstone(id);
                 Ok(Written {
                     changed,
                     existed,
@@ -414,7 +408,7 @@ impl Ctx<'_> {
                     .ok_or_else(|| StoreError::invalid("merged", "is missing"))?;
                 crate::validate::memory(self.space, merged)?;
                 let mut elements = Vec::with_capacity(inputs.len() + 1);
-                let mut changed = match self.store_memory(t, merged, false)? {
+                let mut changed = match self.store_memory(merged, false)? {
                     Stored::New => {
                         elements.push(Element::Memory(merged.clone()));
                         true
@@ -426,7 +420,7 @@ impl Ctx<'_> {
                     Stored::Conflict { .. } | Stored::Forgotten => false,
                 };
                 for id in inputs {
-                    changed |= self.tombstone(t, id)?.0;
+                    changed |= self.tombstone(id).0;
                     elements.push(Element::Tombstone(id.clone()));
                 }
                 Ok(Written {
@@ -440,7 +434,7 @@ impl Ctx<'_> {
 
     /// Elements from another holder: each valid one is merged, each invalid
     /// one refused on its own.
-    fn merge(&mut self, t: &mut Tables<'_>, elements: &[Element]) -> Result<Merged> {
+    fn merge(&mut self, elements: &[Element]) -> Result<Merged> {
         let mut out = Merged::default();
         for element in elements {
             let checked = match element {
@@ -452,7 +446,7 @@ impl Ctx<'_> {
                 continue;
             }
             let applied = match element {
-                Element::Memory(m) => match self.store_memory(t, m, true)? {
+                Element::Memory(m) => match self.store_memory(m, true)? {
                     Stored::New => true,
                     Stored::Same(_) | Stored::Forgotten => false,
                     Stored::Conflict { replaced } => {
@@ -460,7 +454,7 @@ impl Ctx<'_> {
                         replaced
                     }
                 },
-                Element::Tombstone(id) => self.tombstone(t, id)?.0,
+                Element::Tombstone(id) => self.tombstone(id).0,
             };
             if applied {
                 out.applied += 1;
@@ -476,33 +470,29 @@ impl Ctx<'_> {
 
     /// Stores `m` unless its id is forgotten or held. `merging`: a held id
     /// with other content resolves by the merge rule instead of refusing.
-    fn store_memory(&mut self, t: &mut Tables<'_>, m: &Memory, merging: bool) -> Result<Stored> {
-        let key = (self.space, m.id.as_str());
-        if t.tombstones.get(key)?.is_some() {
-            return Ok(Stored::Forgotten);
-        }
+    fn store_memory(&mut self, m: &Memory, merging: bool) -> Result<Stored> {
         let encoded = m.encode_to_vec();
         let incoming = version(m, &encoded);
-        let existing = t.memories.get(key)?.map(|v| v.value().to_vec());
-        if let Some(bytes) = existing {
-            let stored = Memory::decode(bytes.as_slice())
-                .map_err(|e| StoreError::Storage(redb::Error::Corrupted(e.to_string())))?;
-            let held = version(&stored, &bytes);
-            if held == incoming {
-                return Ok(Stored::Same(m.clone()));
+        match self.slot(&m.id) {
+            Slot::Tombstone => return Ok(Stored::Forgotten),
+            Slot::Memory(stored, held) => {
+                if held == incoming {
+                    return Ok(Stored::Same(m.clone()));
+                }
+                if !merging {
+                    return Ok(if stored.same_as(m) {
+                        Stored::Same(Memory::clone(&stored))
+                    } else {
+                        Stored::Conflict { replaced: false }
+                    });
+                }
+                if !incoming_wins(held, incoming) {
+                    return Ok(Stored::Conflict { replaced: false });
+                }
+                self.put(m, encoded, incoming);
+                return Ok(Stored::Conflict { replaced: true });
             }
-            if !merging {
-                return Ok(if stored.same_as(m) {
-                    Stored::Same(stored)
-                } else {
-                    Stored::Conflict { replaced: false }
-                });
-            }
-            if !incoming_wins(held, incoming) {
-                return Ok(Stored::Conflict { replaced: false });
-            }
-            self.put(t, m, &encoded, incoming)?;
-            return Ok(Stored::Conflict { replaced: true });
+            Slot::Empty => {}
         }
         let dim = m.embedding.len();
         if self.dim == 0 {
@@ -516,36 +506,51 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        self.put(t, m, &encoded, incoming)?;
+        self.put(m, encoded, incoming);
         Ok(Stored::New)
     }
 
-    fn put(&mut self, t: &mut Tables<'_>, m: &Memory, encoded: &[u8], v: u128) -> Result<()> {
-        t.put_memory(self.space, &m.id, encoded)?;
-        self.effects.push((
-            self.space.into(),
-            Effect::Insert(Arc::new(m.clone()), memory_element(&m.id, v)),
-        ));
-        Ok(())
+    fn put(&mut self, m: &Memory, encoded: Vec<u8>, v: u128) {
+        let m = Arc::new(m.clone());
+        self.batch.slots.insert(
+            (self.space.to_owned(), m.id.clone()),
+            Slot::Memory(Arc::clone(&m), v),
+        );
+        self.change(Write::PutMemory(PutMemory {
+            id: m.id.clone(),
+            bytes: encoded,
+        }));
+        let element = memory_element(&m.id, v);
+        self.effect(Effect::Insert(m, element));
     }
 
     /// Tombstones `id`. Returns (whether the tombstone is new, whether a
     /// live memory was removed).
-    fn tombstone(&mut self, t: &mut Tables<'_>, id: &str) -> Result<(bool, bool)> {
-        let key = (self.space, id);
-        if t.tombstones.get(key)?.is_some() {
-            return Ok((false, false));
+    fn tombstone(&mut self, id: &str) -> (bool, bool) {
+        let existed = match self.slot(id) {
+            Slot::Tombstone => return (false, false),
+            Slot::Memory(..) => true,
+            Slot::Empty => false,
+        };
+        self.batch
+            .slots
+            .insert((self.space.to_owned(), id.to_owned()), Slot::Tombstone);
+        self.change(Write::PutTombstone(PutTombstone {
+            id: id.to_owned(),
+            at_ms: crate::store::now_ms() as u64,
+        }));
+        if existed {
+            self.change(Write::RemoveMemory(id.to_owned()));
         }
-        t.put_tombstone(self.space, id, crate::store::now_ms() as u64)?;
-        let existed = t.remove_memory(self.space, id)?;
-        self.effects
-            .push((self.space.into(), Effect::Tombstone(id.into())));
-        Ok((true, existed))
+        self.effect(Effect::Tombstone(id.into()));
+        (true, existed)
     }
 
-    fn drop_space(&mut self, t: &mut Tables<'_>) -> Result<()> {
-        t.drop_space(self.space)?;
-        self.effects.push((self.space.into(), Effect::Drop));
-        Ok(())
+    fn drop_space(&mut self) {
+        let space = self.space.to_owned();
+        self.batch.slots.retain(|(s, _), _| *s != space);
+        self.batch.dropped.insert(space);
+        self.change(Write::DropSpace(true));
+        self.effect(Effect::Drop);
     }
 }

@@ -318,3 +318,76 @@ async fn consolidation_merges_and_replicates() {
     );
     assert!(replica.get("s", "b").is_none());
 }
+
+/// Writes that race for the same ids land in shared batches, where later
+/// writes must see what earlier ones in the batch did. What readers are
+/// shown (decided in memory) and what the disk ends up with (the logged
+/// changes, applied to redb) must be the same state: reopened, the store
+/// reports the same digests, counts and memories.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_batch_shows_is_what_the_disk_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for round in 0..20 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..64 {
+            let store = store.clone();
+            let space = format!("s{}", next(3));
+            let id = format!("m{}", next(12));
+            let content = format!("content {} of {id}", next(3));
+            let kind = next(4);
+            let minority = next(2) == 0;
+            tasks.spawn(async move {
+                match kind {
+                    0 | 1 => drop(store.remember(&space, memory(&id, &content)).await),
+                    2 => drop(store.forget(&space, &id).await.unwrap()),
+                    _ => {
+                        let mut m = memory(&id, &content);
+                        m.embedding = mnemo_store::embed::lexical(&content);
+                        m.created_at_ms = 1;
+                        m.minority = minority;
+                        let merged = store.merge(&space, vec![Element::Memory(m)]).await;
+                        assert!(merged.unwrap().refused.is_empty());
+                    }
+                }
+            });
+        }
+        tasks.join_all().await;
+        let shown = store.spaces();
+        let contents = |store: &Store| -> Vec<Vec<(String, String)>> {
+            (0..3)
+                .map(|s| {
+                    let mut found: Vec<(String, String)> = store
+                        .recall(&format!("s{s}"), text("content"), 1000, 0.0)
+                        .unwrap()
+                        .into_iter()
+                        .map(|m| (m.memory.id.clone(), m.memory.content.clone()))
+                        .collect();
+                    found.sort();
+                    found
+                })
+                .collect()
+        };
+        let shown_contents = contents(&store);
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.spaces(),
+            shown,
+            "round {round}: digests and counts"
+        );
+        assert_eq!(
+            contents(&reopened),
+            shown_contents,
+            "round {round}: memories"
+        );
+        store = reopened;
+    }
+}
