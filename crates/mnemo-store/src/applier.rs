@@ -1,8 +1,9 @@
 //! The applier: brings redb up to date with the log, off the write path.
 //!
-//! The writer hands over each batch's changes once they are durable in the
-//! log. The applier applies whatever has queued up in one non-durable redb
-//! commit (many batches share the cost of copying a page), and on request
+//! The writer hands over batches' changes once they are durable in the
+//! log, gathered for a while (see [`crate::writer`]). The applier applies
+//! whatever has queued up in one non-durable redb commit (many batches
+//! share the cost of copying a page), and on request
 //! makes redb durable (a checkpoint), after which the log file whose records
 //! it covers may start over. Nothing reads redb while the node runs: reads
 //! are served from memory, and redb is read only at start-up, after the log
@@ -36,8 +37,8 @@ pub(crate) enum Done {
 pub(crate) fn run(shared: &Arc<Shared>, tasks: &Receiver<Task>, done: &Sender<Done>) {
     let mut pending: Vec<Change> = Vec::new();
     while let Ok(task) = tasks.recv() {
+        // Take everything queued, up to a checkpoint request.
         let mut next = Some(task);
-        // Take everything queued up to the next checkpoint request.
         let mut checkpoint = None;
         while let Some(task) = next.take() {
             match task {
