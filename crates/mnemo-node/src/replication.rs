@@ -11,8 +11,9 @@
 //! between two holders whatever caused it.
 //!
 //! One worker per peer drains that peer's queue, sending everything queued
-//! for a space in one `Merge` call (group commit on the other side), and
-//! acknowledges each write it carried. `ack=quorum` waits on those
+//! for a space in one `Merge` call, the calls for every space at once (so
+//! the peer group-commits them together), and acknowledges each write it
+//! carried. `ack=quorum` waits on those
 //! acknowledgements, so it counts exactly the holders that durably applied
 //! *that* write.
 
@@ -250,13 +251,17 @@ impl Replicator {
                 }
                 continue;
             }
+            // Every space at once: the peer's writer takes them in one
+            // batch and one sync, rather than one after another.
+            let delivered =
+                futures_util::future::join_all(batch.into_iter().map(|(space, pushes)| async {
+                    let outcome = self.deliver(&node, &space, &pushes).await;
+                    (space, pushes, outcome)
+                }))
+                .await;
             let mut failed: Vec<Push> = Vec::new();
-            for (space, pushes) in batch {
-                if !failed.is_empty() {
-                    failed.extend(pushes);
-                    continue;
-                }
-                match self.deliver(&node, &space, &pushes).await {
+            for (space, pushes, outcome) in delivered {
+                match outcome {
                     Ok((refused, refused_ids)) => {
                         if !refused.is_empty() {
                             peer.refused
