@@ -116,7 +116,7 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         let db = Database::create(dir.join(DB_FILE))?;
         tables::create(&db)?;
-        let (log, records) = Log::open(dir)?;
+        let (mut log, records) = Log::open(dir)?;
         if !records.is_empty() {
             let changes = records.iter().flat_map(|r| &r.changes);
             let applied = tables::apply(&db, changes, redb::Durability::Immediate)?;
@@ -126,6 +126,8 @@ impl Store {
                 "applied the write-ahead log"
             );
         }
+        // Only now that redb holds them durably may the log start over.
+        log.begin()?;
         let shared = Arc::new(Shared::new(db));
         load(&shared)?;
         let (applier_tasks, applier_rx) = mpsc::channel();

@@ -108,30 +108,34 @@ pub(crate) struct Log {
 }
 
 impl Log {
-    /// Opens (creating if needed) the log in `dir` and returns it, empty,
-    /// with the whole records both files held, oldest first. The caller
-    /// applies those and makes them durable before it appends: they are
-    /// not read again.
+    /// Opens (creating if needed) the log in `dir` and returns it with the
+    /// whole records both files hold, oldest first. Nothing is changed on
+    /// disk: the caller makes those records durable elsewhere, then calls
+    /// [`Log::begin`], which starts both files over.
     pub(crate) fn open(dir: &Path) -> io::Result<(Log, Vec<Record>)> {
         let (a, a_epoch, a_records) = Wal::open(&dir.join(WAL_FILES[0]))?;
         let (b, b_epoch, b_records) = Wal::open(&dir.join(WAL_FILES[1]))?;
-        let mut files = [a, b];
         let records = if a_epoch <= b_epoch {
             [a_records, b_records].concat()
         } else {
             [b_records, a_records].concat()
         };
-        let epoch = a_epoch.max(b_epoch) + 2;
-        files[1].reset(epoch - 1)?;
-        files[0].reset(epoch)?;
-        Ok((
-            Log {
-                files,
-                active: 0,
-                epoch,
-            },
-            records,
-        ))
+        let log = Log {
+            files: [a, b],
+            active: 0,
+            epoch: a_epoch.max(b_epoch),
+        };
+        Ok((log, records))
+    }
+
+    /// Starts both files over in new epochs, so nothing they held reads
+    /// again; from here on records can be appended.
+    pub(crate) fn begin(&mut self) -> io::Result<()> {
+        self.files[1].reset(self.epoch + 1)?;
+        self.files[0].reset(self.epoch + 2)?;
+        self.epoch += 2;
+        self.active = 0;
+        Ok(())
     }
 
     /// Appends one record to the active file and waits until it is on disk.
@@ -335,6 +339,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, none) = Log::open(dir.path()).unwrap();
         assert!(none.is_empty());
+        log.begin().unwrap();
         for r in records {
             log.append(r).unwrap();
         }
@@ -370,8 +375,13 @@ mod tests {
             for torn in [&full[..cut], zeroed.as_slice()] {
                 let (dir, mut log, read) = reopened(torn);
                 assert_eq!(read, records[..2], "cut at byte {cut}");
-                // The log starts over in a new epoch: what was read is the
-                // caller's to make durable, and nothing of it reads again.
+                // Until the caller begins, what was read stays readable.
+                drop(log);
+                let (mut log, kept) = Log::open(dir.path()).unwrap();
+                assert_eq!(kept, records[..2], "cut at byte {cut}");
+                // Begun, the log starts over in a new epoch: nothing of
+                // what was read reads again.
+                log.begin().unwrap();
                 log.append(&record(2)).unwrap();
                 drop(log);
                 let (_, again) = Log::open(dir.path()).unwrap();
@@ -396,6 +406,7 @@ mod tests {
     fn both_files_replay_in_epoch_order_and_old_epochs_never_read_again() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = Log::open(dir.path()).unwrap();
+        log.begin().unwrap();
         for n in [6, 6, 6] {
             log.append(&record(n)).unwrap();
         }

@@ -219,6 +219,10 @@ impl Writer {
             return;
         }
         self.heard(true);
+        if self.failed.is_some() {
+            // The file to move into may hold records redb lacks.
+            return;
+        }
         self.hand_over();
         let leaving = self.log.active();
         if let Err(e) = self.log.rotate() {
