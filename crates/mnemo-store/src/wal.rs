@@ -373,7 +373,7 @@ mod tests {
             let mut zeroed = full.to_vec();
             zeroed[cut..last_end].fill(0);
             for torn in [&full[..cut], zeroed.as_slice()] {
-                let (dir, mut log, read) = reopened(torn);
+                let (dir, log, read) = reopened(torn);
                 assert_eq!(read, records[..2], "cut at byte {cut}");
                 // Until the caller begins, what was read stays readable.
                 drop(log);
