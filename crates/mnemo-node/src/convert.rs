@@ -12,6 +12,17 @@ pub(crate) fn memory_to_wire(m: &Memory) -> v1::Memory {
         created_at_ms: m.created_at_ms,
         tags: m.tags.clone(),
         minority: m.minority,
+        merged_from: m
+            .merged_from
+            .iter()
+            .map(|i| v1::MergedInput {
+                id: i.id.clone(),
+                content: i.content.clone(),
+                confidence: i.confidence,
+                created_at_ms: i.created_at_ms,
+                tags: i.tags.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -24,6 +35,17 @@ pub(crate) fn memory_from_wire(m: v1::Memory) -> Memory {
         created_at_ms: m.created_at_ms,
         tags: m.tags,
         minority: m.minority,
+        merged_from: m
+            .merged_from
+            .into_iter()
+            .map(|i| mnemo_store::MergedInput {
+                id: i.id,
+                content: i.content,
+                confidence: i.confidence,
+                created_at_ms: i.created_at_ms,
+                tags: i.tags,
+            })
+            .collect(),
     }
 }
 

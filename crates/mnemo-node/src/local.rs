@@ -29,6 +29,7 @@ pub(crate) async fn remember(
         created_at_ms: 0,
         tags: r.tags,
         minority: node.router.partition().partitioned,
+        merged_from: Vec::new(),
     };
     let (id, written) = node
         .store
@@ -203,11 +204,13 @@ pub(crate) async fn consolidate(
 ) -> Result<v1::ConsolidateResponse, Status> {
     let report = node
         .store
-        .consolidate(&r.space, threshold)
+        .consolidate(&r.space, threshold, r.dry_run)
         .await
         .map_err(NodeError::from)?;
-    let replicas = node.replicas_of(&r.space);
-    node.replicator.send(&r.space, &report.elements, &replicas);
+    if !r.dry_run {
+        let replicas = node.replicas_of(&r.space);
+        node.replicator.send(&r.space, &report.elements, &replicas);
+    }
     Ok(v1::ConsolidateResponse {
         space: r.space,
         served_by: node.id.clone(),
@@ -218,9 +221,15 @@ pub(crate) async fn consolidate(
                 id: c.merged.as_ref().map(|m| m.id.clone()).unwrap_or_default(),
                 inputs: c.inputs.clone(),
                 confidence: c.merged.as_ref().map_or(0.0, |m| m.confidence),
+                content: c
+                    .merged
+                    .as_ref()
+                    .map(|m| m.content.clone())
+                    .unwrap_or_default(),
             })
             .collect(),
         memories_before: report.before,
         memories_after: report.after,
+        dry_run: r.dry_run,
     })
 }

@@ -28,6 +28,7 @@ fn memory(i: usize) -> Element {
         created_at_ms: 1_700_000_000_000 + i as i64,
         tags: Vec::new(),
         minority: false,
+        merged_from: Vec::new(),
     })
 }
 

@@ -34,6 +34,7 @@ fn filled(rt: &tokio::runtime::Runtime, n: usize) -> (tempfile::TempDir, Store) 
                 created_at_ms: 1,
                 tags: Vec::new(),
                 minority: false,
+                merged_from: Vec::new(),
             })
         })
         .collect();

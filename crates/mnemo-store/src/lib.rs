@@ -39,7 +39,7 @@ mod wal;
 mod writer;
 
 pub use error::{Result, StoreError};
-pub use memory::{Consolidation, Memory, Op, Scored};
+pub use memory::{Consolidation, Memory, MergedInput, Op, Scored};
 pub use set::{Element, ElementId};
 pub use store::{ConsolidationReport, Cue, SpaceStats, Store, StoreOptions};
 pub use writer::{Merged, Written};

@@ -29,6 +29,30 @@ pub struct Memory {
     /// id, it gives way to a memory taken with the majority.
     #[prost(bool, tag = "7")]
     pub minority: bool,
+    /// For a memory consolidation made: the memories it stands for, as
+    /// they were (their ids are forgotten), sorted by id.
+    #[prost(message, repeated, tag = "8")]
+    pub merged_from: Vec<MergedInput>,
+}
+
+/// One input of a consolidation, kept in the merged memory.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MergedInput {
+    /// Its id (now forgotten).
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// Its text.
+    #[prost(string, tag = "2")]
+    pub content: String,
+    /// Its confidence.
+    #[prost(float, tag = "3")]
+    pub confidence: f32,
+    /// When it was written.
+    #[prost(int64, tag = "4")]
+    pub created_at_ms: i64,
+    /// Its tags.
+    #[prost(string, repeated, tag = "5")]
+    pub tags: Vec<String>,
 }
 
 impl Memory {
@@ -41,6 +65,7 @@ impl Memory {
             && self.confidence.to_bits() == other.confidence.to_bits()
             && self.tags == other.tags
             && self.minority == other.minority
+            && self.merged_from == other.merged_from
     }
 }
 

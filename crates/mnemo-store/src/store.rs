@@ -230,9 +230,15 @@ impl Store {
         }
     }
 
-    /// Merges near-duplicates (see [`crate::consolidate`]): each merge stores
-    /// the merged memory and tombstones its inputs.
-    pub async fn consolidate(&self, space: &str, threshold: f32) -> Result<ConsolidationReport> {
+    /// Merges memories that say the same thing (see [`crate::consolidate`]):
+    /// each merge stores the merged memory and tombstones its inputs. With
+    /// `dry_run`, only plans: nothing changes and no elements are returned.
+    pub async fn consolidate(
+        &self,
+        space: &str,
+        threshold: f32,
+        dry_run: bool,
+    ) -> Result<ConsolidationReport> {
         crate::validate::space(space)?;
         crate::validate::threshold(threshold)?;
         let s = self
@@ -269,6 +275,15 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Storage(redb::Error::Io(std::io::Error::other(e.to_string()))))?;
+        if dry_run {
+            let inputs: usize = merges.iter().map(|m| m.inputs.len()).sum();
+            return Ok(ConsolidationReport {
+                after: before - inputs as u64 + merges.len() as u64,
+                merged: merges,
+                before,
+                elements: Vec::new(),
+            });
+        }
         let mut elements = Vec::new();
         for merge in &merges {
             let written = self.write(space, Op::Consolidate(merge.clone())).await?;

@@ -19,6 +19,10 @@ pub const MAX_TAGS: usize = 32;
 pub const MAX_TAG_LEN: usize = 64;
 /// Most spaces in one query.
 pub const MAX_QUERY_SPACES: usize = 256;
+/// Most inputs a consolidated memory records.
+pub const MAX_MERGED_FROM: usize = 32;
+/// Most bytes of input texts a consolidated memory records.
+pub const MAX_PROVENANCE_BYTES: usize = 1024 * 1024;
 
 fn check_name(field: &'static str, value: &str) -> Result<()> {
     if value.is_empty() {
@@ -145,7 +149,33 @@ pub fn memory(space_name: &str, m: &crate::Memory) -> Result<()> {
         &m.embedding,
         m.confidence,
         &m.tags,
-    )
+    )?;
+    if m.merged_from.len() > MAX_MERGED_FROM {
+        return Err(StoreError::invalid(
+            "merged_from",
+            format!(
+                "has {} inputs; the limit is {MAX_MERGED_FROM}",
+                m.merged_from.len()
+            ),
+        ));
+    }
+    let bytes: usize = m.merged_from.iter().map(|i| i.content.len()).sum();
+    if bytes > MAX_PROVENANCE_BYTES {
+        return Err(StoreError::invalid(
+            "merged_from",
+            format!("holds {bytes} bytes of text; the limit is {MAX_PROVENANCE_BYTES}"),
+        ));
+    }
+    for input in &m.merged_from {
+        id(&input.id)?;
+        if input.tags.len() > MAX_TAGS {
+            return Err(StoreError::invalid(
+                "merged_from",
+                format!("input {:?} has more than {MAX_TAGS} tags", input.id),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A memory as a holder stores it: a client's checks, plus the fields the

@@ -276,16 +276,20 @@ async fn consolidation_merges_and_replicates() {
     ] {
         primary.remember("s", memory(id, t)).await.unwrap();
     }
-    let report = primary.consolidate("s", 0.92).await.unwrap();
+    let report = primary.consolidate("s", 0.92, false).await.unwrap();
     assert_eq!(report.merged.len(), 1);
     assert_eq!(report.merged[0].inputs, ["a", "b"]);
     assert_eq!((report.before, report.after), (3, 2));
     let merged = report.merged[0].merged.as_ref().unwrap();
     let stored = primary.get("s", &merged.id).unwrap();
-    assert!((stored.confidence - 0.99).abs() < 1e-6);
+    assert!(
+        (stored.confidence - 0.9).abs() < f32::EPSILON,
+        "the inputs' confidence, not more"
+    );
+    assert_eq!(stored.merged_from.len(), 2, "both inputs are kept");
     assert!(primary.get("s", "a").is_none());
 
-    let again = primary.consolidate("s", 0.92).await.unwrap();
+    let again = primary.consolidate("s", 0.92, false).await.unwrap();
     assert!(
         again.merged.is_empty(),
         "consolidation reaches a fixed point"
@@ -390,4 +394,25 @@ async fn what_a_batch_shows_is_what_the_disk_keeps() {
         );
         store = reopened;
     }
+}
+
+#[tokio::test]
+async fn a_dry_run_shows_the_plan_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for (id, t) in [
+        ("a", "standup moved to 10am on mondays"),
+        ("b", "Standup moved to 10am on Mondays."),
+        ("c", "standup moved to 11am on mondays"),
+    ] {
+        store.remember("s", memory(id, t)).await.unwrap();
+    }
+    let before = store.spaces();
+    let plan = store.consolidate("s", 0.97, true).await.unwrap();
+    assert_eq!(store.spaces(), before, "a dry run changes nothing");
+    assert!(plan.elements.is_empty());
+    assert_eq!((plan.before, plan.after), (3, 2));
+    let done = store.consolidate("s", 0.97, false).await.unwrap();
+    assert_eq!(done.merged, plan.merged, "the plan is what is done");
+    assert_eq!((done.before, done.after), (3, 2));
 }

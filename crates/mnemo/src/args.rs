@@ -200,9 +200,17 @@ pub(crate) struct ConsolidateArgs {
     /// The space to consolidate.
     #[arg(long)]
     pub(crate) space: String,
-    /// Similarity at or above which memories merge (node default if left out).
+    /// Similarity of client-supplied embeddings at or above which memories
+    /// whose texts do not conflict merge (node default 0.97; equal texts
+    /// always merge).
     #[arg(long)]
     pub(crate) threshold: Option<f32>,
+    /// Only show the merges that would be made; change nothing.
+    #[arg(long, conflicts_with = "yes")]
+    pub(crate) dry_run: bool,
+    /// Apply the merges without asking (needed when not at a terminal).
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! The client commands: one request to one node, printed for a person or,
 //! with `--json`, as one JSON object.
 
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use mnemo_proto::v1::{self, mnemo_client::MnemoClient};
@@ -101,10 +102,22 @@ pub(crate) async fn remember(a: RememberArgs) -> Outcome {
 
 fn memory_json(m: Option<&v1::Memory>, score: f32) -> Value {
     let m = m.cloned().unwrap_or_default();
-    json!({
+    let mut out = json!({
         "id": m.id, "content": m.content, "confidence": m.confidence,
         "score": score, "created_at_ms": m.created_at_ms, "tags": m.tags,
-    })
+    });
+    if !m.merged_from.is_empty() {
+        // What consolidation merged into this memory, as it was.
+        out["merged_from"] = m
+            .merged_from
+            .iter()
+            .map(|i| {
+                json!({"id": i.id, "content": i.content, "confidence": i.confidence,
+                       "created_at_ms": i.created_at_ms, "tags": i.tags})
+            })
+            .collect();
+    }
+    out
 }
 
 /// One line of text, shortened to `width` characters.
@@ -208,44 +221,98 @@ pub(crate) async fn forget(a: ForgetArgs) -> Outcome {
     Ok(())
 }
 
+/// Consolidation shows its plan first: `--dry-run` stops there, `--yes`
+/// applies it straight away, and otherwise a person at a terminal is asked
+/// (a script must say `--yes`).
 pub(crate) async fn consolidate(a: ConsolidateArgs) -> Outcome {
     let mut client = connect(&a.common).await?;
-    let r = client
-        .consolidate(request(
+    let ask = |dry_run: bool| {
+        request(
             &a.common,
             v1::ConsolidateRequest {
-                space: a.space,
+                space: a.space.clone(),
                 threshold: a.threshold,
+                dry_run,
             },
-        ))
+        )
+    };
+    if !a.yes {
+        let plan = client
+            .consolidate(ask(true))
+            .await
+            .map_err(|s| failed(&a.common, &s))?
+            .into_inner();
+        if a.dry_run || plan.merged.is_empty() {
+            print_consolidation(&a.common, &plan);
+            return Ok(());
+        }
+        if !std::io::stdin().is_terminal() {
+            print_consolidation(&a.common, &plan);
+            return Err(Failure(format!(
+                "consolidate would make {} merges in space {:?}; pass --yes to apply them \
+                 (or --dry-run to only look)",
+                plan.merged.len(),
+                plan.space
+            )));
+        }
+        print_consolidation(&a.common, &plan);
+        eprint!("apply these {} merges? [y/N] ", plan.merged.len());
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .map_err(|e| Failure(format!("cannot read the answer: {e}")))?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("nothing changed");
+            return Ok(());
+        }
+    }
+    let done = client
+        .consolidate(ask(false))
         .await
         .map_err(|s| failed(&a.common, &s))?
         .into_inner();
-    if a.common.json {
+    print_consolidation(&a.common, &done);
+    Ok(())
+}
+
+fn print_consolidation(common: &Common, r: &v1::ConsolidateResponse) {
+    if common.json {
         let merged: Vec<Value> = r
             .merged
             .iter()
-            .map(|m| json!({"id": m.id, "inputs": m.inputs, "confidence": m.confidence}))
+            .map(|m| {
+                json!({"id": m.id, "inputs": m.inputs, "confidence": m.confidence,
+                       "content": m.content})
+            })
             .collect();
         print_json(&json!({
             "space": r.space, "served_by": r.served_by, "merged": merged,
             "memories_before": r.memories_before, "memories_after": r.memories_after,
+            "dry_run": r.dry_run,
         }));
-        return Ok(());
+        return;
     }
+    let verb = if r.dry_run { "would merge" } else { "merged" };
     for m in &r.merged {
         println!(
-            "merged {} -> {} (confidence {:.2})",
+            "{verb} {} -> {} (confidence {:.2}): {}",
             m.inputs.join(", "),
             m.id,
-            m.confidence
+            m.confidence,
+            m.content
         );
     }
-    println!(
-        "{}: {} memories before, {} after (served by {})",
-        r.space, r.memories_before, r.memories_after, r.served_by
-    );
-    Ok(())
+    if r.dry_run {
+        println!(
+            "{}: {} memories, {} after these merges (a plan: nothing changed; served by {})",
+            r.space, r.memories_before, r.memories_after, r.served_by
+        );
+    } else {
+        println!(
+            "{}: {} memories before, {} after (served by {})",
+            r.space, r.memories_before, r.memories_after, r.served_by
+        );
+    }
 }
 
 pub(crate) async fn query(a: QueryArgs) -> Outcome {

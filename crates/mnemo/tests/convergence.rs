@@ -251,6 +251,7 @@ async fn consolidating_many_tags_replicates_and_writes_keep_flowing() {
         .consolidate(v1::ConsolidateRequest {
             space: space.into(),
             threshold: None,
+            dry_run: false,
         })
         .await
         .unwrap()

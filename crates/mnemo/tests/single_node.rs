@@ -275,3 +275,66 @@ fn metrics_and_health_over_http() {
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains("\"node_id\":\"n1\""), "{health}");
 }
+
+/// Consolidation from the command line: the plan first, nothing changed
+/// without `--yes` when no one is at a terminal, and the merged memory
+/// keeps what each input said.
+#[test]
+fn cli_consolidation_shows_its_plan_and_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &[]);
+    for (id, text) in [
+        ("owes-1", "Alice owes Jen 12 euros"),
+        ("owes-2", "alice owes jen 12 euros."),
+        ("owes-3", "Alice owes Jen 247 euros"),
+        ("flight", "Alice has a flight to Oslo"),
+    ] {
+        let out = node.cli(&["remember", "--space", "facts", "--id", id, text]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let count = |node: &NodeProcess| {
+        let out = node.cli(&["recall", "--space", "facts", "--json", "-k", "100", "alice"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["memories"].as_array().unwrap().len()
+    };
+
+    let plan = node.cli(&["consolidate", "--space", "facts", "--dry-run", "--json"]);
+    assert!(plan.status.success(), "{plan:?}");
+    let v: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["merged"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(
+        v["merged"][0]["inputs"],
+        serde_json::json!(["owes-1", "owes-2"])
+    );
+    assert_eq!(count(&node), 4, "a dry run changes nothing");
+
+    // No terminal and no --yes: the plan is shown, nothing is applied.
+    let refused = node.cli(&["consolidate", "--space", "facts"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--yes"), "{stderr}");
+    assert_eq!(count(&node), 4);
+
+    let done = node.cli(&["consolidate", "--space", "facts", "--yes", "--json"]);
+    assert!(done.status.success(), "{done:?}");
+    assert_eq!(count(&node), 3, "only the true duplicate merged");
+    let out = node.cli(&["recall", "--space", "facts", "--json", "-k", "100", "owes"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let merged = v["memories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["merged_from"].is_array())
+        .expect("the merged memory");
+    let kept: Vec<&str> = merged["merged_from"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kept,
+        ["Alice owes Jen 12 euros", "alice owes jen 12 euros."]
+    );
+}
