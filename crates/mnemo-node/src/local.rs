@@ -175,6 +175,7 @@ pub(crate) fn recall(
             Cue {
                 text: &r.cue,
                 embedding: &r.cue_embedding,
+                include_unmatched: r.include_unmatched,
             },
             k,
             min,

@@ -316,6 +316,7 @@ impl Mnemo for MnemoService {
                     cue_embedding: r.cue_embedding.clone(),
                     k: r.k,
                     min_confidence: r.min_confidence,
+                    include_unmatched: r.include_unmatched,
                 };
                 dispatch(
                     target,

@@ -55,8 +55,8 @@ fn recall(c: &mut Criterion) {
                     .recall(
                         "bench",
                         Cue {
-                            text: "",
                             embedding: &cue,
+                            ..Cue::default()
                         },
                         10,
                         0.0,

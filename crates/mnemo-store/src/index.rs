@@ -7,8 +7,24 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
+use crate::bm25::Bm25;
 use crate::embed::{dot, normalize};
 use crate::memory::{Memory, Scored};
+use crate::text::terms;
+
+/// A cue as the index ranks with it.
+pub(crate) struct Query {
+    /// The cue text's terms (empty: no text).
+    pub(crate) terms: Vec<String>,
+    /// The cue's unit embedding, in the space's dimension.
+    pub(crate) vector: Option<Vec<f32>>,
+    /// Also return memories with no evidence of relevance, after the rest.
+    pub(crate) include_unmatched: bool,
+}
+
+/// Reciprocal rank fusion's constant: ranks past the first few count
+/// little, and neither ranking's scale matters.
+const RRF_K: f32 = 60.0;
 
 /// One space's live (not forgotten) memories.
 #[derive(Debug, Default)]
@@ -19,6 +35,7 @@ pub(crate) struct SpaceIndex {
     records: Vec<Arc<Memory>>,
     confidences: Vec<f32>,
     row_of: HashMap<String, usize>,
+    lexicon: Bm25,
 }
 
 impl SpaceIndex {
@@ -43,12 +60,15 @@ impl SpaceIndex {
         debug_assert_eq!(memory.embedding.len(), self.dim);
         let mut row = memory.embedding.clone();
         normalize(&mut row);
+        let words = terms(&memory.content);
         if let Some(&i) = self.row_of.get(&memory.id) {
             self.vectors[i * self.dim..(i + 1) * self.dim].copy_from_slice(&row);
             self.confidences[i] = memory.confidence;
             self.records[i] = memory;
+            self.lexicon.replace(i, &words);
             return;
         }
+        self.lexicon.push(&words);
         self.row_of.insert(memory.id.clone(), self.records.len());
         self.vectors.extend_from_slice(&row);
         self.confidences.push(memory.confidence);
@@ -61,6 +81,7 @@ impl SpaceIndex {
             return false;
         };
         let last = self.records.len() - 1;
+        self.lexicon.swap_remove(i);
         if i != last {
             let (dim, moved_id) = (self.dim, self.records[last].id.clone());
             self.vectors
@@ -91,8 +112,102 @@ impl SpaceIndex {
         &self.vectors[i * self.dim..(i + 1) * self.dim]
     }
 
-    /// The `k` best matches of a unit-length `cue` whose confidence is at least
-    /// `min_confidence`, best first; equal scores are ordered by id.
+    /// The `k` memories that best match `query` whose confidence is at
+    /// least `min_confidence`, best first. Text alone ranks by BM25, an
+    /// embedding alone by cosine similarity, both by reciprocal rank fusion
+    /// of the two. Only memories with some evidence of relevance (a shared
+    /// term, a positive similarity) come back, unless the query asks for
+    /// the rest too (after them, score 0). Equal scores go to the more
+    /// confident, then the more recent memory, then the smaller id.
+    pub(crate) fn rank(&self, query: &Query, k: usize, min_confidence: f32) -> Vec<Scored> {
+        if let (true, Some(cue), false) = (
+            query.terms.is_empty(),
+            &query.vector,
+            query.include_unmatched,
+        ) {
+            // The common embedding-only case: one pass, no allocation.
+            return self.top_k(cue, k, min_confidence);
+        }
+        let lexical = (!query.terms.is_empty()).then(|| self.lexicon.scores(&query.terms));
+        let vector = query.vector.as_ref().map(|cue| {
+            self.vectors
+                .chunks_exact(self.dim.max(1))
+                .enumerate()
+                .filter_map(|(i, row)| {
+                    let s = dot(cue, row);
+                    (s > 0.0).then_some((i as u32, s))
+                })
+                .collect::<HashMap<u32, f32>>()
+        });
+        let scores: HashMap<u32, f32> = match (lexical, vector) {
+            (Some(l), None) => l,
+            (None, Some(v)) => v,
+            (Some(l), Some(v)) => {
+                let mut fused: HashMap<u32, f32> = HashMap::new();
+                for ranking in [l, v] {
+                    for (rank, (row, _)) in self
+                        .ordered(ranking.into_iter().collect())
+                        .into_iter()
+                        .enumerate()
+                    {
+                        *fused.entry(row).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
+                    }
+                }
+                fused
+            }
+            (None, None) => HashMap::new(),
+        };
+        let mut found: Vec<(u32, f32)> = scores
+            .iter()
+            .filter(|(row, _)| self.confidences[**row as usize] >= min_confidence)
+            .map(|(row, score)| (*row, *score))
+            .collect();
+        found = self.best(found, k);
+        if query.include_unmatched && found.len() < k {
+            let rest: Vec<(u32, f32)> = (0..self.records.len() as u32)
+                .filter(|row| {
+                    !scores.contains_key(row) && self.confidences[*row as usize] >= min_confidence
+                })
+                .map(|row| (row, 0.0))
+                .collect();
+            let more = k - found.len();
+            found.extend(self.best(rest, more));
+        }
+        found
+            .into_iter()
+            .map(|(row, score)| Scored {
+                memory: Arc::clone(&self.records[row as usize]),
+                score,
+            })
+            .collect()
+    }
+
+    /// The `k` best of `candidates`, in order.
+    fn best(&self, mut candidates: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
+        if candidates.len() > k {
+            candidates.select_nth_unstable_by(k, |a, b| self.order(*a, *b));
+            candidates.truncate(k);
+        }
+        self.ordered(candidates)
+    }
+
+    fn ordered(&self, mut candidates: Vec<(u32, f32)>) -> Vec<(u32, f32)> {
+        candidates.sort_unstable_by(|a, b| self.order(*a, *b));
+        candidates
+    }
+
+    /// Best first: score, confidence, recency, then id.
+    fn order(&self, a: (u32, f32), b: (u32, f32)) -> Ordering {
+        let (ma, mb) = (&self.records[a.0 as usize], &self.records[b.0 as usize]);
+        b.1.total_cmp(&a.1)
+            .then_with(|| mb.confidence.total_cmp(&ma.confidence))
+            .then_with(|| mb.created_at_ms.cmp(&ma.created_at_ms))
+            .then_with(|| ma.id.cmp(&mb.id))
+    }
+
+    /// The `k` best matches of a unit-length `cue` with a positive
+    /// similarity whose confidence is at least `min_confidence`, best first
+    /// (ties as in [`SpaceIndex::rank`]).
     pub(crate) fn top_k(&self, cue: &[f32], k: usize, min_confidence: f32) -> Vec<Scored> {
         debug_assert_eq!(cue.len(), self.dim);
         let mut heap: BinaryHeap<Candidate<'_>> = BinaryHeap::with_capacity(k + 1);
@@ -101,9 +216,15 @@ impl SpaceIndex {
                 continue;
             }
             let score = dot(cue, row);
+            if score <= 0.0 {
+                continue;
+            }
+            let m = &self.records[i];
             let candidate = Candidate {
                 score,
-                id: &self.records[i].id,
+                confidence: m.confidence,
+                created_at_ms: m.created_at_ms,
+                id: &m.id,
                 row: i,
             };
             if heap.len() < k {
@@ -125,10 +246,13 @@ impl SpaceIndex {
     }
 }
 
-/// Orders candidates best first: higher score, then smaller id. The heap is
-/// a max-heap of this order, so its top is the worst candidate kept.
+/// Orders candidates best first: higher score, then more confident, more
+/// recent, smaller id. The heap is a max-heap of this order, so its top is
+/// the worst candidate kept.
 struct Candidate<'a> {
     score: f32,
+    confidence: f32,
+    created_at_ms: i64,
     id: &'a str,
     row: usize,
 }
@@ -138,6 +262,8 @@ impl Ord for Candidate<'_> {
         other
             .score
             .total_cmp(&self.score)
+            .then_with(|| other.confidence.total_cmp(&self.confidence))
+            .then_with(|| other.created_at_ms.cmp(&self.created_at_ms))
             .then_with(|| self.id.cmp(other.id))
     }
 }

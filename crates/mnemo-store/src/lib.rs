@@ -15,6 +15,7 @@
 //! - `applier`: brings redb up to date with the log, and checkpoints.
 //! - `space`: what is kept in memory per space (index, element set).
 //! - `index`: the in-memory layout recall scans.
+//! - `bm25`, [`text`]: lexical ranking and the words it counts.
 //! - `tables`: the redb tables.
 //!
 //! Durability: every write is acknowledged only after the log record of the
@@ -24,6 +25,7 @@
 //! the source of truth the recall index and element sets are rebuilt from.
 
 mod applier;
+mod bm25;
 pub mod consolidate;
 pub mod embed;
 mod error;
@@ -34,6 +36,7 @@ pub mod set;
 mod space;
 pub mod store;
 mod tables;
+pub mod text;
 pub mod validate;
 mod wal;
 mod writer;

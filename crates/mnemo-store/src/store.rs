@@ -12,8 +12,9 @@ use tokio::sync::oneshot;
 
 use crate::applier;
 use crate::consolidate::{self, MAX_CONSOLIDATE};
-use crate::embed::{self, LEXICAL_DIM};
+use crate::embed;
 use crate::error::{Result, StoreError};
+use crate::index::Query;
 use crate::memory::{Memory, Op, Scored};
 use crate::set::{Element, ElementId, Entry, empty_reconciliation, memory_element, version};
 use crate::space::{Effect, Shared};
@@ -41,13 +42,20 @@ impl Default for StoreOptions {
     }
 }
 
-/// A cue to recall with: text, an embedding, or both (the embedding wins).
-#[derive(Debug, Clone, Copy)]
+/// A cue to recall with: text, an embedding, or both.
+///
+/// Text ranks by BM25 over the memories' words, an embedding by cosine
+/// similarity, both by reciprocal rank fusion of the two rankings (see
+/// [`crate::bm25`]).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Cue<'a> {
-    /// Text; embedded lexically when no embedding is given.
+    /// Text (may be empty when an embedding is given).
     pub text: &'a str,
-    /// An embedding in the space's dimension.
+    /// An embedding in the space's dimension (may be empty).
     pub embedding: &'a [f32],
+    /// Also return memories with no evidence of relevance (no shared word,
+    /// no positive similarity), after the others, with score 0.
+    pub include_unmatched: bool,
 }
 
 /// A space as `status` reports it.
@@ -307,6 +315,7 @@ impl Store {
         k: usize,
         min_confidence: f32,
     ) -> Result<Vec<Scored>> {
+        crate::validate::cue(cue.text, cue.embedding)?;
         let Some(s) = self.shared.space(space) else {
             return Ok(Vec::new());
         };
@@ -314,8 +323,12 @@ impl Store {
         if ix.len() == 0 {
             return Ok(Vec::new());
         }
-        let vector = cue_vector(space, cue, ix.dim())?;
-        Ok(ix.top_k(&vector, k, min_confidence))
+        let query = Query {
+            terms: crate::text::terms(cue.text),
+            vector: cue_vector(space, cue.embedding, ix.dim())?,
+            include_unmatched: cue.include_unmatched,
+        };
+        Ok(ix.rank(&query, k, min_confidence))
     }
 
     /// Reads one live memory.
@@ -416,32 +429,24 @@ fn stats(name: &str, s: &crate::space::Space) -> SpaceStats {
     }
 }
 
-/// The unit-length vector of a cue for a space of dimension `dim`.
-fn cue_vector(space: &str, cue: Cue<'_>, dim: usize) -> Result<Vec<f32>> {
-    crate::validate::cue(cue.text, cue.embedding)?;
-    if cue.embedding.is_empty() {
-        if dim != LEXICAL_DIM {
-            return Err(StoreError::invalid(
-                "cue_embedding",
-                format!(
-                    "is required: space {space:?} holds {dim}-dimension embeddings, text cues embed to {LEXICAL_DIM}"
-                ),
-            ));
-        }
-        return Ok(embed::lexical(cue.text));
+/// The unit-length vector of a cue embedding for a space of dimension
+/// `dim` (`None` when the cue has none).
+fn cue_vector(space: &str, embedding: &[f32], dim: usize) -> Result<Option<Vec<f32>>> {
+    if embedding.is_empty() {
+        return Ok(None);
     }
-    if cue.embedding.len() != dim {
+    if embedding.len() != dim {
         return Err(StoreError::invalid(
             "cue_embedding",
             format!(
                 "has {} dimensions but space {space:?} uses {dim}",
-                cue.embedding.len()
+                embedding.len()
             ),
         ));
     }
-    let mut v = cue.embedding.to_vec();
+    let mut v = embedding.to_vec();
     embed::normalize(&mut v);
-    Ok(v)
+    Ok(Some(v))
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -14,7 +14,7 @@ fn memory(id: &str, content: &str) -> Memory {
 fn text(t: &str) -> Cue<'_> {
     Cue {
         text: t,
-        embedding: &[],
+        ..Cue::default()
     }
 }
 
@@ -61,7 +61,14 @@ async fn generated_ids_and_lexical_embeddings() {
         .recall("s", text("where is the car parked"), 2, 0.0)
         .unwrap();
     assert_eq!(found[0].memory.id, id);
-    assert!(found[0].score > found[1].score);
+    assert_eq!(found.len(), 1, "a memory sharing no word is no answer");
+    let cue = Cue {
+        include_unmatched: true,
+        ..text("where is the car parked")
+    };
+    let all = store.recall("s", cue, 2, 0.0).unwrap();
+    assert_eq!(all[1].memory.id, "other", "unless asked for");
+    assert!(all[0].score > 0.0 && all[1].score.to_bits() == 0);
 }
 
 #[tokio::test]
@@ -115,17 +122,18 @@ async fn dimension_is_fixed_per_space() {
         ),
         "{err}"
     );
-    let err = store.recall("vec", text("words"), 5, 0.0).unwrap_err();
-    assert!(matches!(
-        err,
-        StoreError::Invalid {
-            field: "cue_embedding",
-            ..
-        }
-    ));
+    // Text ranks by words whatever embeddings the space holds.
+    let found = store.recall("vec", text("vectors"), 5, 0.0).unwrap();
+    assert_eq!(found[0].memory.id, "v1");
+    assert!(
+        store
+            .recall("vec", text("words"), 5, 0.0)
+            .unwrap()
+            .is_empty()
+    );
     let cue = Cue {
-        text: "",
         embedding: &[0.0, 2.0],
+        ..Cue::default()
     };
     let err = store.recall("vec", cue, 5, 0.0).unwrap_err();
     assert!(
@@ -133,8 +141,8 @@ async fn dimension_is_fixed_per_space() {
         "not a refusal: {err}"
     );
     let cue = Cue {
-        text: "",
         embedding: &[2.0, 0.0, 0.0],
+        ..Cue::default()
     };
     assert_eq!(store.recall("vec", cue, 5, 0.0).unwrap()[0].memory.id, "v1");
 }
@@ -415,4 +423,62 @@ async fn a_dry_run_shows_the_plan_and_changes_nothing() {
     let done = store.consolidate("s", 0.97, false).await.unwrap();
     assert_eq!(done.merged, plan.merged, "the plan is what is done");
     assert_eq!((done.before, done.after), (3, 2));
+}
+
+/// Plain questions find the memory they mean among look-alikes.
+#[tokio::test]
+async fn plain_questions_rank_the_memory_they_mean_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let facts = [
+        ("keys", "I left the car keys on the kitchen counter"),
+        ("car", "The car is parked on level 3 of the garage"),
+        ("taxi", "Alice owes Tom 12 euros for the taxi"),
+        ("tom", "Tom's birthday is on the 4th of May"),
+        (
+            "copy",
+            "Use shutil.copy to copy a file to another directory",
+        ),
+        (
+            "files",
+            "Files in the shared directory are deleted after 30 days",
+        ),
+        ("sushi", "Alice prefers sushi and dislikes cilantro"),
+        ("dentist", "Dentist appointment on Thursday at 9am"),
+    ];
+    for (id, text) in facts {
+        store.remember("s", memory(id, text)).await.unwrap();
+    }
+    for (question, expected) in [
+        ("where are my car keys", "keys"),
+        ("where did I park the car", "car"),
+        ("how much money does Alice owe Tom", "taxi"),
+        ("how do I copy a file", "copy"),
+        ("what food does Alice like", "sushi"),
+        ("when is my dentist appointment", "dentist"),
+    ] {
+        let found = store.recall("s", text(question), 3, 0.0).unwrap();
+        assert_eq!(
+            found.first().map(|s| s.memory.id.as_str()),
+            Some(expected),
+            "{question:?} found {:?}",
+            found.iter().map(|s| &s.memory.id).collect::<Vec<_>>()
+        );
+    }
+    // A cue sharing no word with any memory finds nothing.
+    assert!(
+        store
+            .recall("s", text("quantum chromodynamics"), 3, 0.0)
+            .unwrap()
+            .is_empty()
+    );
+    // Equal evidence: the more confident memory first.
+    let mut sure = memory("sure", "the wifi password is hunter2");
+    sure.confidence = 1.0;
+    let mut unsure = memory("unsure", "the wifi password is hunter3");
+    unsure.confidence = 0.4;
+    store.remember("w", unsure).await.unwrap();
+    store.remember("w", sure).await.unwrap();
+    let found = store.recall("w", text("wifi password"), 2, 0.0).unwrap();
+    assert_eq!(found[0].memory.id, "sure");
 }

@@ -175,6 +175,9 @@ pub(crate) struct RecallArgs {
     /// Leave out memories less confident than this.
     #[arg(long, allow_negative_numbers = true)]
     pub(crate) min_confidence: Option<f32>,
+    /// Also list memories that share no word with the cue, after the rest.
+    #[arg(long)]
+    pub(crate) all: bool,
     /// The cue text.
     pub(crate) cue: String,
 }

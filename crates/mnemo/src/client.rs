@@ -156,6 +156,7 @@ pub(crate) async fn recall(a: RecallArgs) -> Outcome {
                 cue_embedding: Vec::new(),
                 k: Some(a.k),
                 min_confidence: a.min_confidence,
+                include_unmatched: a.all,
             },
         ))
         .await
@@ -326,6 +327,7 @@ pub(crate) async fn query(a: QueryArgs) -> Outcome {
                 cue_embedding: Vec::new(),
                 k: Some(a.k),
                 min_confidence: a.min_confidence,
+                include_unmatched: false,
             },
         ))
         .await

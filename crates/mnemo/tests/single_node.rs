@@ -23,6 +23,7 @@ fn recall_all(space: &str, cue: &str) -> v1::RecallRequest {
         space: space.into(),
         cue: cue.into(),
         k: Some(1000),
+        include_unmatched: true,
         ..Default::default()
     }
 }

@@ -29,12 +29,13 @@ pub fn remember(
 }
 
 /// A recall of up to 1000 memories of `space` (every memory of a test
-/// space) for `cue`.
+/// space, matching `cue` or not).
 pub fn recall_all(space: &str, cue: &str) -> mnemo_proto::v1::RecallRequest {
     mnemo_proto::v1::RecallRequest {
         space: space.into(),
         cue: cue.into(),
         k: Some(1000),
+        include_unmatched: true,
         ..Default::default()
     }
 }
@@ -312,6 +313,7 @@ impl NodeProcess {
             space: space.into(),
             cue: cue.into(),
             k: Some(1000),
+            include_unmatched: true,
             ..Default::default()
         });
         request
