@@ -128,47 +128,38 @@ impl SpaceIndex {
             // The common embedding-only case: one pass, no allocation.
             return self.top_k(cue, k, min_confidence);
         }
+        // Per row, its score; 0 is no evidence of relevance.
         let lexical = (!query.terms.is_empty()).then(|| self.lexicon.scores(&query.terms));
         let vector = query.vector.as_ref().map(|cue| {
             self.vectors
                 .chunks_exact(self.dim.max(1))
-                .enumerate()
-                .filter_map(|(i, row)| {
-                    let s = dot(cue, row);
-                    (s > 0.0).then_some((i as u32, s))
-                })
-                .collect::<HashMap<u32, f32>>()
+                .map(|row| dot(cue, row).max(0.0))
+                .collect::<Vec<f32>>()
         });
-        let scores: HashMap<u32, f32> = match (lexical, vector) {
-            (Some(l), None) => l,
-            (None, Some(v)) => v,
+        let scores: Vec<f32> = match (lexical, vector) {
+            (Some(one), None) | (None, Some(one)) => one,
             (Some(l), Some(v)) => {
-                let mut fused: HashMap<u32, f32> = HashMap::new();
+                let mut fused = vec![0.0f32; self.records.len()];
                 for ranking in [l, v] {
-                    for (rank, (row, _)) in self
-                        .ordered(ranking.into_iter().collect())
-                        .into_iter()
-                        .enumerate()
-                    {
-                        *fused.entry(row).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
+                    let ranked = self.ordered(positive(&ranking));
+                    for (rank, (row, _)) in ranked.into_iter().enumerate() {
+                        fused[row as usize] += 1.0 / (RRF_K + rank as f32 + 1.0);
                     }
                 }
                 fused
             }
-            (None, None) => HashMap::new(),
+            (None, None) => vec![0.0; self.records.len()],
         };
-        let mut found: Vec<(u32, f32)> = scores
-            .iter()
-            .filter(|(row, _)| self.confidences[**row as usize] >= min_confidence)
-            .map(|(row, score)| (*row, *score))
+        let confident = |row: usize| self.confidences[row] >= min_confidence;
+        let found: Vec<(u32, f32)> = positive(&scores)
+            .into_iter()
+            .filter(|(row, _)| confident(*row as usize))
             .collect();
-        found = self.best(found, k);
+        let mut found = self.best(found, k);
         if query.include_unmatched && found.len() < k {
-            let rest: Vec<(u32, f32)> = (0..self.records.len() as u32)
-                .filter(|row| {
-                    !scores.contains_key(row) && self.confidences[*row as usize] >= min_confidence
-                })
-                .map(|row| (row, 0.0))
+            let rest: Vec<(u32, f32)> = (0..scores.len())
+                .filter(|&row| scores[row] <= 0.0 && confident(row))
+                .map(|row| (row as u32, 0.0))
                 .collect();
             let more = k - found.len();
             found.extend(self.best(rest, more));
@@ -244,6 +235,16 @@ impl SpaceIndex {
             })
             .collect()
     }
+}
+
+/// The rows with a positive score.
+fn positive(scores: &[f32]) -> Vec<(u32, f32)> {
+    scores
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s > 0.0)
+        .map(|(row, s)| (row as u32, *s))
+        .collect()
 }
 
 /// Orders candidates best first: higher score, then more confident, more
