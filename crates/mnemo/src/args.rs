@@ -158,6 +158,11 @@ pub(crate) struct RememberArgs {
     /// A tag; repeat for more.
     #[arg(long = "tag")]
     pub(crate) tags: Vec<String>,
+    /// The memory's embedding, from a file (`-`: standard input): a JSON
+    /// array of numbers, or raw little-endian f32. Left out, the node
+    /// embeds the text itself.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) embedding_file: Option<PathBuf>,
     /// The memory's text.
     pub(crate) text: String,
 }
@@ -178,7 +183,12 @@ pub(crate) struct RecallArgs {
     /// Also list memories that share no word with the cue, after the rest.
     #[arg(long)]
     pub(crate) all: bool,
-    /// The cue text.
+    /// An embedding to recall by, from a file (`-`: standard input): a JSON
+    /// array of numbers, or raw little-endian f32.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cue_embedding_file: Option<PathBuf>,
+    /// The cue text (may be left out with --cue-embedding-file).
+    #[arg(default_value = "")]
     pub(crate) cue: String,
 }
 
@@ -229,7 +239,12 @@ pub(crate) struct QueryArgs {
     /// Leave out memories less confident than this.
     #[arg(long, allow_negative_numbers = true)]
     pub(crate) min_confidence: Option<f32>,
-    /// The cue text.
+    /// An embedding to search by, from a file (`-`: standard input): a
+    /// JSON array of numbers, or raw little-endian f32.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cue_embedding_file: Option<PathBuf>,
+    /// The cue text (may be left out with --cue-embedding-file).
+    #[arg(default_value = "")]
     pub(crate) cue: String,
 }
 

@@ -66,6 +66,43 @@ fn print_json(v: &Value) {
     println!("{v}");
 }
 
+/// An embedding read from `path` (`-`: standard input): a JSON array of
+/// numbers, or raw little-endian f32. None given: empty.
+fn embedding_from(flag: &str, path: Option<&std::path::Path>) -> Result<Vec<f32>, Failure> {
+    use std::io::Read as _;
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let mut bytes = Vec::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes))
+    };
+    read.map_err(|e| Failure(format!("{flag} {}: {e}", path.display())))?;
+    let text = bytes.trim_ascii_start();
+    if text.first() == Some(&b'[') {
+        return serde_json::from_slice::<Vec<f32>>(text).map_err(|e| {
+            Failure(format!(
+                "{flag} {}: not a JSON array of numbers: {e}",
+                path.display()
+            ))
+        });
+    }
+    if bytes.is_empty() || bytes.len() % 4 != 0 {
+        return Err(Failure(format!(
+            "{flag} {}: {} bytes is neither a JSON array nor raw little-endian f32 \
+             (a multiple of 4 bytes)",
+            path.display(),
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect())
+}
+
 pub(crate) async fn remember(a: RememberArgs) -> Outcome {
     let mut client = connect(&a.common).await?;
     let r = client
@@ -75,7 +112,7 @@ pub(crate) async fn remember(a: RememberArgs) -> Outcome {
                 space: a.space,
                 id: a.id.unwrap_or_default(),
                 content: a.text,
-                embedding: Vec::new(),
+                embedding: embedding_from("--embedding-file", a.embedding_file.as_deref())?,
                 confidence: a.confidence,
                 tags: a.tags,
                 ack: a.ack.wire(),
@@ -153,7 +190,10 @@ pub(crate) async fn recall(a: RecallArgs) -> Outcome {
             v1::RecallRequest {
                 space: a.space,
                 cue: a.cue,
-                cue_embedding: Vec::new(),
+                cue_embedding: embedding_from(
+                    "--cue-embedding-file",
+                    a.cue_embedding_file.as_deref(),
+                )?,
                 k: Some(a.k),
                 min_confidence: a.min_confidence,
                 include_unmatched: a.all,
@@ -324,7 +364,10 @@ pub(crate) async fn query(a: QueryArgs) -> Outcome {
             v1::QueryRequest {
                 spaces: a.spaces,
                 cue: a.cue,
-                cue_embedding: Vec::new(),
+                cue_embedding: embedding_from(
+                    "--cue-embedding-file",
+                    a.cue_embedding_file.as_deref(),
+                )?,
                 k: Some(a.k),
                 min_confidence: a.min_confidence,
                 include_unmatched: false,

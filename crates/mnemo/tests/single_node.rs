@@ -339,3 +339,80 @@ fn cli_consolidation_shows_its_plan_and_asks() {
         ["Alice owes Jen 12 euros", "alice owes jen 12 euros."]
     );
 }
+
+/// Embeddings a client brings, from files or standard input, as JSON or
+/// raw little-endian f32.
+#[test]
+fn cli_takes_embeddings_from_files_and_stdin() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &[]);
+    let json = dir.path().join("a.json");
+    std::fs::write(&json, "[1.0, 0.0, 0.0]").unwrap();
+    let raw = dir.path().join("b.f32");
+    let bytes: Vec<u8> = [0.0f32, 1.0, 0.0]
+        .iter()
+        .flat_map(|f| f.to_le_bytes())
+        .collect();
+    std::fs::write(&raw, &bytes).unwrap();
+    for (id, file) in [("a", &json), ("b", &raw)] {
+        let file = file.to_str().unwrap();
+        let out = node.cli(&[
+            "remember",
+            "--space",
+            "v",
+            "--id",
+            id,
+            "--embedding-file",
+            file,
+            "text",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let cue = dir.path().join("cue.json");
+    std::fs::write(&cue, "[0.9, 0.1, 0.0]").unwrap();
+    let out = node.cli(&[
+        "recall",
+        "--space",
+        "v",
+        "--json",
+        "--cue-embedding-file",
+        cue.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["memories"][0]["id"], "a");
+
+    let mut child = support::mnemo()
+        .args([
+            "recall",
+            "--space",
+            "v",
+            "--json",
+            "--cue-embedding-file",
+            "-",
+        ])
+        .args(["--node", &node.node_flag()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["memories"][0]["id"], "b", "raw f32 from stdin");
+
+    let bad = dir.path().join("bad.bin");
+    std::fs::write(&bad, [1u8, 2, 3]).unwrap();
+    let out = node.cli(&[
+        "recall",
+        "--space",
+        "v",
+        "--cue-embedding-file",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--cue-embedding-file"), "{stderr}");
+}
