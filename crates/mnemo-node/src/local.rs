@@ -7,7 +7,7 @@ use mnemo_proto::v1;
 use mnemo_store::{Cue, Memory, validate};
 use tonic::Status;
 
-use crate::convert::scored_to_wire;
+use crate::convert::{memory_to_wire, scored_to_wire};
 use crate::error::NodeError;
 use crate::node::Node;
 
@@ -156,6 +156,24 @@ fn check_caught_up(node: &Node, space: &str) -> Result<(), Status> {
             node.id
         ),
     ))
+}
+
+/// Reads one memory (or what it was merged into) from the local copy.
+/// `found` says whether either was there; the edge turns "neither" into
+/// NOT_FOUND (a holder lacking it is not an error to route around).
+pub(crate) fn get(node: &Node, r: &v1::GetRequest) -> Result<v1::GetResponse, Status> {
+    check_caught_up(node, &r.space)?;
+    let memory = node.store.get(&r.space, &r.id);
+    let merged_into = match memory {
+        Some(_) => None,
+        None => node.store.merged_into(&r.space, &r.id),
+    };
+    Ok(v1::GetResponse {
+        space: r.space.clone(),
+        served_by: node.id.clone(),
+        memory: memory.map(|m| memory_to_wire(&m)),
+        merged_into: merged_into.map(|m| memory_to_wire(&m)),
+    })
 }
 
 /// Ranks the local copy of a space; confidences are scaled by `penalty`.

@@ -237,6 +237,44 @@ impl Mnemo for MnemoService {
         Ok(Response::new(recall_answer(served)))
     }
 
+    async fn get(
+        &self,
+        request: Request<v1::GetRequest>,
+    ) -> Result<Response<v1::GetResponse>, Status> {
+        self.node.ensure_joined()?;
+        self.injected_latency().await;
+        let forwarded = is_forwarded(&request);
+        let deadline = forward::deadline(&request);
+        let r = request.into_inner();
+        check(validate::space(&r.space))?;
+        check(validate::id(&r.id))?;
+        let node = &self.node;
+        if forwarded {
+            if !node.accepts_writes_for(&r.space) {
+                return Err(self.refuse_forwarded(&r.space));
+            }
+            return local::get(node, &r).map(Response::new);
+        }
+        let decision = node.router.route_recall(&r.space).map_err(route_status)?;
+        let served = self
+            .run(
+                &decision,
+                deadline,
+                &r,
+                |r| std::future::ready(local::get(node, &r)),
+                |mut peer, r| async move { peer.get(r).await },
+            )
+            .await?;
+        let answer = served.value;
+        if answer.memory.is_none() && answer.merged_into.is_none() {
+            return Err(Status::not_found(format!(
+                "space {:?} has no memory {:?} (served by {})",
+                r.space, r.id, answer.served_by
+            )));
+        }
+        Ok(Response::new(answer))
+    }
+
     async fn forget(
         &self,
         request: Request<v1::ForgetRequest>,

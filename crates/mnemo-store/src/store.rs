@@ -331,6 +331,17 @@ impl Store {
         Ok(ix.rank(&query, k, min_confidence))
     }
 
+    /// The live memory consolidation merged `id` into, if any.
+    pub fn merged_into(&self, space: &str, id: &str) -> Option<Arc<Memory>> {
+        let s = self.shared.space(space)?;
+        let ix = s.index.read().expect("lock poisoned");
+        ix.records()
+            .iter()
+            .filter(|m| m.merged_from.iter().any(|i| i.id == id))
+            .min_by(|a, b| a.id.cmp(&b.id))
+            .cloned()
+    }
+
     /// Reads one live memory.
     pub fn get(&self, space: &str, id: &str) -> Option<Arc<Memory>> {
         let s = self.shared.space(space)?;

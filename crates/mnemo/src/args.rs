@@ -25,7 +25,9 @@ pub(crate) enum Command {
     Recall(RecallArgs),
     /// Forget a memory (writes a tombstone).
     Forget(ForgetArgs),
-    /// Merge near-duplicate memories of a space held by the node.
+    /// Read one memory by id (or what consolidation merged it into).
+    Get(GetArgs),
+    /// Merge memories of a space that say the same thing (shows the plan first).
     Consolidate(ConsolidateArgs),
     /// One cue over several spaces.
     Query(QueryArgs),
@@ -202,6 +204,17 @@ pub(crate) struct ForgetArgs {
     /// How durable before acknowledging.
     #[arg(long, value_enum, default_value = "primary")]
     pub(crate) ack: AckArg,
+    /// The memory's id.
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// The memory's space.
+    #[arg(long)]
+    pub(crate) space: String,
     /// The memory's id.
     pub(crate) id: String,
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::args::{
-    Common, ConsolidateArgs, ForgetArgs, LocateArgs, QueryArgs, RecallArgs, RememberArgs,
+    Common, ConsolidateArgs, ForgetArgs, GetArgs, LocateArgs, QueryArgs, RecallArgs, RememberArgs,
     StatusArgs,
 };
 
@@ -259,6 +259,52 @@ pub(crate) async fn forget(a: ForgetArgs) -> Outcome {
             r.id, r.space, r.served_by
         );
     }
+    Ok(())
+}
+
+pub(crate) async fn get(a: GetArgs) -> Outcome {
+    let mut client = connect(&a.common).await?;
+    let r = client
+        .get(request(
+            &a.common,
+            v1::GetRequest {
+                space: a.space,
+                id: a.id.clone(),
+            },
+        ))
+        .await
+        .map_err(|s| failed(&a.common, &s))?
+        .into_inner();
+    if a.common.json {
+        let mut out = json!({"space": r.space, "served_by": r.served_by});
+        if let Some(m) = &r.memory {
+            out["memory"] = memory_json(Some(m), 0.0);
+        }
+        if let Some(m) = &r.merged_into {
+            out["merged_into"] = memory_json(Some(m), 0.0);
+        }
+        print_json(&out);
+        return Ok(());
+    }
+    let show = |m: &v1::Memory| {
+        println!("id          {}", m.id);
+        println!("content     {}", m.content);
+        println!("confidence  {:.2}", m.confidence);
+        println!("created     {} ms", m.created_at_ms);
+        if !m.tags.is_empty() {
+            println!("tags        {}", m.tags.join(", "));
+        }
+        for i in &m.merged_from {
+            println!("merged from {} ({:.2}): {}", i.id, i.confidence, i.content);
+        }
+    };
+    if let Some(m) = &r.memory {
+        show(m);
+    } else if let Some(m) = &r.merged_into {
+        println!("{} was merged into {} by consolidation:", a.id, m.id);
+        show(m);
+    }
+    println!("served by {}", r.served_by);
     Ok(())
 }
 

@@ -41,6 +41,7 @@ fn main() -> std::process::ExitCode {
             Command::Remember(a) => client::remember(a).await,
             Command::Recall(a) => client::recall(a).await,
             Command::Forget(a) => client::forget(a).await,
+            Command::Get(a) => client::get(a).await,
             Command::Consolidate(a) => client::consolidate(a).await,
             Command::Query(a) => client::query(a).await,
             Command::Locate(a) => client::locate(a).await,
