@@ -6,6 +6,10 @@
 //! past ten) for the built-in text ranking (BM25) and for what recall did
 //! before it: cosine similarity of the lexical embedding.
 //!
+//! It also plans a consolidation of the set, whose memories are distinct
+//! statements but for one pair of docstrings that differ by a full stop:
+//! any other merge would cost a fact.
+//!
 //! `cargo bench -p mnemo-store --bench recall_quality`. Numbers are
 //! printed, never asserted (tests check ranking on small hand-made cases).
 
@@ -118,4 +122,13 @@ fn main() {
             figures.hit5, figures.mrr10, figures.misses
         );
     }
+    let plan = rt
+        .block_on(store.consolidate("eval", mnemo_store::consolidate::DEFAULT_THRESHOLD, true))
+        .expect("a plan");
+    println!(
+        "  consolidation plan over the {} memories: {} merges {:?}",
+        plan.before,
+        plan.merged.len(),
+        plan.merged.iter().map(|m| &m.inputs).collect::<Vec<_>>()
+    );
 }
