@@ -130,12 +130,25 @@ impl Log {
 
     /// Starts both files over in new epochs, so nothing they held reads
     /// again; from here on records can be appended.
+    ///
+    /// The older file goes first: a crash between the two leaves the newer
+    /// file, whose records are the latest changes and replay safely onto
+    /// what redb holds. (Left alone, the older file's records would replay
+    /// over newer changes the other file no longer has.)
     pub(crate) fn begin(&mut self) -> io::Result<()> {
-        self.files[1].reset(self.epoch + 1)?;
-        self.files[0].reset(self.epoch + 2)?;
+        let older = self.retire_older()?;
+        self.files[1 - older].reset(self.epoch + 2)?;
         self.epoch += 2;
-        self.active = 0;
+        self.active = 1 - older;
         Ok(())
+    }
+
+    /// The first step of [`Log::begin`]: starts the older file over.
+    /// Returns which file that was.
+    fn retire_older(&mut self) -> io::Result<usize> {
+        let older = usize::from(self.files[1].epoch < self.files[0].epoch);
+        self.files[older].reset(self.epoch + 1)?;
+        Ok(older)
     }
 
     /// Appends one record to the active file and waits until it is on disk.
@@ -221,6 +234,13 @@ impl Wal {
 
     /// Appends one record and waits until it is on disk.
     fn append(&mut self, record: &Record) -> io::Result<()> {
+        if record.encoded_len() > MAX_RECORD {
+            // It would read back as a torn tail: refuse rather than lose it.
+            return Err(io::Error::other(format!(
+                "a record of {} bytes is over the log's limit of {MAX_RECORD}",
+                record.encoded_len()
+            )));
+        }
         self.buf.clear();
         self.buf.extend_from_slice(&[0; HEADER]);
         record
@@ -291,7 +311,7 @@ fn read_records(epoch: u64, bytes: &[u8]) -> (Vec<Record>, usize) {
     while let Some(header) = bytes.get(at..at + HEADER) {
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-        if len > MAX_RECORD {
+        if len == 0 || len > MAX_RECORD {
             break;
         }
         let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
@@ -420,6 +440,34 @@ mod tests {
         drop(log);
         let (_, records) = Log::open(dir.path()).unwrap();
         assert_eq!(records, vec![record(2), record(1)]);
+    }
+
+    #[test]
+    fn a_crash_inside_begin_never_leaves_only_the_older_file() {
+        // One rotation: the second file holds the newer records.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(dir.path()).unwrap();
+        log.begin().unwrap();
+        log.append(&record(1)).unwrap();
+        log.rotate().unwrap();
+        log.append(&record(3)).unwrap();
+        drop(log);
+        for rotations_before in 0..2 {
+            let (mut log, records) = Log::open(dir.path()).unwrap();
+            assert_eq!(records.last(), Some(&record(3)), "{rotations_before}");
+            // A crash after begin's first step: the newer records remain.
+            log.retire_older().unwrap();
+            drop(log);
+            let (_, records) = Log::open(dir.path()).unwrap();
+            assert_eq!(records, vec![record(3)]);
+            // And with the files the other way round.
+            let (mut log, _) = Log::open(dir.path()).unwrap();
+            log.begin().unwrap();
+            log.rotate().unwrap();
+            log.append(&record(1)).unwrap();
+            log.rotate().unwrap();
+            log.append(&record(3)).unwrap();
+        }
     }
 
     #[test]

@@ -34,6 +34,9 @@ use crate::wal::{Change, Log, PutMemory, PutTombstone, Record, Write};
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 2048;
+/// Most bytes of memories committed together (well under the log's record
+/// limit; one write may pass it alone).
+const MAX_BATCH_BYTES: usize = 64 << 20;
 
 /// How long the queue stays empty before the log moves on to its other
 /// file and the one it leaves is checkpointed.
@@ -56,6 +59,32 @@ pub(crate) enum Request {
     /// Remove every trace of the space from this node, if its digest is
     /// still this one (nothing arrived since the caller last looked).
     Drop { if_digest: u128 },
+}
+
+impl Request {
+    /// About how many bytes the write adds to the log.
+    fn weight(&self) -> usize {
+        let memory = |m: &Memory| {
+            m.content.len()
+                + m.embedding.len() * 4
+                + m.merged_from.iter().map(|i| i.content.len()).sum::<usize>()
+                + 64
+        };
+        match self {
+            Request::Local(Op::Remember(m)) => memory(m),
+            Request::Local(Op::Consolidate(c)) => {
+                c.merged.as_ref().map_or(0, memory) + c.inputs.len() * 64
+            }
+            Request::Local(Op::Forget(_)) | Request::Drop { .. } => 64,
+            Request::Merge(elements) => elements
+                .iter()
+                .map(|e| match e {
+                    Element::Memory(m) => memory(m),
+                    Element::Tombstone(_) => 64,
+                })
+                .sum(),
+        }
+    }
 }
 
 /// What a write did.
@@ -152,10 +181,14 @@ impl Writer {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            let mut bytes = first.request.weight();
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(job) => {
+                        bytes += job.request.weight();
+                        batch.push(job);
+                    }
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
@@ -188,11 +221,15 @@ impl Writer {
     /// Takes the applier's news; `wait`: until the asked-for checkpoint
     /// is confirmed.
     fn heard(&mut self, wait: bool) {
-        while self.checkpointing.is_some() {
-            let news = if wait {
+        loop {
+            let news = if wait && self.checkpointing.is_some() {
                 self.done.recv().ok()
             } else {
-                self.done.try_recv().ok()
+                match self.done.try_recv() {
+                    Ok(news) => Some(news),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+                }
             };
             match news {
                 Some(Done::Checkpointed(file)) if Some(file) == self.checkpointing => {
@@ -200,8 +237,15 @@ impl Writer {
                 }
                 Some(Done::Checkpointed(_)) => {}
                 Some(Done::Failed(why)) => self.fail(why),
-                None if wait => self.fail("the applier stopped".into()),
-                None => return,
+                None => {
+                    if self.failed.is_none() {
+                        self.fail("the applier stopped".into());
+                    }
+                    return;
+                }
+            }
+            if !wait && self.checkpointing.is_none() && self.failed.is_some() {
+                return;
             }
         }
     }
@@ -224,6 +268,9 @@ impl Writer {
             return;
         }
         self.hand_over();
+        if self.failed.is_some() {
+            return;
+        }
         let leaving = self.log.active();
         if let Err(e) = self.log.rotate() {
             // The active file keeps taking records; the next try may work.
@@ -337,7 +384,8 @@ impl Decided {
                 }
             }
         };
-        let dim = if matches!(job.request, Request::Drop { .. }) {
+        // Only a drop that happened forgets the dimension.
+        let dim = if matches!(result, Ok(Reply::Dropped(true))) {
             0
         } else {
             ctx.dim

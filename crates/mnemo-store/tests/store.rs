@@ -482,3 +482,30 @@ async fn plain_questions_rank_the_memory_they_mean_first() {
     let found = store.recall("w", text("wifi password"), 2, 0.0).unwrap();
     assert_eq!(found[0].memory.id, "sure");
 }
+
+/// A drop refused because the space changed must not make the rest of its
+/// batch forget the space's embedding dimension.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_drop_keeps_the_dimension_for_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut m = memory("three", "three dimensions");
+    m.embedding = vec![1.0, 0.0, 0.0];
+    store.remember("s", m).await.unwrap();
+    let stale = store.spaces()[0].digest.wrapping_add(1);
+    for round in 0..20 {
+        let mut wrong = memory(&format!("five-{round}"), "five dimensions");
+        wrong.embedding = vec![1.0, 0.0, 0.0, 0.0, 0.0];
+        wrong.created_at_ms = 1;
+        // Sent back to back, so they usually share a batch.
+        let (dropped, merged) = tokio::join!(
+            store.drop_space("s", stale),
+            store.merge("s", vec![Element::Memory(wrong)])
+        );
+        assert!(!dropped.unwrap(), "the digest is stale");
+        let merged = merged.unwrap();
+        assert_eq!(merged.applied, 0, "round {round}: {merged:?}");
+        assert_eq!(merged.refused.len(), 1, "round {round}");
+    }
+    assert_eq!(store.spaces()[0].dimension, 3);
+}
