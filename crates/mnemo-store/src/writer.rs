@@ -500,7 +500,15 @@ impl Ctx<'_> {
                         elements.push(Element::Memory(stored));
                         false
                     }
-                    Stored::Conflict { .. } | Stored::Forgotten => false,
+                    // The merged memory could not be stored: its inputs
+                    // stay, or what they said would be gone.
+                    Stored::Conflict { .. } | Stored::Forgotten => {
+                        return Ok(Written {
+                            changed: false,
+                            existed: false,
+                            elements,
+                        });
+                    }
                 };
                 for id in inputs {
                     changed |= self.tombstone(id).0;
