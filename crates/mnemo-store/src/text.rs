@@ -3,12 +3,14 @@
 //! the rest reduced to their stem (Snowball's English stemmer), so "parked",
 //! "parking" and "park" are one term.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use rust_stemmers::{Algorithm, Stemmer};
 use unicode_normalization::UnicodeNormalization;
 
-/// Words too common to tell memories apart.
+/// Words too common to tell memories apart (sorted: looked up by binary
+/// search).
 const STOPWORDS: &[&str] = &[
     "a",
     "about",
@@ -31,6 +33,7 @@ const STOPWORDS: &[&str] = &[
     "by",
     "can",
     "could",
+    "d",
     "did",
     "do",
     "does",
@@ -64,6 +67,8 @@ const STOPWORDS: &[&str] = &[
     "its",
     "itself",
     "just",
+    "ll",
+    "m",
     "me",
     "more",
     "most",
@@ -82,12 +87,15 @@ const STOPWORDS: &[&str] = &[
     "out",
     "over",
     "own",
+    "re",
+    "s",
     "same",
     "she",
     "should",
     "so",
     "some",
     "such",
+    "t",
     "than",
     "that",
     "the",
@@ -107,6 +115,7 @@ const STOPWORDS: &[&str] = &[
     "under",
     "until",
     "up",
+    "ve",
     "very",
     "was",
     "we",
@@ -127,13 +136,6 @@ const STOPWORDS: &[&str] = &[
     "yours",
     "yourself",
     "yourselves",
-    "s",
-    "t",
-    "d",
-    "ll",
-    "m",
-    "re",
-    "ve",
 ];
 
 fn stemmer() -> &'static Stemmer {
@@ -143,17 +145,34 @@ fn stemmer() -> &'static Stemmer {
 
 /// The terms of `text`, in order (repeats kept).
 pub fn terms(text: &str) -> Vec<String> {
-    let lower: String = text.nfkc().flat_map(char::to_lowercase).collect();
+    // ASCII is its own NFKC form: only other text needs normalising.
+    let lower: String = if text.is_ascii() {
+        text.to_ascii_lowercase()
+    } else {
+        text.nfkc().flat_map(char::to_lowercase).collect()
+    };
+    // A word repeated in one text is stemmed once.
+    let mut stems: HashMap<&str, String> = HashMap::new();
     lower
         .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty() && !STOPWORDS.contains(w))
-        .map(|w| stemmer().stem(w).into_owned())
+        .filter(|w| !w.is_empty() && STOPWORDS.binary_search(w).is_err())
+        .map(|w| {
+            stems
+                .entry(w)
+                .or_insert_with(|| stemmer().stem(w).into_owned())
+                .clone()
+        })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stopword_list_is_sorted() {
+        assert!(STOPWORDS.windows(2).all(|w| w[0] < w[1]));
+    }
 
     #[test]
     fn stems_and_drops_common_words() {
