@@ -194,6 +194,7 @@ pub(crate) fn recall(
                 text: &r.cue,
                 embedding: &r.cue_embedding,
                 include_unmatched: r.include_unmatched,
+                tags: &r.tags,
             },
             k,
             min,

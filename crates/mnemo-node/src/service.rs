@@ -213,6 +213,7 @@ impl Mnemo for MnemoService {
         let r = request.into_inner();
         check(validate::space(&r.space))?;
         validate_cue(&r.cue, &r.cue_embedding, r.k, r.min_confidence)?;
+        check(validate::tags(&r.tags))?;
         let node = &self.node;
         if forwarded {
             // A leftover copy on a node that no longer holds the space is
@@ -343,6 +344,7 @@ impl Mnemo for MnemoService {
         let r = request.into_inner();
         check(validate::query_spaces(&r.spaces))?;
         validate_cue(&r.cue, &r.cue_embedding, r.k, r.min_confidence)?;
+        check(validate::tags(&r.tags))?;
         let k = check(validate::k(r.k))?;
         let node = &self.node;
         let result = node
@@ -355,6 +357,7 @@ impl Mnemo for MnemoService {
                     k: r.k,
                     min_confidence: r.min_confidence,
                     include_unmatched: r.include_unmatched,
+                    tags: r.tags.clone(),
                 };
                 dispatch(
                     target,

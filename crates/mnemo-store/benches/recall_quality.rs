@@ -36,7 +36,7 @@ fn evaluate(
         let c = Cue {
             text: if text { query } else { "" },
             embedding: &embedding,
-            include_unmatched: false,
+            ..Cue::default()
         };
         let found = store.recall("eval", c, 10, 0.0).expect("recall");
         let rank = found.iter().position(|s| relevant.contains(&s.memory.id));

@@ -20,6 +20,8 @@ pub(crate) struct Query {
     pub(crate) vector: Option<Vec<f32>>,
     /// Also return memories with no evidence of relevance, after the rest.
     pub(crate) include_unmatched: bool,
+    /// Only memories carrying every one of these tags.
+    pub(crate) tags: Vec<String>,
 }
 
 /// Reciprocal rank fusion's constant: ranks past the first few count
@@ -120,10 +122,11 @@ impl SpaceIndex {
     /// the rest too (after them, score 0). Equal scores go to the more
     /// confident, then the more recent memory, then the smaller id.
     pub(crate) fn rank(&self, query: &Query, k: usize, min_confidence: f32) -> Vec<Scored> {
-        if let (true, Some(cue), false) = (
+        if let (true, Some(cue), false, true) = (
             query.terms.is_empty(),
             &query.vector,
             query.include_unmatched,
+            query.tags.is_empty(),
         ) {
             // The common embedding-only case: one pass, no allocation.
             return self.top_k(cue, k, min_confidence);
@@ -150,7 +153,13 @@ impl SpaceIndex {
             }
             (None, None) => vec![0.0; self.records.len()],
         };
-        let confident = |row: usize| self.confidences[row] >= min_confidence;
+        let confident = |row: usize| {
+            self.confidences[row] >= min_confidence
+                && query
+                    .tags
+                    .iter()
+                    .all(|t| self.records[row].tags.contains(t))
+        };
         let found: Vec<(u32, f32)> = positive(&scores)
             .into_iter()
             .filter(|(row, _)| confident(*row as usize))

@@ -56,6 +56,8 @@ pub struct Cue<'a> {
     /// Also return memories with no evidence of relevance (no shared word,
     /// no positive similarity), after the others, with score 0.
     pub include_unmatched: bool,
+    /// Only memories carrying every one of these tags.
+    pub tags: &'a [String],
 }
 
 /// A space as `status` reports it.
@@ -316,6 +318,7 @@ impl Store {
         min_confidence: f32,
     ) -> Result<Vec<Scored>> {
         crate::validate::cue(cue.text, cue.embedding)?;
+        crate::validate::tags(cue.tags)?;
         let Some(s) = self.shared.space(space) else {
             return Ok(Vec::new());
         };
@@ -327,6 +330,7 @@ impl Store {
             terms: crate::text::terms(cue.text),
             vector: cue_vector(space, cue.embedding, ix.dim())?,
             include_unmatched: cue.include_unmatched,
+            tags: cue.tags.to_vec(),
         };
         Ok(ix.rank(&query, k, min_confidence))
     }

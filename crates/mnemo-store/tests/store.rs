@@ -509,3 +509,55 @@ async fn a_refused_drop_keeps_the_dimension_for_its_batch() {
     }
     assert_eq!(store.spaces()[0].dimension, 3);
 }
+
+/// Tags in a cue keep only the memories that carry all of them.
+#[tokio::test]
+async fn tags_filter_recall() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for (id, tags) in [
+        ("home-urgent", vec!["home", "urgent"]),
+        ("home", vec!["home"]),
+        ("work", vec!["work", "urgent"]),
+    ] {
+        let mut m = memory(id, "call the plumber about the leak");
+        m.tags = tags.into_iter().map(String::from).collect();
+        store.remember("s", m).await.unwrap();
+    }
+    let found = |tags: &[&str], all: bool| -> Vec<String> {
+        let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
+        let cue = Cue {
+            text: if all { "unrelated words" } else { "plumber" },
+            include_unmatched: all,
+            tags: &tags,
+            ..Cue::default()
+        };
+        let mut ids: Vec<String> = store
+            .recall("s", cue, 10, 0.0)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.memory.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(found(&["home"], false), ["home", "home-urgent"]);
+    assert_eq!(found(&["home", "urgent"], false), ["home-urgent"]);
+    assert_eq!(
+        found(&["urgent"], true),
+        ["home-urgent", "work"],
+        "unmatched too"
+    );
+    assert!(found(&["garden"], false).is_empty());
+    let bad = vec![String::new()];
+    let cue = Cue {
+        text: "plumber",
+        tags: &bad,
+        ..Cue::default()
+    };
+    let err = store.recall("s", cue, 10, 0.0).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Invalid { field: "tags", .. }),
+        "{err}"
+    );
+}

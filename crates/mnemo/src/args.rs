@@ -185,6 +185,9 @@ pub(crate) struct RecallArgs {
     /// Also list memories that share no word with the cue, after the rest.
     #[arg(long)]
     pub(crate) all: bool,
+    /// Only memories carrying this tag; repeat for more (all must match).
+    #[arg(long = "tag")]
+    pub(crate) tags: Vec<String>,
     /// An embedding to recall by, from a file (`-`: standard input): a JSON
     /// array of numbers, or raw little-endian f32.
     #[arg(long, value_name = "FILE")]
@@ -256,6 +259,9 @@ pub(crate) struct QueryArgs {
     /// JSON array of numbers, or raw little-endian f32.
     #[arg(long, value_name = "FILE")]
     pub(crate) cue_embedding_file: Option<PathBuf>,
+    /// Only memories carrying this tag; repeat for more (all must match).
+    #[arg(long = "tag")]
+    pub(crate) tags: Vec<String>,
     /// The cue text (may be left out with --cue-embedding-file).
     #[arg(default_value = "")]
     pub(crate) cue: String,

@@ -197,6 +197,7 @@ pub(crate) async fn recall(a: RecallArgs) -> Outcome {
                 k: Some(a.k),
                 min_confidence: a.min_confidence,
                 include_unmatched: a.all,
+                tags: a.tags,
             },
         ))
         .await
@@ -417,6 +418,7 @@ pub(crate) async fn query(a: QueryArgs) -> Outcome {
                 k: Some(a.k),
                 min_confidence: a.min_confidence,
                 include_unmatched: false,
+                tags: a.tags,
             },
         ))
         .await

@@ -403,6 +403,31 @@ fn cli_takes_embeddings_from_files_and_stdin() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["memories"][0]["id"], "b", "raw f32 from stdin");
 
+    // Tags filter from the command line.
+    let out = node.cli(&[
+        "remember",
+        "--space",
+        "t",
+        "--tag",
+        "home",
+        "fix the leaking tap",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let out = node.cli(&[
+        "remember",
+        "--space",
+        "t",
+        "--tag",
+        "work",
+        "fix the leaking roof",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let out = node.cli(&["recall", "--space", "t", "--json", "--tag", "work", "fix"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found = v["memories"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{v}");
+    assert_eq!(found[0]["content"], "fix the leaking roof");
+
     let bad = dir.path().join("bad.bin");
     std::fs::write(&bad, [1u8, 2, 3]).unwrap();
     let out = node.cli(&[
