@@ -176,6 +176,27 @@ pub(crate) fn get(node: &Node, r: &v1::GetRequest) -> Result<v1::GetResponse, St
     })
 }
 
+/// Most memories one `List` page holds.
+pub(crate) const MAX_LIST: u32 = 1000;
+
+/// A page of the local copy of a space, in id order.
+pub(crate) fn list(node: &Node, r: &v1::ListRequest) -> Result<v1::ListResponse, Status> {
+    check_caught_up(node, &r.space)?;
+    let limit = r.limit.unwrap_or(100) as usize;
+    let page = node.store.list(&r.space, &r.cursor, limit);
+    let next_cursor = if page.len() == limit {
+        page.last().map(|m| m.id.clone()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok(v1::ListResponse {
+        space: r.space.clone(),
+        served_by: node.id.clone(),
+        memories: page.iter().map(|m| memory_to_wire(m)).collect(),
+        next_cursor,
+    })
+}
+
 /// Ranks the local copy of a space; confidences are scaled by `penalty`.
 pub(crate) fn recall(
     node: &Node,

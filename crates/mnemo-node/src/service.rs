@@ -276,6 +276,52 @@ impl Mnemo for MnemoService {
         Ok(Response::new(answer))
     }
 
+    async fn list(
+        &self,
+        request: Request<v1::ListRequest>,
+    ) -> Result<Response<v1::ListResponse>, Status> {
+        self.node.ensure_joined()?;
+        self.injected_latency().await;
+        let forwarded = is_forwarded(&request);
+        let deadline = forward::deadline(&request);
+        let r = request.into_inner();
+        check(validate::space(&r.space))?;
+        if !r.cursor.is_empty() {
+            check(
+                validate::id(&r.cursor).map_err(|_| mnemo_store::StoreError::Invalid {
+                    field: "cursor",
+                    reason: "is not a memory id (pass a page's next_cursor)".into(),
+                }),
+            )?;
+        }
+        if let Some(limit) = r.limit
+            && !(1..=local::MAX_LIST).contains(&limit)
+        {
+            return Err(Status::invalid_argument(format!(
+                "invalid limit: is {limit}; it must be 1..={}",
+                local::MAX_LIST
+            )));
+        }
+        let node = &self.node;
+        if forwarded {
+            if !node.accepts_writes_for(&r.space) {
+                return Err(self.refuse_forwarded(&r.space));
+            }
+            return local::list(node, &r).map(Response::new);
+        }
+        let decision = node.router.route_recall(&r.space).map_err(route_status)?;
+        let served = self
+            .run(
+                &decision,
+                deadline,
+                &r,
+                |r| std::future::ready(local::list(node, &r)),
+                |mut peer, r| async move { peer.list(r).await },
+            )
+            .await?;
+        Ok(Response::new(served.value))
+    }
+
     async fn forget(
         &self,
         request: Request<v1::ForgetRequest>,

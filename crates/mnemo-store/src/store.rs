@@ -335,6 +335,26 @@ impl Store {
         Ok(ix.rank(&query, k, min_confidence))
     }
 
+    /// Up to `limit` live memories of `space` whose ids sort after `after`,
+    /// in id order.
+    pub fn list(&self, space: &str, after: &str, limit: usize) -> Vec<Arc<Memory>> {
+        let Some(s) = self.shared.space(space) else {
+            return Vec::new();
+        };
+        let ix = s.index.read().expect("lock poisoned");
+        let mut page: Vec<&Arc<Memory>> = ix
+            .records()
+            .iter()
+            .filter(|m| m.id.as_str() > after)
+            .collect();
+        if page.len() > limit {
+            page.select_nth_unstable_by(limit, |a, b| a.id.cmp(&b.id));
+            page.truncate(limit);
+        }
+        page.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        page.into_iter().cloned().collect()
+    }
+
     /// The live memory consolidation merged `id` into, if any.
     pub fn merged_into(&self, space: &str, id: &str) -> Option<Arc<Memory>> {
         let s = self.shared.space(space)?;

@@ -27,6 +27,10 @@ pub(crate) enum Command {
     Forget(ForgetArgs),
     /// Read one memory by id (or what consolidation merged it into).
     Get(GetArgs),
+    /// Write every memory of a space to standard output, one JSON object a line.
+    Export(ExportArgs),
+    /// Remember every memory of a JSON-lines file (as `export` writes) into a space.
+    Import(ImportArgs),
     /// Merge memories of a space that say the same thing (shows the plan first).
     Consolidate(ConsolidateArgs),
     /// One cue over several spaces.
@@ -209,6 +213,29 @@ pub(crate) struct ForgetArgs {
     pub(crate) ack: AckArg,
     /// The memory's id.
     pub(crate) id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// The space to export.
+    #[arg(long)]
+    pub(crate) space: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// The space to write into.
+    #[arg(long)]
+    pub(crate) space: String,
+    /// How durable each write is before the next.
+    #[arg(long, value_enum, default_value = "primary")]
+    pub(crate) ack: AckArg,
+    /// The file (`-`: standard input).
+    pub(crate) file: PathBuf,
 }
 
 #[derive(Debug, Args)]

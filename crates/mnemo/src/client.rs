@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::args::{
-    Common, ConsolidateArgs, ForgetArgs, GetArgs, LocateArgs, QueryArgs, RecallArgs, RememberArgs,
-    StatusArgs,
+    Common, ConsolidateArgs, ExportArgs, ForgetArgs, GetArgs, ImportArgs, LocateArgs, QueryArgs,
+    RecallArgs, RememberArgs, StatusArgs,
 };
 
 /// A failed command: the one line printed on stderr.
@@ -306,6 +306,103 @@ pub(crate) async fn get(a: GetArgs) -> Outcome {
         show(m);
     }
     println!("served by {}", r.served_by);
+    Ok(())
+}
+
+/// Every memory of a space, a page at a time, as JSON lines on stdout.
+pub(crate) async fn export(a: ExportArgs) -> Outcome {
+    use std::io::Write as _;
+    let mut client = connect(&a.common).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let (mut cursor, mut count) = (String::new(), 0u64);
+    loop {
+        let page = client
+            .list(request(
+                &a.common,
+                v1::ListRequest {
+                    space: a.space.clone(),
+                    cursor: cursor.clone(),
+                    limit: Some(1000),
+                },
+            ))
+            .await
+            .map_err(|s| failed(&a.common, &s))?
+            .into_inner();
+        for m in &page.memories {
+            let line = json!({
+                "id": m.id, "content": m.content, "confidence": m.confidence,
+                "tags": m.tags, "created_at_ms": m.created_at_ms, "embedding": m.embedding,
+            });
+            writeln!(out, "{line}").map_err(|e| Failure(format!("cannot write: {e}")))?;
+            count += 1;
+        }
+        if page.next_cursor.is_empty() {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    out.flush()
+        .map_err(|e| Failure(format!("cannot write: {e}")))?;
+    eprintln!("exported {count} memories of {}", a.space);
+    Ok(())
+}
+
+/// Remembers each line of a JSON-lines file (as `export` writes it).
+/// Writes are idempotent by id, so an import can be run again.
+pub(crate) async fn import(a: ImportArgs) -> Outcome {
+    use std::io::BufRead as _;
+    #[derive(serde::Deserialize)]
+    struct Line {
+        id: String,
+        content: String,
+        confidence: Option<f32>,
+        #[serde(default)]
+        tags: Vec<String>,
+        #[serde(default)]
+        embedding: Vec<f32>,
+    }
+    let reader: Box<dyn std::io::BufRead> = if a.file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(&a.file)
+            .map_err(|e| Failure(format!("{}: {e}", a.file.display())))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut client = connect(&a.common).await?;
+    let (mut created, mut present) = (0u64, 0u64);
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| Failure(format!("{}: {e}", a.file.display())))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let m: Line = serde_json::from_str(&line)
+            .map_err(|e| Failure(format!("{} line {}: {e}", a.file.display(), n + 1)))?;
+        let r = client
+            .remember(request(
+                &a.common,
+                v1::RememberRequest {
+                    space: a.space.clone(),
+                    id: m.id,
+                    content: m.content,
+                    embedding: m.embedding,
+                    confidence: m.confidence,
+                    tags: m.tags,
+                    ack: a.ack.wire(),
+                },
+            ))
+            .await
+            .map_err(|s| failed(&a.common, &s))?
+            .into_inner();
+        if r.created {
+            created += 1;
+        } else {
+            present += 1;
+        }
+    }
+    println!(
+        "imported {created} memories into {} ({present} were already there)",
+        a.space
+    );
     Ok(())
 }
 

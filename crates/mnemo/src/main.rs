@@ -42,6 +42,8 @@ fn main() -> std::process::ExitCode {
             Command::Recall(a) => client::recall(a).await,
             Command::Forget(a) => client::forget(a).await,
             Command::Get(a) => client::get(a).await,
+            Command::Export(a) => client::export(a).await,
+            Command::Import(a) => client::import(a).await,
             Command::Consolidate(a) => client::consolidate(a).await,
             Command::Query(a) => client::query(a).await,
             Command::Locate(a) => client::locate(a).await,

@@ -441,3 +441,75 @@ fn cli_takes_embeddings_from_files_and_stdin() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--cue-embedding-file"), "{stderr}");
 }
+
+/// A space exported and imported elsewhere holds the same memories, and an
+/// import run twice writes nothing new.
+#[test]
+fn export_then_import_copies_a_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &[]);
+    // More than one page of 1000.
+    let mut child = support::mnemo()
+        .args(["import", "--space", "src", "-", "--node", &node.node_flag()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        for i in 0..1200 {
+            writeln!(
+                stdin,
+                r#"{{"id": "m{i:04}", "content": "note number {i}", "confidence": 0.5, "tags": ["t{}"]}}"#,
+                i % 3
+            )
+            .unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 1200 memories"));
+
+    let exported = node.cli(&["export", "--space", "src"]);
+    assert!(exported.status.success(), "{exported:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&exported.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1200);
+    assert!(
+        lines
+            .windows(2)
+            .all(|w| w[0]["id"].as_str() < w[1]["id"].as_str()),
+        "id order"
+    );
+    let file = dir.path().join("src.jsonl");
+    std::fs::write(&file, &exported.stdout).unwrap();
+    let file = file.to_str().unwrap();
+    for expected in [
+        "imported 1200 memories into dst (0 were",
+        "imported 0 memories into dst (1200 were",
+    ] {
+        let out = node.cli(&["import", "--space", "dst", file]);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(expected),
+            "{out:?}"
+        );
+    }
+    // The same memories (an import stamps its own creation time).
+    let without_time = |out: &[u8]| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("created_at_ms");
+                v
+            })
+            .collect()
+    };
+    let copied = node.cli(&["export", "--space", "dst"]);
+    let (a, b) = (without_time(&exported.stdout), without_time(&copied.stdout));
+    assert!(a == b, "the copy differs from the original");
+}
