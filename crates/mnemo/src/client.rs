@@ -104,6 +104,13 @@ fn embedding_from(flag: &str, path: Option<&std::path::Path>) -> Result<Vec<f32>
 }
 
 pub(crate) async fn remember(a: RememberArgs) -> Outcome {
+    if a.id.as_deref() == Some("") {
+        // Most likely an empty shell variable: a generated id would make a
+        // retried write a second memory.
+        return Err(Failure(
+            "invalid --id: is empty; leave --id out to have one generated".into(),
+        ));
+    }
     let mut client = connect(&a.common).await?;
     let r = client
         .remember(request(

@@ -222,6 +222,7 @@ fn cli_reports_one_line_and_fails() {
         &["remember", "--space", "bad space", "text"][..],
         &["recall", "--space", "s", "-k", "0", "cue"],
         &["remember", "--space", "s", "--confidence", "2", "text"],
+        &["remember", "--space", "s", "--id", "", "text"],
     ] {
         let out = node.cli(args);
         assert!(!out.status.success(), "{args:?} must fail");
