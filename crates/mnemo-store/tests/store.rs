@@ -1,5 +1,7 @@
 //! The store against a real redb file in a temporary directory.
 
+use std::sync::atomic::Ordering;
+
 use mnemo_store::{Cue, Element, Memory, Store, StoreError};
 
 fn memory(id: &str, content: &str) -> Memory {
@@ -340,6 +342,7 @@ async fn consolidation_merges_and_replicates() {
 async fn what_a_batch_shows_is_what_the_disk_keeps() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
+    let consolidated = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = move |n: u64| {
         x ^= x << 13;
@@ -353,13 +356,21 @@ async fn what_a_batch_shows_is_what_the_disk_keeps() {
             let store = store.clone();
             let space = format!("s{}", next(3));
             let id = format!("m{}", next(12));
-            let content = format!("content {} of {id}", next(3));
-            let kind = next(4);
+            // Few texts: different ids often say the same thing, so
+            // consolidations in the mix have something to merge.
+            let content = format!("content number {}", next(4));
+            let kind = next(9);
             let minority = next(2) == 0;
+            let consolidated = std::sync::Arc::clone(&consolidated);
             tasks.spawn(async move {
                 match kind {
-                    0 | 1 => drop(store.remember(&space, memory(&id, &content)).await),
-                    2 => drop(store.forget(&space, &id).await.unwrap()),
+                    0..=3 => drop(store.remember(&space, memory(&id, &content)).await),
+                    4 | 5 => drop(store.forget(&space, &id).await.unwrap()),
+                    6 => {
+                        if let Ok(report) = store.consolidate(&space, 0.97, false).await {
+                            consolidated.fetch_add(report.merged.len(), Ordering::Relaxed);
+                        }
+                    }
                     _ => {
                         let mut m = memory(&id, &content);
                         m.embedding = mnemo_store::embed::lexical(&content);
@@ -402,6 +413,10 @@ async fn what_a_batch_shows_is_what_the_disk_keeps() {
         );
         store = reopened;
     }
+    assert!(
+        consolidated.load(Ordering::Relaxed) > 0,
+        "consolidations merged something"
+    );
 }
 
 #[tokio::test]
