@@ -10,7 +10,6 @@ use std::sync::Arc;
 use crate::bm25::Bm25;
 use crate::embed::{dot, normalize};
 use crate::memory::{Memory, Scored};
-use crate::text::terms;
 
 /// A cue as the index ranks with it.
 pub(crate) struct Query {
@@ -57,20 +56,20 @@ impl SpaceIndex {
         self.dim = dim;
     }
 
-    /// Adds or replaces a memory. Its embedding must have the space's dimension.
-    pub(crate) fn insert(&mut self, memory: Arc<Memory>) {
+    /// Adds or replaces a memory whose text has the terms `words`. Its
+    /// embedding must have the space's dimension.
+    pub(crate) fn insert(&mut self, memory: Arc<Memory>, words: &[String]) {
         debug_assert_eq!(memory.embedding.len(), self.dim);
         let mut row = memory.embedding.clone();
         normalize(&mut row);
-        let words = terms(&memory.content);
         if let Some(&i) = self.row_of.get(&memory.id) {
             self.vectors[i * self.dim..(i + 1) * self.dim].copy_from_slice(&row);
             self.confidences[i] = memory.confidence;
             self.records[i] = memory;
-            self.lexicon.replace(i, &words);
+            self.lexicon.replace(i, words);
             return;
         }
-        self.lexicon.push(&words);
+        self.lexicon.push(words);
         self.row_of.insert(memory.id.clone(), self.records.len());
         self.vectors.extend_from_slice(&row);
         self.confidences.push(memory.confidence);
@@ -307,7 +306,7 @@ mod tests {
         let mut ix = SpaceIndex::default();
         ix.set_dim(2);
         for (id, e, c) in items {
-            ix.insert(mem(id, e.to_vec(), *c));
+            ix.insert(mem(id, e.to_vec(), *c), &[]);
         }
         ix
     }

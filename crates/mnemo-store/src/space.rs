@@ -73,6 +73,12 @@ impl Shared {
                 self.spaces.write().expect("lock poisoned").remove(&space);
                 continue;
             }
+            // Words are counted before the locks are taken: readers of the
+            // space do not wait for a long text to be tokenized.
+            let words = match &effect {
+                Effect::Insert(m, _) => crate::text::terms(&m.content),
+                _ => Vec::new(),
+            };
             let s = self.space_or_create(&space);
             let mut ix = s.index.write().expect("lock poisoned");
             let mut set = s.set.write().expect("lock poisoned");
@@ -82,7 +88,7 @@ impl Shared {
                         ix.set_dim(m.embedding.len());
                     }
                     set.insert_memory(&m.id, element);
-                    ix.insert(m);
+                    ix.insert(m, &words);
                 }
                 Effect::Tombstone(id) => {
                     ix.remove(&id);
