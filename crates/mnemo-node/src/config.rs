@@ -23,7 +23,8 @@ pub struct NodeConfig {
     pub replication_factor: usize,
     /// Where to serve `/metrics` and `/health`, if anywhere.
     pub http: Option<SocketAddr>,
-    /// Similarity at or above which consolidation merges memories.
+    /// Similarity of client-supplied embeddings at or above which
+    /// consolidation merges memories whose texts do not conflict.
     pub consolidate_threshold: f32,
     /// Cluster size the partition detector counts a majority of; `None`:
     /// the largest membership seen.

@@ -9,7 +9,7 @@
 //! - [`memory`]: the records on disk and on the wire between nodes.
 //! - [`validate`]: the limits every request is checked against.
 //! - [`embed`]: the lexical embedding and vector arithmetic.
-//! - [`consolidate`]: the deterministic near-duplicate merge.
+//! - [`consolidate`]: the deterministic merge of memories that say the same thing.
 //! - `writer`: the single writer thread: decides each write, group commit.
 //! - `wal`: the write-ahead log that makes each batch durable.
 //! - `applier`: brings redb up to date with the log, and checkpoints.

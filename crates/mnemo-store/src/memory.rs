@@ -80,7 +80,7 @@ pub enum Op {
     Consolidate(Consolidation),
 }
 
-/// The result of merging near-duplicates into one memory.
+/// The result of merging memories that say the same thing into one.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Consolidation {
     /// The merged memory; its id derives from `inputs`.
