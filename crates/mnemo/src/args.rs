@@ -43,6 +43,13 @@ pub(crate) enum Command {
     /// Hand every space of the node at --node to the other holders, then
     /// make it leave the cluster and stop.
     Decommission(StatusArgs),
+    /// Print a completion script for a shell (for instance
+    /// `mnemo completions bash > /etc/bash_completion.d/mnemo`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Flags every client command takes.

@@ -24,6 +24,16 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory as _;
+        clap_complete::generate(
+            shell,
+            &mut args::Cli::command(),
+            "mnemo",
+            &mut std::io::stdout(),
+        );
+        return std::process::ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,6 +59,7 @@ fn main() -> std::process::ExitCode {
             Command::Locate(a) => client::locate(a).await,
             Command::Status(a) => client::status(a).await,
             Command::Decommission(a) => client::decommission(a).await,
+            Command::Completions { .. } => unreachable!("answered before the runtime starts"),
         }
     });
     match result {

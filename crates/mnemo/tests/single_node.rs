@@ -514,3 +514,29 @@ fn export_then_import_copies_a_space() {
     let (a, b) = (without_time(&exported.stdout), without_time(&copied.stdout));
     assert!(a == b, "the copy differs from the original");
 }
+
+/// A mistyped flag gets a suggestion; shells get completion scripts.
+#[test]
+fn cli_suggests_flags_and_completes() {
+    let out = support::mnemo()
+        .args(["recall", "--spce", "s", "cue"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("similar argument exists: '--space'"),
+        "{stderr}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let out = support::mnemo()
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        // fish names long options `-l space`.
+        let space = script.contains("--space") || script.contains("-l space");
+        assert!(script.contains("consolidate") && space, "{shell}");
+    }
+}
