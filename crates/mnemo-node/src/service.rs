@@ -58,6 +58,38 @@ impl MnemoService {
             .map_err(exec_status)
     }
 
+    /// A read answered from a holder's own copy of `space`: a forwarded
+    /// request here (if this node holds the space), any other by the
+    /// space's primary, then the other holders.
+    async fn read<Q, A, R, RF>(
+        &self,
+        forwarded: bool,
+        deadline: Option<Duration>,
+        space: &str,
+        request: &Q,
+        local: fn(&Node, &Q) -> Result<A, Status>,
+        remote: R,
+    ) -> Result<A, Status>
+    where
+        Q: Clone,
+        R: Fn(MnemoClient<Channel>, Request<Q>) -> RF,
+        RF: Future<Output = Result<Response<A>, Status>>,
+    {
+        let node = &self.node;
+        if forwarded {
+            if !node.accepts_writes_for(space) {
+                return Err(self.refuse_forwarded(space));
+            }
+            return local(node, request);
+        }
+        let decision = node.router.route_recall(space).map_err(route_status)?;
+        let local = |r: Q| std::future::ready(local(node, &r));
+        let served = self
+            .run(&decision, deadline, request, local, remote)
+            .await?;
+        Ok(served.value)
+    }
+
     /// The test-only delay of a node made slow on purpose.
     async fn injected_latency(&self) {
         let delay = self.node.config.inject_latency;
@@ -249,24 +281,16 @@ impl Mnemo for MnemoService {
         let r = request.into_inner();
         check(validate::space(&r.space))?;
         check(validate::id(&r.id))?;
-        let node = &self.node;
-        if forwarded {
-            if !node.accepts_writes_for(&r.space) {
-                return Err(self.refuse_forwarded(&r.space));
-            }
-            return local::get(node, &r).map(Response::new);
-        }
-        let decision = node.router.route_recall(&r.space).map_err(route_status)?;
-        let served = self
-            .run(
-                &decision,
+        let answer = self
+            .read(
+                forwarded,
                 deadline,
+                &r.space,
                 &r,
-                |r| std::future::ready(local::get(node, &r)),
+                local::get,
                 |mut peer, r| async move { peer.get(r).await },
             )
             .await?;
-        let answer = served.value;
         if answer.memory.is_none() && answer.merged_into.is_none() {
             return Err(Status::not_found(format!(
                 "space {:?} has no memory {:?} (served by {})",
@@ -286,13 +310,10 @@ impl Mnemo for MnemoService {
         let deadline = forward::deadline(&request);
         let r = request.into_inner();
         check(validate::space(&r.space))?;
-        if !r.cursor.is_empty() {
-            check(
-                validate::id(&r.cursor).map_err(|_| mnemo_store::StoreError::Invalid {
-                    field: "cursor",
-                    reason: "is not a memory id (pass a page's next_cursor)".into(),
-                }),
-            )?;
+        if !r.cursor.is_empty() && validate::id(&r.cursor).is_err() {
+            return Err(Status::invalid_argument(
+                "invalid cursor: is not a memory id (pass a page's next_cursor)",
+            ));
         }
         if let Some(limit) = r.limit
             && !(1..=local::MAX_LIST).contains(&limit)
@@ -302,24 +323,16 @@ impl Mnemo for MnemoService {
                 local::MAX_LIST
             )));
         }
-        let node = &self.node;
-        if forwarded {
-            if !node.accepts_writes_for(&r.space) {
-                return Err(self.refuse_forwarded(&r.space));
-            }
-            return local::list(node, &r).map(Response::new);
-        }
-        let decision = node.router.route_recall(&r.space).map_err(route_status)?;
-        let served = self
-            .run(
-                &decision,
-                deadline,
-                &r,
-                |r| std::future::ready(local::list(node, &r)),
-                |mut peer, r| async move { peer.list(r).await },
-            )
-            .await?;
-        Ok(Response::new(served.value))
+        self.read(
+            forwarded,
+            deadline,
+            &r.space,
+            &r,
+            local::list,
+            |mut peer, r| async move { peer.list(r).await },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn forget(

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 
-use crate::error::Result;
 use crate::space::Shared;
 use crate::tables;
 use crate::wal::Change;
@@ -35,14 +34,14 @@ pub(crate) enum Done {
 }
 
 pub(crate) fn run(shared: &Arc<Shared>, tasks: &Receiver<Task>, done: &Sender<Done>) {
-    let mut pending: Vec<Change> = Vec::new();
-    while let Ok(task) = tasks.recv() {
+    while let Ok(first) = tasks.recv() {
         // Take everything queued, up to a checkpoint request.
-        let mut next = Some(task);
+        let mut changes: Vec<Change> = Vec::new();
         let mut checkpoint = None;
-        while let Some(task) = next.take() {
+        let mut next = Some(first);
+        while let Some(task) = next {
             match task {
-                Task::Apply(changes) => pending.extend(changes),
+                Task::Apply(more) => changes.extend(more),
                 Task::Checkpoint(file) => {
                     checkpoint = Some(file);
                     break;
@@ -50,19 +49,16 @@ pub(crate) fn run(shared: &Arc<Shared>, tasks: &Receiver<Task>, done: &Sender<Do
             }
             next = tasks.try_recv().ok();
         }
-        let durability = if checkpoint.is_some() {
-            redb::Durability::Immediate
-        } else {
-            redb::Durability::None
+        let durability = match checkpoint {
+            Some(_) => redb::Durability::Immediate,
+            None if changes.is_empty() => continue,
+            None => redb::Durability::None,
         };
-        match apply(shared, &pending, durability) {
-            Ok(()) => pending.clear(),
-            Err(e) => {
-                let why = format!("applying the log to the database failed: {e}");
-                tracing::error!("{why}; the log keeps every acknowledged write");
-                let _ = done.send(Done::Failed(why));
-                return;
-            }
+        if let Err(e) = tables::apply(&shared.db, &changes, durability) {
+            let why = format!("applying the log to the database failed: {e}");
+            tracing::error!("{why}; the log keeps every acknowledged write");
+            let _ = done.send(Done::Failed(why));
+            return;
         }
         if let Some(file) = checkpoint {
             metrics::counter!("mnemo_store_checkpoints_total").increment(1);
@@ -71,12 +67,4 @@ pub(crate) fn run(shared: &Arc<Shared>, tasks: &Receiver<Task>, done: &Sender<Do
             }
         }
     }
-}
-
-fn apply(shared: &Shared, changes: &[Change], durability: redb::Durability) -> Result<()> {
-    if changes.is_empty() && matches!(durability, redb::Durability::None) {
-        return Ok(());
-    }
-    tables::apply(&shared.db, changes, durability)?;
-    Ok(())
 }

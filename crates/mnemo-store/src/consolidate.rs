@@ -79,20 +79,16 @@ impl Text {
             .collect();
         let mut words: Vec<&str> = Vec::new();
         let mut names = BTreeSet::new();
-        let mut sentence_start = true;
-        for raw in nfkc.split(|c: char| !c.is_alphanumeric() && !".!?".contains(c)) {
-            for (i, piece) in raw.split(['.', '!', '?']).enumerate() {
-                if i > 0 {
-                    sentence_start = true;
+        for sentence in nfkc.split(['.', '!', '?']) {
+            let in_sentence = sentence
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty());
+            for (n, word) in in_sentence.enumerate() {
+                // A capital that does not start a sentence marks a name.
+                if n > 0 && word.starts_with(char::is_uppercase) {
+                    names.insert(word.to_lowercase());
                 }
-                if piece.is_empty() {
-                    continue;
-                }
-                if !sentence_start && piece.chars().next().is_some_and(char::is_uppercase) {
-                    names.insert(piece.to_lowercase());
-                }
-                sentence_start = false;
-                words.push(piece);
+                words.push(word);
             }
         }
         let lower: Vec<String> = words.iter().map(|w| w.to_lowercase()).collect();
@@ -135,11 +131,6 @@ impl Text {
         b.sort_unstable();
         a != b
     }
-}
-
-/// Normalised text of `content`, as consolidation compares texts.
-pub fn normalize_text(content: &str) -> String {
-    Text::new(content).normal
 }
 
 /// Plans the merges of a space. `items` pairs each memory with its unit

@@ -12,15 +12,15 @@ use crate::embed::{dot, normalize};
 use crate::memory::{Memory, Scored};
 
 /// A cue as the index ranks with it.
-pub(crate) struct Query {
+pub(crate) struct Query<'a> {
     /// The cue text's terms (empty: no text).
-    pub(crate) terms: Vec<String>,
+    pub(crate) terms: &'a [String],
     /// The cue's unit embedding, in the space's dimension.
-    pub(crate) vector: Option<Vec<f32>>,
+    pub(crate) vector: Option<&'a [f32]>,
     /// Also return memories with no evidence of relevance, after the rest.
     pub(crate) include_unmatched: bool,
     /// Only memories carrying every one of these tags.
-    pub(crate) tags: Vec<String>,
+    pub(crate) tags: &'a [String],
 }
 
 /// Reciprocal rank fusion's constant: ranks past the first few count
@@ -120,10 +120,10 @@ impl SpaceIndex {
     /// term, a positive similarity) come back, unless the query asks for
     /// the rest too (after them, score 0). Equal scores go to the more
     /// confident, then the more recent memory, then the smaller id.
-    pub(crate) fn rank(&self, query: &Query, k: usize, min_confidence: f32) -> Vec<Scored> {
+    pub(crate) fn rank(&self, query: &Query<'_>, k: usize, min_confidence: f32) -> Vec<Scored> {
         if let (true, Some(cue), false, true) = (
             query.terms.is_empty(),
-            &query.vector,
+            query.vector,
             query.include_unmatched,
             query.tags.is_empty(),
         ) {
@@ -131,8 +131,8 @@ impl SpaceIndex {
             return self.top_k(cue, k, min_confidence);
         }
         // Per row, its score; 0 is no evidence of relevance.
-        let lexical = (!query.terms.is_empty()).then(|| self.lexicon.scores(&query.terms));
-        let vector = query.vector.as_ref().map(|cue| {
+        let lexical = (!query.terms.is_empty()).then(|| self.lexicon.scores(query.terms));
+        let vector = query.vector.map(|cue| {
             self.vectors
                 .chunks_exact(self.dim.max(1))
                 .map(|row| dot(cue, row).max(0.0))
@@ -152,7 +152,7 @@ impl SpaceIndex {
             }
             (None, None) => vec![0.0; self.records.len()],
         };
-        let confident = |row: usize| {
+        let eligible = |row: usize| {
             self.confidences[row] >= min_confidence
                 && query
                     .tags
@@ -161,12 +161,12 @@ impl SpaceIndex {
         };
         let found: Vec<(u32, f32)> = positive(&scores)
             .into_iter()
-            .filter(|(row, _)| confident(*row as usize))
+            .filter(|(row, _)| eligible(*row as usize))
             .collect();
         let mut found = self.best(found, k);
         if query.include_unmatched && found.len() < k {
             let rest: Vec<(u32, f32)> = (0..scores.len())
-                .filter(|&row| scores[row] <= 0.0 && confident(row))
+                .filter(|&row| scores[row] <= 0.0 && eligible(row))
                 .map(|row| (row as u32, 0.0))
                 .collect();
             let more = k - found.len();
@@ -195,19 +195,20 @@ impl SpaceIndex {
         candidates
     }
 
-    /// Best first: score, confidence, recency, then id.
+    /// [`best_first`] of two (row, score) pairs.
     fn order(&self, a: (u32, f32), b: (u32, f32)) -> Ordering {
-        let (ma, mb) = (&self.records[a.0 as usize], &self.records[b.0 as usize]);
-        b.1.total_cmp(&a.1)
-            .then_with(|| mb.confidence.total_cmp(&ma.confidence))
-            .then_with(|| mb.created_at_ms.cmp(&ma.created_at_ms))
-            .then_with(|| ma.id.cmp(&mb.id))
+        best_first(
+            a.1,
+            &self.records[a.0 as usize],
+            b.1,
+            &self.records[b.0 as usize],
+        )
     }
 
     /// The `k` best matches of a unit-length `cue` with a positive
     /// similarity whose confidence is at least `min_confidence`, best first
     /// (ties as in [`SpaceIndex::rank`]).
-    pub(crate) fn top_k(&self, cue: &[f32], k: usize, min_confidence: f32) -> Vec<Scored> {
+    fn top_k(&self, cue: &[f32], k: usize, min_confidence: f32) -> Vec<Scored> {
         debug_assert_eq!(cue.len(), self.dim);
         let mut heap: BinaryHeap<Candidate<'_>> = BinaryHeap::with_capacity(k + 1);
         for (i, row) in self.vectors.chunks_exact(self.dim.max(1)).enumerate() {
@@ -218,12 +219,9 @@ impl SpaceIndex {
             if score <= 0.0 {
                 continue;
             }
-            let m = &self.records[i];
             let candidate = Candidate {
                 score,
-                confidence: m.confidence,
-                created_at_ms: m.created_at_ms,
-                id: &m.id,
+                memory: &self.records[i],
                 row: i,
             };
             if heap.len() < k {
@@ -255,25 +253,27 @@ fn positive(scores: &[f32]) -> Vec<(u32, f32)> {
         .collect()
 }
 
-/// Orders candidates best first: higher score, then more confident, more
-/// recent, smaller id. The heap is a max-heap of this order, so its top is
-/// the worst candidate kept.
+/// Best first: the higher score, then the more confident, the more recent
+/// memory, then the smaller id.
+fn best_first(a_score: f32, a: &Memory, b_score: f32, b: &Memory) -> Ordering {
+    b_score
+        .total_cmp(&a_score)
+        .then_with(|| b.confidence.total_cmp(&a.confidence))
+        .then_with(|| b.created_at_ms.cmp(&a.created_at_ms))
+        .then_with(|| a.id.cmp(&b.id))
+}
+
+/// A memory kept by [`SpaceIndex::top_k`], ordered by [`best_first`]. The
+/// heap is a max-heap of this order, so its top is the worst one kept.
 struct Candidate<'a> {
     score: f32,
-    confidence: f32,
-    created_at_ms: i64,
-    id: &'a str,
+    memory: &'a Memory,
     row: usize,
 }
 
 impl Ord for Candidate<'_> {
     fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .score
-            .total_cmp(&self.score)
-            .then_with(|| other.confidence.total_cmp(&self.confidence))
-            .then_with(|| other.created_at_ms.cmp(&self.created_at_ms))
-            .then_with(|| self.id.cmp(other.id))
+        best_first(self.score, self.memory, other.score, other.memory)
     }
 }
 impl PartialOrd for Candidate<'_> {

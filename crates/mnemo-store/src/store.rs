@@ -322,15 +322,18 @@ impl Store {
         let Some(s) = self.shared.space(space) else {
             return Ok(Vec::new());
         };
+        // The words are counted before the index is locked.
+        let terms = crate::text::terms(cue.text);
         let ix = s.index.read().expect("lock poisoned");
         if ix.len() == 0 {
             return Ok(Vec::new());
         }
+        let vector = cue_vector(space, cue.embedding, ix.dim())?;
         let query = Query {
-            terms: crate::text::terms(cue.text),
-            vector: cue_vector(space, cue.embedding, ix.dim())?,
+            terms: &terms,
+            vector: vector.as_deref(),
             include_unmatched: cue.include_unmatched,
-            tags: cue.tags.to_vec(),
+            tags: cue.tags,
         };
         Ok(ix.rank(&query, k, min_confidence))
     }

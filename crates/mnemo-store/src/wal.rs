@@ -22,9 +22,9 @@
 //! the epoch, the length and the payload, so records of an earlier epoch
 //! left further on in the file never read as current. A record that is cut
 //! short, fails its checksum or does not decode ends the log (a crash tore
-//! it while it was being written, so it was never acknowledged). Opening
-//! the log always moves to a new epoch, so what follows a torn record is
-//! never read as part of the log again.
+//! it while it was being written, so it was never acknowledged). Starting
+//! the log at start-up ([`Log::begin`]) always moves to a new epoch, so
+//! what follows a torn record is never read as part of the log again.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write as _};
@@ -78,8 +78,8 @@ pub(crate) enum Write {
     #[prost(string, tag = "4")]
     RemoveMemory(String),
     /// Remove every row of the space.
-    #[prost(bool, tag = "5")]
-    DropSpace(bool),
+    #[prost(message, tag = "5")]
+    DropSpace(DropSpace),
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -89,6 +89,10 @@ pub(crate) struct PutMemory {
     #[prost(bytes = "vec", tag = "2")]
     pub(crate) bytes: Vec<u8>,
 }
+
+/// Carries nothing: the change's space is what goes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct DropSpace {}
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct PutTombstone {
@@ -113,17 +117,17 @@ impl Log {
     /// disk: the caller makes those records durable elsewhere, then calls
     /// [`Log::begin`], which starts both files over.
     pub(crate) fn open(dir: &Path) -> io::Result<(Log, Vec<Record>)> {
-        let (a, a_epoch, a_records) = Wal::open(&dir.join(WAL_FILES[0]))?;
-        let (b, b_epoch, b_records) = Wal::open(&dir.join(WAL_FILES[1]))?;
-        let records = if a_epoch <= b_epoch {
+        let (a, a_records) = Wal::open(&dir.join(WAL_FILES[0]))?;
+        let (b, b_records) = Wal::open(&dir.join(WAL_FILES[1]))?;
+        let records = if a.epoch <= b.epoch {
             [a_records, b_records].concat()
         } else {
             [b_records, a_records].concat()
         };
         let log = Log {
+            epoch: a.epoch.max(b.epoch),
             files: [a, b],
             active: 0,
-            epoch: a_epoch.max(b_epoch),
         };
         Ok((log, records))
     }
@@ -190,9 +194,9 @@ struct Wal {
 }
 
 impl Wal {
-    /// Opens (creating if needed) one file; returns it with its epoch and
-    /// its whole records. Appending needs a [`Wal::reset`] first.
-    fn open(path: &Path) -> io::Result<(Wal, u64, Vec<Record>)> {
+    /// Opens (creating if needed) one file; returns it with its whole
+    /// records. Appending needs a [`Wal::reset`] first.
+    fn open(path: &Path) -> io::Result<(Wal, Vec<Record>)> {
         let created = !path.exists();
         let mut file = OpenOptions::new()
             .read(true)
@@ -211,8 +215,7 @@ impl Wal {
         let (epoch, records) = match bytes.get(..FILE_HEADER as usize) {
             Some(header) if &header[..8] == MAGIC => {
                 let epoch = u64::from_le_bytes(header[8..].try_into().expect("8 bytes"));
-                let (records, _) = read_records(epoch, &bytes[FILE_HEADER as usize..]);
-                (epoch, records)
+                (epoch, read_records(epoch, &bytes[FILE_HEADER as usize..]))
             }
             _ if bytes.iter().all(|b| *b == 0) => (0, Vec::new()),
             _ => {
@@ -229,7 +232,7 @@ impl Wal {
             allocated: bytes.len() as u64,
             buf: Vec::new(),
         };
-        Ok((wal, epoch, records))
+        Ok((wal, records))
     }
 
     /// Appends one record and waits until it is on disk.
@@ -302,10 +305,10 @@ fn checksum(epoch: u64, len: &[u8], payload: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// The whole records of `epoch` at the start of `bytes`, and how many bytes
-/// they span. Reading stops at the first record that is cut short, fails
-/// its checksum or does not decode.
-fn read_records(epoch: u64, bytes: &[u8]) -> (Vec<Record>, usize) {
+/// The whole records of `epoch` at the start of `bytes`. Reading stops at
+/// the first record that is cut short, fails its checksum or does not
+/// decode.
+fn read_records(epoch: u64, bytes: &[u8]) -> Vec<Record> {
     let mut records = Vec::new();
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + HEADER) {
@@ -326,7 +329,7 @@ fn read_records(epoch: u64, bytes: &[u8]) -> (Vec<Record>, usize) {
         records.push(record);
         at += HEADER + len;
     }
-    (records, at)
+    records
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use crate::error::{Result, StoreError};
 use crate::memory::{Consolidation, Memory, Op};
 use crate::set::{Element, incoming_wins, memory_element, version};
 use crate::space::{Effect, Shared};
-use crate::wal::{Change, Log, PutMemory, PutTombstone, Record, Write};
+use crate::wal::{Change, DropSpace, Log, PutMemory, PutTombstone, Record, Write};
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 2048;
@@ -135,7 +135,8 @@ pub(crate) struct Writer {
     checkpoint_bytes: u64,
     applier: Sender<Task>,
     done: Receiver<Done>,
-    /// Logged changes not yet handed to the applier, since when.
+    /// Logged changes not yet handed to the applier, and when the first of
+    /// them was logged.
     gathered: Vec<Change>,
     gathering_since: Instant,
     /// The log file whose checkpoint has been asked for and not confirmed.
@@ -208,7 +209,6 @@ impl Writer {
 
     /// Hands the gathered changes to the applier.
     fn hand_over(&mut self) {
-        self.gathering_since = Instant::now();
         if self.gathered.is_empty() {
             return;
         }
@@ -223,29 +223,24 @@ impl Writer {
     fn heard(&mut self, wait: bool) {
         loop {
             let news = if wait && self.checkpointing.is_some() {
-                self.done.recv().ok()
+                self.done.recv().map_err(|_| TryRecvError::Disconnected)
             } else {
-                match self.done.try_recv() {
-                    Ok(news) => Some(news),
-                    Err(std::sync::mpsc::TryRecvError::Empty) => return,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
-                }
+                self.done.try_recv()
             };
             match news {
-                Some(Done::Checkpointed(file)) if Some(file) == self.checkpointing => {
-                    self.checkpointing = None;
+                Ok(Done::Checkpointed(file)) => {
+                    if Some(file) == self.checkpointing {
+                        self.checkpointing = None;
+                    }
                 }
-                Some(Done::Checkpointed(_)) => {}
-                Some(Done::Failed(why)) => self.fail(why),
-                None => {
+                Ok(Done::Failed(why)) => self.fail(why),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
                     if self.failed.is_none() {
                         self.fail("the applier stopped".into());
                     }
                     return;
                 }
-            }
-            if !wait && self.checkpointing.is_none() && self.failed.is_some() {
-                return;
             }
         }
     }
@@ -343,8 +338,8 @@ enum Slot {
 struct Decided {
     changes: Vec<Change>,
     effects: Vec<(String, Effect)>,
-    /// (space, id) -> what this batch left there.
-    slots: HashMap<(String, String), Slot>,
+    /// Per space, per id: what this batch left there.
+    slots: HashMap<String, HashMap<String, Slot>>,
     /// Spaces this batch dropped: nothing published of them counts.
     dropped: HashSet<String>,
     /// Per space this batch has touched, its dimension so far.
@@ -356,13 +351,13 @@ impl Decided {
         // The published digest is current only for a space this batch has
         // not touched yet: a drop after a write in the same batch does not
         // happen.
-        let untouched = !self.dims.contains_key(&job.space);
-        let dim = match self.dims.get(&job.space) {
-            Some(dim) => *dim,
-            None => shared
+        let known = self.dims.get(&job.space).copied();
+        let untouched = known.is_none();
+        let dim = known.unwrap_or_else(|| {
+            shared
                 .space(&job.space)
-                .map_or(0, |s| s.index.read().expect("lock poisoned").dim()),
-        };
+                .map_or(0, |s| s.index.read().expect("lock poisoned").dim())
+        });
         let mut ctx = Ctx {
             space: &job.space,
             dim,
@@ -419,11 +414,7 @@ enum Stored {
 impl Ctx<'_> {
     /// What `id` holds: this batch's doing first, then the published state.
     fn slot(&self, id: &str) -> Slot {
-        if let Some(slot) = self
-            .batch
-            .slots
-            .get(&(self.space.to_owned(), id.to_owned()))
-        {
+        if let Some(slot) = self.batch.slots.get(self.space).and_then(|s| s.get(id)) {
             return slot.clone();
         }
         if self.batch.dropped.contains(self.space) {
@@ -441,6 +432,14 @@ impl Ctx<'_> {
             (Some(m), Some(v)) => Slot::Memory(Arc::clone(m), v),
             _ => Slot::Empty,
         }
+    }
+
+    fn set_slot(&mut self, id: &str, slot: Slot) {
+        self.batch
+            .slots
+            .entry(self.space.to_owned())
+            .or_default()
+            .insert(id.to_owned(), slot);
     }
 
     fn change(&mut self, write: Write) {
@@ -603,10 +602,7 @@ impl Ctx<'_> {
 
     fn put(&mut self, m: &Memory, encoded: Vec<u8>, v: u128) {
         let m = Arc::new(m.clone());
-        self.batch.slots.insert(
-            (self.space.to_owned(), m.id.clone()),
-            Slot::Memory(Arc::clone(&m), v),
-        );
+        self.set_slot(&m.id, Slot::Memory(Arc::clone(&m), v));
         self.change(Write::PutMemory(PutMemory {
             id: m.id.clone(),
             bytes: encoded,
@@ -623,9 +619,7 @@ impl Ctx<'_> {
             Slot::Memory(..) => true,
             Slot::Empty => false,
         };
-        self.batch
-            .slots
-            .insert((self.space.to_owned(), id.to_owned()), Slot::Tombstone);
+        self.set_slot(id, Slot::Tombstone);
         self.change(Write::PutTombstone(PutTombstone {
             id: id.to_owned(),
             at_ms: crate::store::now_ms() as u64,
@@ -638,10 +632,9 @@ impl Ctx<'_> {
     }
 
     fn drop_space(&mut self) {
-        let space = self.space.to_owned();
-        self.batch.slots.retain(|(s, _), _| *s != space);
-        self.batch.dropped.insert(space);
-        self.change(Write::DropSpace(true));
+        self.batch.slots.remove(self.space);
+        self.batch.dropped.insert(self.space.to_owned());
+        self.change(Write::DropSpace(DropSpace {}));
         self.effect(Effect::Drop);
     }
 }

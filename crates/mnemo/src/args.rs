@@ -196,16 +196,23 @@ pub(crate) struct RecallArgs {
     /// Also list memories that share no word with the cue, after the rest.
     #[arg(long)]
     pub(crate) all: bool,
+    #[command(flatten)]
+    pub(crate) cue: CueArgs,
+}
+
+/// What a recall or a query looks for.
+#[derive(Debug, Args)]
+pub(crate) struct CueArgs {
     /// Only memories carrying this tag; repeat for more (all must match).
     #[arg(long = "tag")]
     pub(crate) tags: Vec<String>,
-    /// An embedding to recall by, from a file (`-`: standard input): a JSON
-    /// array of numbers, or raw little-endian f32.
+    /// An embedding to search by, from a file (`-`: standard input): a
+    /// JSON array of numbers, or raw little-endian f32.
     #[arg(long, value_name = "FILE")]
     pub(crate) cue_embedding_file: Option<PathBuf>,
     /// The cue text (may be left out with --cue-embedding-file).
     #[arg(default_value = "")]
-    pub(crate) cue: String,
+    pub(crate) text: String,
 }
 
 #[derive(Debug, Args)]
@@ -289,16 +296,8 @@ pub(crate) struct QueryArgs {
     /// Leave out memories less confident than this.
     #[arg(long, allow_negative_numbers = true)]
     pub(crate) min_confidence: Option<f32>,
-    /// An embedding to search by, from a file (`-`: standard input): a
-    /// JSON array of numbers, or raw little-endian f32.
-    #[arg(long, value_name = "FILE")]
-    pub(crate) cue_embedding_file: Option<PathBuf>,
-    /// Only memories carrying this tag; repeat for more (all must match).
-    #[arg(long = "tag")]
-    pub(crate) tags: Vec<String>,
-    /// The cue text (may be left out with --cue-embedding-file).
-    #[arg(default_value = "")]
-    pub(crate) cue: String,
+    #[command(flatten)]
+    pub(crate) cue: CueArgs,
 }
 
 #[derive(Debug, Args)]

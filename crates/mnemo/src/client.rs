@@ -1,7 +1,7 @@
 //! The client commands: one request to one node, printed for a person or,
 //! with `--json`, as one JSON object.
 
-use std::io::IsTerminal as _;
+use std::io::{BufRead as _, IsTerminal as _, Read as _};
 use std::time::Duration;
 
 use mnemo_proto::v1::{self, mnemo_client::MnemoClient};
@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::args::{
-    Common, ConsolidateArgs, ExportArgs, ForgetArgs, GetArgs, ImportArgs, LocateArgs, QueryArgs,
-    RecallArgs, RememberArgs, StatusArgs,
+    Common, ConsolidateArgs, CueArgs, ExportArgs, ForgetArgs, GetArgs, ImportArgs, LocateArgs,
+    QueryArgs, RecallArgs, RememberArgs, StatusArgs,
 };
 
 /// A failed command: the one line printed on stderr.
@@ -66,20 +66,26 @@ fn print_json(v: &Value) {
     println!("{v}");
 }
 
+/// The file at `path` to read from, or standard input for `-`.
+fn input(path: &std::path::Path) -> std::io::Result<Box<dyn std::io::BufRead>> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stdin().lock()));
+    }
+    Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
+        path,
+    )?)))
+}
+
 /// An embedding read from `path` (`-`: standard input): a JSON array of
 /// numbers, or raw little-endian f32. None given: empty.
 fn embedding_from(flag: &str, path: Option<&std::path::Path>) -> Result<Vec<f32>, Failure> {
-    use std::io::Read as _;
     let Some(path) = path else {
         return Ok(Vec::new());
     };
     let mut bytes = Vec::new();
-    let read = if path.as_os_str() == "-" {
-        std::io::stdin().read_to_end(&mut bytes)
-    } else {
-        std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes))
-    };
-    read.map_err(|e| Failure(format!("{flag} {}: {e}", path.display())))?;
+    input(path)
+        .and_then(|mut r| r.read_to_end(&mut bytes))
+        .map_err(|e| Failure(format!("{flag} {}: {e}", path.display())))?;
     let text = bytes.trim_ascii_start();
     if text.first() == Some(&b'[') {
         return serde_json::from_slice::<Vec<f32>>(text).map_err(|e| {
@@ -101,6 +107,13 @@ fn embedding_from(flag: &str, path: Option<&std::path::Path>) -> Result<Vec<f32>
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
         .collect())
+}
+
+impl CueArgs {
+    /// The cue's embedding (empty when none was given).
+    fn embedding(&self) -> Result<Vec<f32>, Failure> {
+        embedding_from("--cue-embedding-file", self.cue_embedding_file.as_deref())
+    }
 }
 
 pub(crate) async fn remember(a: RememberArgs) -> Outcome {
@@ -196,15 +209,12 @@ pub(crate) async fn recall(a: RecallArgs) -> Outcome {
             &a.common,
             v1::RecallRequest {
                 space: a.space,
-                cue: a.cue,
-                cue_embedding: embedding_from(
-                    "--cue-embedding-file",
-                    a.cue_embedding_file.as_deref(),
-                )?,
+                cue_embedding: a.cue.embedding()?,
+                cue: a.cue.text,
                 k: Some(a.k),
                 min_confidence: a.min_confidence,
                 include_unmatched: a.all,
-                tags: a.tags,
+                tags: a.cue.tags,
             },
         ))
         .await
@@ -357,7 +367,6 @@ pub(crate) async fn export(a: ExportArgs) -> Outcome {
 /// Remembers each line of a JSON-lines file (as `export` writes it).
 /// Writes are idempotent by id, so an import can be run again.
 pub(crate) async fn import(a: ImportArgs) -> Outcome {
-    use std::io::BufRead as _;
     #[derive(serde::Deserialize)]
     struct Line {
         id: String,
@@ -368,13 +377,7 @@ pub(crate) async fn import(a: ImportArgs) -> Outcome {
         #[serde(default)]
         embedding: Vec<f32>,
     }
-    let reader: Box<dyn std::io::BufRead> = if a.file.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        let f = std::fs::File::open(&a.file)
-            .map_err(|e| Failure(format!("{}: {e}", a.file.display())))?;
-        Box::new(std::io::BufReader::new(f))
-    };
+    let reader = input(&a.file).map_err(|e| Failure(format!("{}: {e}", a.file.display())))?;
     let mut client = connect(&a.common).await?;
     let (mut created, mut present) = (0u64, 0u64);
     for (n, line) in reader.lines().enumerate() {
@@ -514,15 +517,12 @@ pub(crate) async fn query(a: QueryArgs) -> Outcome {
             &a.common,
             v1::QueryRequest {
                 spaces: a.spaces,
-                cue: a.cue,
-                cue_embedding: embedding_from(
-                    "--cue-embedding-file",
-                    a.cue_embedding_file.as_deref(),
-                )?,
+                cue_embedding: a.cue.embedding()?,
+                cue: a.cue.text,
                 k: Some(a.k),
                 min_confidence: a.min_confidence,
                 include_unmatched: false,
-                tags: a.tags,
+                tags: a.cue.tags,
             },
         ))
         .await
