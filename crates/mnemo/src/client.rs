@@ -409,10 +409,14 @@ pub(crate) async fn import(a: ImportArgs) -> Outcome {
             present += 1;
         }
     }
-    println!(
-        "imported {created} memories into {} ({present} were already there)",
-        a.space
-    );
+    if a.common.json {
+        print_json(&json!({"space": a.space, "imported": created, "already_there": present}));
+    } else {
+        println!(
+            "imported {created} memories into {} ({present} were already there)",
+            a.space
+        );
+    }
     Ok(())
 }
 

@@ -499,6 +499,13 @@ fn export_then_import_copies_a_space() {
             "{out:?}"
         );
     }
+    let out = node.cli(&["import", "--space", "dst", "--json", file]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["imported"].as_u64(), v["already_there"].as_u64()),
+        (Some(0), Some(1200)),
+        "--json prints one object"
+    );
     // The same memories (an import stamps its own creation time).
     let without_time = |out: &[u8]| -> Vec<serde_json::Value> {
         String::from_utf8_lossy(out)
