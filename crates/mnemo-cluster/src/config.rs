@@ -46,6 +46,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use crate::partition::DEFAULT_HOLD;
+use crate::seal::GossipKey;
 
 /// SWIM timing knobs passed to foca. See the module docs for defaults and
 /// their trade-offs.
@@ -64,7 +65,8 @@ pub struct SwimTiming {
     /// view. Default 30 s.
     pub remove_down_after: Duration,
     /// Largest gossip datagram foca produces and accepts (the wire adds one
-    /// tag byte). Default 1400 B.
+    /// type byte, plus a [`crate::seal::TAG_LEN`]-byte tag with a
+    /// [`MembershipConfig::gossip_key`]). Default 1400 B.
     pub max_packet_size: NonZeroUsize,
 }
 
@@ -141,6 +143,11 @@ pub struct MembershipConfig {
     /// Incarnation of this start; `None` uses the current Unix time in
     /// milliseconds (so a restart always wins over the previous process).
     pub incarnation: Option<u64>,
+    /// Cluster secret authenticating every gossip datagram (see
+    /// [`crate::seal`]); all members must share it. `None` gossips in
+    /// plaintext without authentication: only for trusted networks
+    /// (`--insecure`).
+    pub gossip_key: Option<GossipKey>,
 }
 
 impl MembershipConfig {
@@ -156,6 +163,7 @@ impl MembershipConfig {
             partition_hold: DEFAULT_HOLD,
             timing: SwimTiming::default(),
             incarnation: None,
+            gossip_key: None,
         }
     }
 
@@ -174,6 +182,13 @@ impl MembershipConfig {
     #[must_use]
     pub fn with_expected_size(mut self, size: usize) -> Self {
         self.expected_size = Some(size);
+        self
+    }
+
+    /// Sets the cluster secret that authenticates gossip (builder style).
+    #[must_use]
+    pub fn with_gossip_key(mut self, key: GossipKey) -> Self {
+        self.gossip_key = Some(key);
         self
     }
 

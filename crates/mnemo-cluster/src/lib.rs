@@ -13,6 +13,8 @@
 //!   size, with hysteresis).
 //! - [`runtime`]: the thin tokio adapter that drives foca (SWIM, Das, Gupta,
 //!   Motivala 2002) over UDP: [`Membership::start`] → [`MembershipHandle`].
+//! - [`seal`]: [`GossipKey`], the cluster secret, and the HMAC tag that
+//!   authenticates every gossip datagram when one is configured.
 //! - [`error`]: this layer's error enum.
 //!
 //! Everything except `runtime` is free of sockets and wall clock.
@@ -21,13 +23,16 @@
 //! listens on the same host:port; then "alive in membership" means ready.
 //!
 //! Metrics (through the `metrics` facade): gauge `mnemo_cluster_partitioned`
-//! (0/1) and gauge `mnemo_cluster_members{state="alive"|"suspect"|"down"|"left"}`.
+//! (0/1), gauge `mnemo_cluster_members{state="alive"|"suspect"|"down"|"left"}`
+//! and counter `mnemo_gossip_rejected_total` (datagrams dropped because
+//! their authentication tag did not verify).
 
 pub mod config;
 pub mod error;
 pub mod identity;
 pub mod partition;
 pub mod runtime;
+pub mod seal;
 pub mod view;
 
 pub use config::{MembershipConfig, SwimTiming};
@@ -35,4 +40,5 @@ pub use error::{Error, Result};
 pub use identity::Identity;
 pub use partition::{PartitionDetector, PartitionState};
 pub use runtime::{Membership, MembershipHandle};
+pub use seal::GossipKey;
 pub use view::{ClusterView, MemberInfo, MemberState};

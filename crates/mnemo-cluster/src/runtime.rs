@@ -19,8 +19,16 @@
 //! Wire format: one tag byte, then the payload. `TAG_FOCA` (1): a foca packet
 //! (postcard codec). `TAG_LEAVE` (2): a leave notice carrying the leaving
 //! identity, sent directly to every reachable member before foca's own
-//! leave gossip, so peers can tell `Left` from `Down`. There is no
-//! authentication or encryption: run gossip on a trusted network.
+//! leave gossip, so peers can tell `Left` from `Down`.
+//!
+//! With a [`MembershipConfig::gossip_key`] every datagram (tag byte and
+//! payload) is sealed ([`crate::seal`]): a 32-byte HMAC follows it, and a
+//! received datagram is looked at only if its HMAC verifies. Anything else
+//! is dropped, counted (`mnemo_gossip_rejected_total`,
+//! [`MembershipHandle::rejected_datagrams`]) and logged at debug level, with
+//! a warning at most once a minute. Without a key there is no
+//! authentication: run such a cluster on a trusted network only. There is
+//! never encryption.
 //!
 //! **Readiness.** The node must start membership only after its gRPC server
 //! is listening on the same host:port. Peers learn about a node only through
@@ -29,6 +37,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use foca::{AccumulatingRuntime, Codec, Foca, Member, NoCustomBroadcast, PostcardCodec, Timer};
@@ -43,6 +53,7 @@ use crate::config::MembershipConfig;
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::partition::{PartitionDetector, PartitionState};
+use crate::seal::{self, GossipKey};
 use crate::view::{ClusterView, MemberInfo, MemberState, merge_members};
 
 /// Tag byte of a foca packet.
@@ -52,6 +63,9 @@ const TAG_LEAVE: u8 = 2;
 /// How often the view (and the partition detector) is re-evaluated even
 /// when no packet or timer arrived.
 const TICK: Duration = Duration::from_millis(250);
+/// Rejected datagrams are logged at debug level; a warning (with the running
+/// count) is emitted at most this often, so a flood cannot flood the log.
+const REJECT_WARN_EVERY: Duration = Duration::from_secs(60);
 
 type FocaInstance = Foca<Identity, PostcardCodec, SmallRng, NoCustomBroadcast>;
 
@@ -89,7 +103,9 @@ impl Membership {
 
         let expected = config.expected_size.unwrap_or(config.seeds.len() + 1);
         let foca_config = config.timing.to_foca(expected);
-        let buf_len = foca_config.max_packet_size.get() + 64;
+        // foca's limit, 64 B of slack for our type byte and leave notices,
+        // and the tag: a legitimate datagram is never truncated.
+        let buf_len = foca_config.max_packet_size.get() + 64 + seal::TAG_LEN;
         let seed = hash_seed(&identity);
         let foca = Foca::new(
             identity.clone(),
@@ -110,6 +126,7 @@ impl Membership {
         record_metrics(&initial);
         let (view_tx, view_rx) = watch::channel(initial);
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let rejected = Arc::new(AtomicU64::new(0));
 
         let resolver = tokio::spawn(resolve_seeds(
             config.seeds.clone(),
@@ -128,9 +145,19 @@ impl Membership {
             detector,
             view_tx,
             leaving: false,
+            key: config.gossip_key,
+            rejected: Arc::clone(&rejected),
+            reject_warned_at: None,
         };
+        let authenticated = driver.key.is_some();
         let task = tokio::spawn(driver.run(socket, cmd_rx, buf_len));
-        tracing::info!(node = %identity.id, addr = %advertised, incarnation, "gossip started");
+        tracing::info!(
+            node = %identity.id,
+            addr = %advertised,
+            incarnation,
+            authenticated,
+            "gossip started"
+        );
         Ok(MembershipHandle {
             identity,
             local_addr: bound,
@@ -138,6 +165,7 @@ impl Membership {
             cmd_tx,
             task: Some(task),
             resolver,
+            rejected,
         })
     }
 }
@@ -152,6 +180,7 @@ pub struct MembershipHandle {
     cmd_tx: mpsc::Sender<Command>,
     task: Option<JoinHandle<()>>,
     resolver: JoinHandle<()>,
+    rejected: Arc<AtomicU64>,
 }
 
 impl MembershipHandle {
@@ -175,6 +204,14 @@ impl MembershipHandle {
     /// The current view.
     pub fn view(&self) -> ClusterView {
         self.view_rx.borrow().clone()
+    }
+
+    /// How many received datagrams this member dropped because their
+    /// authentication tag did not verify (too short, untagged, or sealed
+    /// with another key). Always 0 without a gossip key. The same events
+    /// feed the `mnemo_gossip_rejected_total` counter.
+    pub fn rejected_datagrams(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     /// Leaves gracefully: tells reachable members we are leaving (they show
@@ -267,6 +304,12 @@ struct Driver {
     detector: PartitionDetector,
     view_tx: watch::Sender<ClusterView>,
     leaving: bool,
+    // Seals outgoing and verifies incoming datagrams, if configured.
+    key: Option<GossipKey>,
+    // Datagrams dropped for a bad tag; shared with the handle.
+    rejected: Arc<AtomicU64>,
+    // When the last rate-limited warning about rejected datagrams went out.
+    reject_warned_at: Option<Instant>,
 }
 
 impl Driver {
@@ -284,7 +327,7 @@ impl Driver {
             };
             let mut reply = None;
             match event {
-                Event::Packet(Ok((len, from))) => self.on_packet(&buf[..len], from),
+                Event::Packet(Ok((len, from))) => self.on_datagram(&buf[..len], from),
                 Event::Packet(Err(e)) => tracing::debug!(error = %e, "gossip recv failed"),
                 Event::Timer => self.fire_timers(Instant::now()),
                 Event::Command(None) => return,
@@ -295,7 +338,10 @@ impl Driver {
                 }
                 Event::Tick => {}
             }
-            for (to, data) in self.outbox.drain(..) {
+            for (to, mut data) in self.outbox.drain(..) {
+                if let Some(key) = &self.key {
+                    data = key.seal(&data);
+                }
                 if let Err(e) = socket.send_to(&data, to).await {
                     tracing::debug!(error = %e, %to, "gossip send failed");
                 }
@@ -305,6 +351,32 @@ impl Driver {
                 let _ = tx.send(());
                 return;
             }
+        }
+    }
+
+    /// Verifies a received datagram (with a key) and hands it on, or counts
+    /// and drops it.
+    fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        let Some(key) = &self.key else {
+            return self.on_packet(datagram, from);
+        };
+        if let Some(packet) = key.open(datagram) {
+            return self.on_packet(packet, from);
+        }
+        let total = self.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::counter!("mnemo_gossip_rejected_total").increment(1);
+        tracing::debug!(%from, len = datagram.len(), "dropping unauthenticated gossip datagram");
+        let now = Instant::now();
+        if self
+            .reject_warned_at
+            .is_none_or(|at| now.duration_since(at) >= REJECT_WARN_EVERY)
+        {
+            self.reject_warned_at = Some(now);
+            tracing::warn!(
+                %from,
+                total,
+                "dropping gossip datagrams with a bad or missing tag (wrong or missing gossip key?)"
+            );
         }
     }
 

@@ -46,6 +46,9 @@ pub struct NodeConfig {
     pub inject_latency: Duration,
     /// How the embedded store runs (checkpoints of its write-ahead log).
     pub store: mnemo_store::StoreOptions,
+    /// TLS, peer and client authentication; `None`: an insecure node that
+    /// trusts every caller (for loopback development clusters).
+    pub security: Option<std::sync::Arc<crate::security::Security>>,
 }
 
 /// Default [`NodeConfig::anti_entropy_interval`].
@@ -71,6 +74,7 @@ impl NodeConfig {
             sync_bytes_per_sec: DEFAULT_SYNC_BYTES_PER_SEC,
             inject_latency: Duration::ZERO,
             store: mnemo_store::StoreOptions::default(),
+            security: None,
         }
     }
 }

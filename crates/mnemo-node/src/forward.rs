@@ -16,6 +16,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use crate::config::MAX_MESSAGE_BYTES;
+use crate::security::Caller;
 
 /// True when `request` was forwarded by another node.
 pub(crate) fn is_forwarded<T>(request: &Request<T>) -> bool {
@@ -58,10 +59,12 @@ pub(crate) fn internal_client(channel: Channel) -> InternalClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-/// `message` as a forwarded request from node `from` with `timeout` left.
-pub(crate) fn request<T>(message: T, from: &str, timeout: Duration) -> Request<T> {
+/// `message` as a forwarded request from node `from` on behalf of
+/// `caller`, with `timeout` left.
+pub(crate) fn request<T>(message: T, from: &str, caller: &Caller, timeout: Duration) -> Request<T> {
     let mut request = Request::new(message);
     request.set_timeout(timeout);
+    caller.pass_on(request.metadata_mut());
     if let Ok(v) = from.parse() {
         request.metadata_mut().insert(FORWARDED_BY, v);
     }

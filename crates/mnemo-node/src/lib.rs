@@ -18,6 +18,8 @@
 //!   breakers of returning nodes, settles and repairs.
 //! - [`server`]: binding, joining, serving, health and reflection.
 //! - [`http`]: `/metrics` and `/health`.
+//! - [`security`]: TLS, who may call what (nodes, operators, tokens), and
+//!   the certificates directory.
 //! - [`error`]: the node's errors and their single mapping to gRPC codes.
 //! - `convert`: wire types to store records and back.
 
@@ -29,10 +31,12 @@ pub mod error;
 mod forward;
 pub mod http;
 pub mod internal;
+mod limits;
 mod local;
 mod membership;
 pub mod node;
 pub mod replication;
+pub mod security;
 pub mod server;
 pub mod service;
 

@@ -8,13 +8,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mnemo_cluster::{Membership, MembershipConfig};
+use mnemo_cluster::{GossipKey, Membership, MembershipConfig, MembershipHandle};
 use mnemo_proto::v1::{internal_server::InternalServer, mnemo_server::MnemoServer};
 use mnemo_router::{NodeId, Router, RouterConfig};
 use mnemo_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 use crate::antientropy::AntiEntropy;
@@ -22,6 +23,7 @@ use crate::config::{MAX_MESSAGE_BYTES, NodeConfig};
 use crate::internal::InternalService;
 use crate::node::Node;
 use crate::replication::Replicator;
+use crate::security::Gate;
 use crate::service::MnemoService;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -92,24 +94,34 @@ fn router_config(config: &NodeConfig) -> RouterConfig {
         ..RouterConfig::default()
     };
     router_config.breaker.open_timeout = config.breaker_open_timeout;
+    router_config.pool.tls = config.security.as_ref().map(|s| s.peer_tls.clone());
     router_config
+}
+
+/// Binds the TCP listener, then starts membership on the same port.
+async fn bind_and_join(config: &NodeConfig) -> Result<(TcpListener, MembershipHandle), BoxError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let local_addr = listener.local_addr()?;
+    let mut membership_config = MembershipConfig::new(config.id.clone(), local_addr)
+        .with_seeds(config.join.iter().cloned());
+    membership_config.expected_size = config.expected_size;
+    if let Some(security) = &config.security {
+        membership_config = membership_config.with_gossip_key(GossipKey::new(security.gossip_key));
+    }
+    let membership = Membership::start(membership_config)
+        .await
+        .map_err(|e| format!("cannot start membership on udp {local_addr}: {e}"))?;
+    Ok((listener, membership))
 }
 
 /// Opens the node's store, joins the cluster and starts serving on
 /// `config.listen`.
 pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
     let store = tokio::task::block_in_place(|| Store::open_with(&config.data_dir, config.store))?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let (listener, membership) = bind_and_join(&config).await?;
     let local_addr = listener.local_addr()?;
-
-    let mut membership_config = MembershipConfig::new(config.id.clone(), local_addr)
-        .with_seeds(config.join.iter().cloned());
-    membership_config.expected_size = config.expected_size;
-    let membership = Membership::start(membership_config)
-        .await
-        .map_err(|e| format!("cannot start membership on udp {local_addr}: {e}"))?;
     let view = membership.subscribe();
 
     let router_config = router_config(&config);
@@ -159,17 +171,28 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         .register_encoded_file_descriptor_set(mnemo_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let gate = Gate::new(node.config.security.clone());
     let public = MnemoServer::new(MnemoService::new(Arc::clone(&node)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let public = InterceptedService::new(public, {
+        let gate = gate.clone();
+        move |r| gate.public(r)
+    });
     let internal = InternalServer::new(InternalService::new(Arc::clone(&node)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let internal = InterceptedService::new(internal, move |r| gate.internal(r));
 
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(security) = &node.config.security {
+        builder = builder.tls_config(security.server_tls.clone())?;
+    }
     let leaving = Arc::clone(&node);
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .tcp_nodelay(true)
+            .layer(crate::limits::resource_exhausted_layer())
             .add_service(health_service)
             .add_service(reflection)
             .add_service(public)

@@ -17,6 +17,25 @@ use crate::error::NodeError;
 use crate::forward::{self, exec_status, is_forwarded, route_status};
 use crate::local;
 use crate::node::Node;
+use crate::security::Caller;
+
+/// Where a request comes from: the caller, whether another node forwarded
+/// it, and the deadline it carries.
+struct Origin {
+    caller: Caller,
+    forwarded: bool,
+    deadline: Option<Duration>,
+}
+
+impl Origin {
+    fn of<T>(request: &Request<T>) -> Origin {
+        Origin {
+            caller: Caller::of(request),
+            forwarded: is_forwarded(request),
+            deadline: forward::deadline(request),
+        }
+    }
+}
 
 /// The gRPC face of a [`Node`].
 #[derive(Clone)]
@@ -35,6 +54,7 @@ impl MnemoService {
     /// given the time left of the deadline.
     async fn run<Q, A, L, LF, R, RF>(
         &self,
+        caller: &Caller,
         decision: &RoutingDecision,
         deadline: Option<Duration>,
         request: &Q,
@@ -48,11 +68,15 @@ impl MnemoService {
         R: Fn(MnemoClient<Channel>, Request<Q>) -> RF,
         RF: Future<Output = Result<Response<A>, Status>>,
     {
-        let (local, remote, from) = (&local, &remote, self.node.id.as_str());
+        let (local, remote) = (&local, &remote);
+        let hop = Hop {
+            from: &self.node.id,
+            caller,
+        };
         self.node
             .router
             .execute(decision, deadline, |target| {
-                dispatch(target, request.clone(), from, local, remote)
+                dispatch(target, request.clone(), hop, local, remote)
             })
             .await
             .map_err(exec_status)
@@ -63,8 +87,7 @@ impl MnemoService {
     /// space's primary, then the other holders.
     async fn read<Q, A, R, RF>(
         &self,
-        forwarded: bool,
-        deadline: Option<Duration>,
+        from: &Origin,
         space: &str,
         request: &Q,
         local: fn(&Node, &Q) -> Result<A, Status>,
@@ -76,7 +99,7 @@ impl MnemoService {
         RF: Future<Output = Result<Response<A>, Status>>,
     {
         let node = &self.node;
-        if forwarded {
+        if from.forwarded {
             if !node.accepts_writes_for(space) {
                 return Err(self.refuse_forwarded(space));
             }
@@ -85,7 +108,14 @@ impl MnemoService {
         let decision = node.router.route_recall(space).map_err(route_status)?;
         let local = |r: Q| std::future::ready(local(node, &r));
         let served = self
-            .run(&decision, deadline, request, local, remote)
+            .run(
+                &from.caller,
+                &decision,
+                from.deadline,
+                request,
+                local,
+                remote,
+            )
             .await?;
         Ok(served.value)
     }
@@ -122,13 +152,21 @@ impl MnemoService {
     }
 }
 
+/// Who a forwarded request comes from: this node, on behalf of `caller`.
+#[derive(Clone, Copy)]
+struct Hop<'a> {
+    from: &'a str,
+    caller: &'a Caller,
+}
+
 /// Runs one attempt at `target`: `local` on this node, or `remote` (a
-/// generated client call) on a peer, marked as forwarded by `from` and
-/// given the time left of the deadline.
+/// generated client call) on a peer, marked as forwarded by this node,
+/// carrying the caller's credentials and given the time left of the
+/// deadline.
 async fn dispatch<Q, A, L, LF, R, RF>(
     target: Target,
     request: Q,
-    from: &str,
+    hop: Hop<'_>,
     local: L,
     remote: R,
 ) -> Result<A, Status>
@@ -144,7 +182,7 @@ where
             channel, timeout, ..
         } => remote(
             forward::client(channel),
-            forward::request(request, from, timeout),
+            forward::request(request, hop.from, hop.caller, timeout),
         )
         .await
         .map(Response::into_inner),
@@ -206,10 +244,14 @@ impl Mnemo for MnemoService {
     ) -> Result<Response<v1::RememberResponse>, Status> {
         self.node.ensure_joined()?;
         self.injected_latency().await;
-        let forwarded = is_forwarded(&request);
-        let deadline = forward::deadline(&request);
+        let Origin {
+            caller,
+            forwarded,
+            deadline,
+        } = Origin::of(&request);
         let mut r = request.into_inner();
         validate_remember(&r)?;
+        caller.may_write(&r.space)?;
         if r.id.is_empty() {
             // Named here, at the edge, so a retried or forwarded write
             // stays one write (writes are idempotent by id).
@@ -224,6 +266,7 @@ impl Mnemo for MnemoService {
         let decision = node.router.route_store(&r.space).map_err(route_status)?;
         let served = self
             .run(
+                &caller,
                 &decision,
                 deadline,
                 &r,
@@ -240,12 +283,16 @@ impl Mnemo for MnemoService {
     ) -> Result<Response<v1::RecallResponse>, Status> {
         self.node.ensure_joined()?;
         self.injected_latency().await;
-        let forwarded = is_forwarded(&request);
-        let deadline = forward::deadline(&request);
+        let Origin {
+            caller,
+            forwarded,
+            deadline,
+        } = Origin::of(&request);
         let r = request.into_inner();
         check(validate::space(&r.space))?;
         validate_cue(&r.cue, &r.cue_embedding, r.k, r.min_confidence)?;
         check(validate::tags(&r.tags))?;
+        caller.may_read(&r.space)?;
         let node = &self.node;
         if forwarded {
             // A leftover copy on a node that no longer holds the space is
@@ -260,6 +307,7 @@ impl Mnemo for MnemoService {
         let penalty = decision.confidence_penalty();
         let served = self
             .run(
+                &caller,
                 &decision,
                 deadline,
                 &r,
@@ -276,20 +324,15 @@ impl Mnemo for MnemoService {
     ) -> Result<Response<v1::GetResponse>, Status> {
         self.node.ensure_joined()?;
         self.injected_latency().await;
-        let forwarded = is_forwarded(&request);
-        let deadline = forward::deadline(&request);
+        let from = Origin::of(&request);
         let r = request.into_inner();
         check(validate::space(&r.space))?;
         check(validate::id(&r.id))?;
+        from.caller.may_read(&r.space)?;
         let answer = self
-            .read(
-                forwarded,
-                deadline,
-                &r.space,
-                &r,
-                local::get,
-                |mut peer, r| async move { peer.get(r).await },
-            )
+            .read(&from, &r.space, &r, local::get, |mut peer, r| async move {
+                peer.get(r).await
+            })
             .await?;
         if answer.memory.is_none() && answer.merged_into.is_none() {
             return Err(Status::not_found(format!(
@@ -306,10 +349,10 @@ impl Mnemo for MnemoService {
     ) -> Result<Response<v1::ListResponse>, Status> {
         self.node.ensure_joined()?;
         self.injected_latency().await;
-        let forwarded = is_forwarded(&request);
-        let deadline = forward::deadline(&request);
+        let from = Origin::of(&request);
         let r = request.into_inner();
         check(validate::space(&r.space))?;
+        from.caller.may_read(&r.space)?;
         if !r.cursor.is_empty() && validate::id(&r.cursor).is_err() {
             return Err(Status::invalid_argument(
                 "invalid cursor: is not a memory id (pass a page's next_cursor)",
@@ -323,14 +366,9 @@ impl Mnemo for MnemoService {
                 local::MAX_LIST
             )));
         }
-        self.read(
-            forwarded,
-            deadline,
-            &r.space,
-            &r,
-            local::list,
-            |mut peer, r| async move { peer.list(r).await },
-        )
+        self.read(&from, &r.space, &r, local::list, |mut peer, r| async move {
+            peer.list(r).await
+        })
         .await
         .map(Response::new)
     }
@@ -340,12 +378,16 @@ impl Mnemo for MnemoService {
         request: Request<v1::ForgetRequest>,
     ) -> Result<Response<v1::ForgetResponse>, Status> {
         self.node.ensure_joined()?;
-        let forwarded = is_forwarded(&request);
-        let deadline = forward::deadline(&request);
+        let Origin {
+            caller,
+            forwarded,
+            deadline,
+        } = Origin::of(&request);
         let r = request.into_inner();
         check(validate::space(&r.space))?;
         check(validate::id(&r.id))?;
         check_ack(r.ack)?;
+        caller.may_write(&r.space)?;
         let node = &self.node;
         let budget = deadline.unwrap_or(mnemo_router::router::DEFAULT_DEADLINE);
         if forwarded {
@@ -355,6 +397,7 @@ impl Mnemo for MnemoService {
         let decision = node.router.route_store(&r.space).map_err(route_status)?;
         let served = self
             .run(
+                &caller,
                 &decision,
                 deadline,
                 &r,
@@ -370,8 +413,10 @@ impl Mnemo for MnemoService {
         request: Request<v1::ConsolidateRequest>,
     ) -> Result<Response<v1::ConsolidateResponse>, Status> {
         self.node.ensure_joined()?;
+        let caller = Caller::of(&request);
         let r = request.into_inner();
         check(validate::space(&r.space))?;
+        caller.may_write(&r.space)?;
         let node = &self.node;
         let threshold = r.threshold.unwrap_or(node.config.consolidate_threshold);
         check(validate::threshold(threshold))?;
@@ -399,9 +444,11 @@ impl Mnemo for MnemoService {
         request: Request<v1::QueryRequest>,
     ) -> Result<Response<v1::QueryResponse>, Status> {
         self.node.ensure_joined()?;
+        let caller = Caller::of(&request);
         let deadline = forward::deadline(&request);
         let r = request.into_inner();
         check(validate::query_spaces(&r.spaces))?;
+        caller.may_read_all(&r.spaces)?;
         validate_cue(&r.cue, &r.cue_embedding, r.k, r.min_confidence)?;
         check(validate::tags(&r.tags))?;
         let k = check(validate::k(r.k))?;
@@ -421,7 +468,10 @@ impl Mnemo for MnemoService {
                 dispatch(
                     target,
                     sub,
-                    &node.id,
+                    Hop {
+                        from: &node.id,
+                        caller: &caller,
+                    },
                     |sub| {
                         std::future::ready(local::recall(
                             node,
@@ -463,8 +513,10 @@ impl Mnemo for MnemoService {
         &self,
         request: Request<v1::LocateRequest>,
     ) -> Result<Response<v1::LocateResponse>, Status> {
+        let caller = Caller::of(&request);
         let r = request.into_inner();
         check(validate::space(&r.space))?;
+        caller.may_read(&r.space)?;
         let placement = self.node.placement(&r.space);
         Ok(Response::new(v1::LocateResponse {
             space: r.space,
@@ -476,15 +528,17 @@ impl Mnemo for MnemoService {
 
     async fn status(
         &self,
-        _request: Request<v1::StatusRequest>,
+        request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
+        Caller::of(&request).may_operate("status")?;
         Ok(Response::new(self.node.status()))
     }
 
     async fn decommission(
         &self,
-        _request: Request<v1::DecommissionRequest>,
+        request: Request<v1::DecommissionRequest>,
     ) -> Result<Response<v1::DecommissionResponse>, Status> {
+        Caller::of(&request).may_operate("decommission")?;
         let node = &self.node;
         tracing::info!(id = %node.id, "decommissioning: handing spaces over before leaving");
         let spaces = crate::antientropy::hand_over_all(node).await.map_err(|e| {

@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::RouterError;
 use crate::topology::{Member, NodeId};
@@ -32,7 +32,7 @@ use crate::topology::{Member, NodeId};
 pub const DEFAULT_CHANNELS: usize = 4;
 
 /// Pool settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PoolConfig {
     /// Channels per remote node (at least 1).
     pub channels_per_node: usize,
@@ -42,8 +42,9 @@ pub struct PoolConfig {
     pub keep_alive_interval: Duration,
     /// Time to wait for a keep-alive answer.
     pub keep_alive_timeout: Duration,
-    /// URI scheme put before `host:port` (`http` or `https`).
-    pub scheme: &'static str,
+    /// TLS for every channel (the scheme becomes `https`); `None`:
+    /// plaintext.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl Default for PoolConfig {
@@ -53,7 +54,7 @@ impl Default for PoolConfig {
             connect_timeout: Duration::from_secs(1),
             keep_alive_interval: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(5),
-            scheme: "http",
+            tls: None,
         }
     }
 }
@@ -71,12 +72,21 @@ pub struct NodeChannels {
 impl NodeChannels {
     /// Channels for `member` (none opened yet).
     pub fn new(member: &Member, config: &PoolConfig) -> Result<Self, RouterError> {
-        let uri = format!("{}://{}", config.scheme, member.addr);
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|_| RouterError::InvalidAddress {
-                node: member.id.clone(),
-                addr: member.addr.clone(),
-            })?
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let invalid = || RouterError::InvalidAddress {
+            node: member.id.clone(),
+            addr: member.addr.clone(),
+        };
+        let mut endpoint =
+            Endpoint::from_shared(format!("{scheme}://{}", member.addr)).map_err(|_| invalid())?;
+        if let Some(tls) = &config.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|_| invalid())?;
+        }
+        let endpoint = endpoint
             .connect_timeout(config.connect_timeout)
             .http2_keep_alive_interval(config.keep_alive_interval)
             .keep_alive_timeout(config.keep_alive_timeout)

@@ -44,7 +44,7 @@ pub enum Hedge {
 }
 
 /// Router settings; `Default` gives the documented defaults.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RouterConfig {
     /// Replication factor (default 3).
     pub replication_factor: usize,

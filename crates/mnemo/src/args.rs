@@ -43,6 +43,12 @@ pub(crate) enum Command {
     /// Hand every space of the node at --node to the other holders, then
     /// make it leave the cluster and stop.
     Decommission(StatusArgs),
+    /// Make TLS certificates and the cluster key (a CA, nodes, a client).
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Make bearer tokens that open some spaces to a client.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print a completion script for a shell (for instance
     /// `mnemo completions bash > /etc/bash_completion.d/mnemo`).
     Completions {
@@ -50,6 +56,58 @@ pub(crate) enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CertsCommand {
+    /// Make (or complete) a certificates directory: ca.crt/ca.key,
+    /// <node>.crt/.key for each node, client.crt/.key and cluster.key.
+    /// What exists is kept, so a new node's certificate joins the same CA.
+    Create(CertsCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CertsCreateArgs {
+    /// The directory to write into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: PathBuf,
+    /// Node ids to make certificates for, comma separated.
+    #[arg(long, value_name = "IDS", value_delimiter = ',', required = true)]
+    pub(crate) nodes: Vec<String>,
+    /// Host names and IP addresses clients reach the nodes by, comma
+    /// separated.
+    #[arg(
+        long,
+        value_name = "HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1"
+    )]
+    pub(crate) hosts: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Print a token (alone on stdout) that opens the spaces matching the
+    /// patterns; clients send it as `authorization: Bearer <token>`.
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenCreateArgs {
+    /// Space-name patterns the token opens, comma separated; `*` matches
+    /// any run of characters (`alice-*`).
+    #[arg(long, value_name = "PATTERNS", value_delimiter = ',', required = true)]
+    pub(crate) spaces: Vec<String>,
+    /// The token may read but not write.
+    #[arg(long)]
+    pub(crate) read_only: bool,
+    /// How long the token works (`30d`, `12h`, `90m`); default: until the
+    /// cluster key changes.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) expires: Option<String>,
+    /// The certificates directory holding cluster.key.
+    #[arg(long, env = "MNEMO_CERTS_DIR", value_name = "DIR")]
+    pub(crate) certs_dir: PathBuf,
 }
 
 /// Flags every client command takes.
@@ -69,6 +127,23 @@ pub(crate) struct Common {
     /// Deadline of the whole operation, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 10_000, global = true)]
     pub(crate) timeout: u64,
+    /// Certificates directory: the node is checked against its ca.crt, and
+    /// its client.crt/client.key are presented unless a token is given.
+    #[arg(long, env = "MNEMO_CERTS_DIR", value_name = "DIR", global = true)]
+    pub(crate) certs_dir: Option<PathBuf>,
+    /// A bearer token (from `mnemo token create`) to present instead of a
+    /// client certificate.
+    #[arg(
+        long,
+        env = "MNEMO_TOKEN",
+        value_name = "TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
+    /// Talk plaintext to a node started with --insecure.
+    #[arg(long, env = "MNEMO_INSECURE", global = true, value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) insecure: bool,
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +192,14 @@ pub(crate) struct NodeArgs {
     /// log holds this many MiB (default 64); bounds replay at start-up.
     #[arg(long, value_name = "MIB")]
     pub(crate) checkpoint_mib: Option<u64>,
+    /// Certificates directory with ca.crt, <id>.crt, <id>.key and
+    /// cluster.key (`mnemo certs create`): TLS, node and client
+    /// authentication, authenticated gossip.
+    #[arg(long, env = "MNEMO_CERTS_DIR", value_name = "DIR")]
+    pub(crate) certs_dir: Option<PathBuf>,
+    /// Serve without TLS or authentication; only on loopback addresses.
+    #[arg(long, env = "MNEMO_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) insecure: bool,
     /// A TOML file with any of the settings above (flags win).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,

@@ -19,14 +19,40 @@ pub(crate) struct Failure(pub(crate) String);
 type Outcome = Result<(), Failure>;
 
 async fn connect(common: &Common) -> Result<MnemoClient<Channel>, Failure> {
+    let tls = match (&common.certs_dir, common.insecure) {
+        (Some(_), true) => {
+            return Err(Failure(
+                "--certs-dir and --insecure contradict each other; pass one".into(),
+            ));
+        }
+        (Some(dir), false) => Some(
+            mnemo_node::security::client_tls(dir, common.token.is_none())
+                .map_err(|e| Failure(format!("--certs-dir: {e}")))?,
+        ),
+        (None, true) => None,
+        (None, false) => {
+            return Err(Failure(
+                "no certificates: pass --certs-dir DIR (or set MNEMO_CERTS_DIR) with the \
+                 cluster's ca.crt, or --insecure (MNEMO_INSECURE=1) for a node started with \
+                 --insecure"
+                    .into(),
+            ));
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let url = if common.node.contains("://") {
         common.node.clone()
     } else {
-        format!("http://{}", common.node)
+        format!("{scheme}://{}", common.node)
     };
-    let endpoint = Endpoint::from_shared(url)
+    let mut endpoint = Endpoint::from_shared(url)
         .map_err(|e| Failure(format!("--node {:?} is not an address: {e}", common.node)))?
         .connect_timeout(Duration::from_millis(common.timeout.min(3_000)));
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| Failure(format!("--certs-dir: {}", source_text(&e))))?;
+    }
     let channel = endpoint.connect().await.map_err(|e| {
         Failure(format!(
             "cannot reach node {}: {}; is `mnemo node` (or `mnemo dev`) running there?",
@@ -50,6 +76,11 @@ fn source_text(e: &dyn std::error::Error) -> String {
 fn request<T>(common: &Common, message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     r.set_timeout(Duration::from_millis(common.timeout));
+    if let Some(token) = &common.token
+        && let Ok(value) = format!("Bearer {}", token.trim()).parse()
+    {
+        r.metadata_mut().insert("authorization", value);
+    }
     r
 }
 

@@ -15,9 +15,16 @@ pub(crate) async fn run(args: DevArgs) -> Result<(), Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure(format!("cannot find the mnemo executable: {e}")))?;
     let seed = format!("127.0.0.1:{}", args.base_port);
+    let ids: Vec<String> = (1..=args.nodes).map(|i| format!("n{i}")).collect();
+    // A development cluster is secure too: its own CA, node and client
+    // certificates under the data directory, made once and kept.
+    let certs_dir = std::path::absolute(args.data_dir.join("certs"))
+        .map_err(|e| Failure(format!("--data-dir: {e}")))?;
+    let hosts = mnemo_node::security::certs::DEFAULT_HOSTS.map(String::from);
+    mnemo_node::security::certs::create(&certs_dir, &ids, &hosts)
+        .map_err(|e| Failure(format!("cannot make certificates: {e}")))?;
     let mut children: Vec<(String, Child)> = Vec::new();
-    for i in 0..args.nodes {
-        let id = format!("n{}", i + 1);
+    for (i, id) in (0..args.nodes).zip(ids) {
         let port = args.base_port.checked_add(i).ok_or_else(|| {
             Failure(format!(
                 "--base-port {} leaves no room for {} nodes",
@@ -31,6 +38,9 @@ pub(crate) async fn run(args: DevArgs) -> Result<(), Failure> {
             .args(["--expected-size", &args.nodes.to_string()])
             .arg("--data-dir")
             .arg(args.data_dir.join(&id))
+            .arg("--certs-dir")
+            .arg(&certs_dir)
+            .env_remove("MNEMO_INSECURE")
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -48,7 +58,7 @@ pub(crate) async fn run(args: DevArgs) -> Result<(), Failure> {
     let addrs: Vec<String> = (0..args.nodes)
         .map(|i| format!("127.0.0.1:{}", args.base_port + i))
         .collect();
-    if let Err(e) = await_formed(&addrs).await {
+    if let Err(e) = await_formed(&addrs, &certs_dir).await {
         eprintln!("mnemo dev: warning: {e}");
     }
     println!(
@@ -58,8 +68,14 @@ pub(crate) async fn run(args: DevArgs) -> Result<(), Failure> {
         args.base_port + args.nodes - 1,
         args.data_dir.display()
     );
-    println!("try:  mnemo remember --space notes \"the standup moved to 10am\"");
-    println!("      mnemo recall --space notes \"when is standup\"");
+    let node = if args.base_port == 7401 {
+        String::new()
+    } else {
+        format!(" --node 127.0.0.1:{}", args.base_port)
+    };
+    println!("try:  export MNEMO_CERTS_DIR={}", certs_dir.display());
+    println!("      mnemo remember{node} --space notes \"the standup moved to 10am\"");
+    println!("      mnemo recall{node} --space notes \"when is standup\"");
     println!("      mnemo status --node 127.0.0.1:{}", args.base_port + 1);
     println!("Ctrl-C stops every node.");
 
@@ -105,13 +121,18 @@ async fn terminate(child: &mut Child) {
 
 /// Waits until every node sees all of them alive, so the first command a
 /// person types is routed by a complete cluster.
-async fn await_formed(addrs: &[String]) -> Result<(), String> {
+async fn await_formed(addrs: &[String], certs_dir: &std::path::Path) -> Result<(), String> {
     use mnemo_proto::v1::{StatusRequest, mnemo_client::MnemoClient};
+    let tls = mnemo_node::security::client_tls(certs_dir, true).map_err(|e| e.to_string())?;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     for addr in addrs {
         loop {
             let formed = async {
-                let mut client = MnemoClient::connect(format!("http://{addr}")).await.ok()?;
+                let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+                    .ok()?
+                    .tls_config(tls.clone())
+                    .ok()?;
+                let mut client = MnemoClient::new(endpoint.connect().await.ok()?);
                 let s = client.status(StatusRequest {}).await.ok()?.into_inner();
                 let alive = s.members.iter().filter(|m| m.state == "alive").count();
                 (alive == addrs.len() && s.partition == "connected").then_some(())

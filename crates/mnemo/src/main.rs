@@ -5,15 +5,17 @@
 //! - `node_cmd`: `mnemo node`.
 //! - `dev`: `mnemo dev`, a local cluster of node processes.
 //! - `client`: the commands that talk to a node.
+//! - `keys_cmd`: `mnemo certs create`, `mnemo token create`.
 
 mod args;
 mod client;
 mod dev;
+mod keys_cmd;
 mod node_cmd;
 
 use clap::Parser;
 
-use crate::args::{Cli, Command};
+use crate::args::{CertsCommand, Cli, Command, TokenCommand};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -33,6 +35,15 @@ fn main() -> std::process::ExitCode {
             &mut std::io::stdout(),
         );
         return std::process::ExitCode::SUCCESS;
+    }
+    // The key material commands need no runtime.
+    let done = match &cli.command {
+        Command::Certs(CertsCommand::Create(a)) => Some(keys_cmd::certs_create(a)),
+        Command::Token(TokenCommand::Create(a)) => Some(keys_cmd::token_create(a)),
+        _ => None,
+    };
+    if let Some(result) = done {
+        return exit(result);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -59,9 +70,15 @@ fn main() -> std::process::ExitCode {
             Command::Locate(a) => client::locate(a).await,
             Command::Status(a) => client::status(a).await,
             Command::Decommission(a) => client::decommission(a).await,
-            Command::Completions { .. } => unreachable!("answered before the runtime starts"),
+            Command::Completions { .. } | Command::Certs(_) | Command::Token(_) => {
+                unreachable!("answered before the runtime starts")
+            }
         }
     });
+    exit(result)
+}
+
+fn exit(result: Result<(), client::Failure>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(client::Failure(message)) => {

@@ -27,6 +27,9 @@ struct FileConfig {
     anti_entropy_ms: Option<u64>,
     sync_rate_mib: Option<u64>,
     checkpoint_mib: Option<u64>,
+    certs_dir: Option<PathBuf>,
+    #[serde(default)]
+    insecure: bool,
 }
 
 fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
@@ -99,7 +102,46 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
     if c.replication_factor == 0 {
         return Err(Failure("--replication-factor must be at least 1".into()));
     }
+    let certs_dir = args.certs_dir.or(file.certs_dir);
+    c.security = security(&c, certs_dir.as_deref(), args.insecure || file.insecure)?;
     Ok(c)
+}
+
+/// The node's certificates, or the checks that let it run without: secure
+/// unless told otherwise, and then only where no one else can reach it.
+fn security(
+    c: &NodeConfig,
+    certs_dir: Option<&std::path::Path>,
+    insecure: bool,
+) -> Result<Option<std::sync::Arc<mnemo_node::security::Security>>, Failure> {
+    match (certs_dir, insecure) {
+        (Some(_), true) => Err(Failure(
+            "--certs-dir and --insecure contradict each other; pass one".into(),
+        )),
+        (Some(dir), false) => mnemo_node::security::Security::load(dir, &c.id)
+            .map(|s| Some(std::sync::Arc::new(s)))
+            .map_err(|e| Failure(format!("--certs-dir: {e}"))),
+        (None, true) => {
+            for (flag, addr) in [("--listen", Some(c.listen)), ("--http", c.http)] {
+                if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+                    return Err(Failure(format!(
+                        "--insecure serves without TLS or authentication, so it listens on \
+                         loopback addresses only, and {flag} {addr} is not one; make \
+                         certificates with `mnemo certs create --dir DIR --nodes {}` and \
+                         pass --certs-dir DIR",
+                        c.id
+                    )));
+                }
+            }
+            Ok(None)
+        }
+        (None, false) => Err(Failure(format!(
+            "mnemo node needs certificates: make them with `mnemo certs create --dir DIR \
+             --nodes {}` and pass --certs-dir DIR (or MNEMO_CERTS_DIR), or pass --insecure \
+             for a node on this machine only",
+            c.id
+        ))),
+    }
 }
 
 pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {

@@ -60,8 +60,10 @@ fn dev_starts_a_cluster_and_ctrl_c_stops_it() {
         }
     }
 
+    // dev makes its certificates under the data directory; clients use them.
+    let certs = dir.path().join("certs");
     let node = |i: u16| format!("127.0.0.1:{}", base + i);
-    let out = support::mnemo()
+    let out = support::mnemo_with_certs(&certs)
         .args(["status", "--json", "--node", &node(1)])
         .output()
         .unwrap();
@@ -71,7 +73,7 @@ fn dev_starts_a_cluster_and_ctrl_c_stops_it() {
     assert_eq!(members.len(), 3);
     assert!(members.iter().all(|m| m["state"] == "alive"), "{members:?}");
 
-    let out = support::mnemo()
+    let out = support::mnemo_with_certs(&certs)
         .args([
             "remember",
             "--space",
@@ -89,7 +91,7 @@ fn dev_starts_a_cluster_and_ctrl_c_stops_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = support::mnemo()
+    let out = support::mnemo_with_certs(&certs)
         .args([
             "recall",
             "--space",
@@ -113,7 +115,7 @@ fn dev_starts_a_cluster_and_ctrl_c_stops_it() {
     let exit = dev.wait().unwrap();
     assert!(exit.success(), "mnemo dev exited with {exit}");
     for i in 0..3 {
-        let out = support::mnemo()
+        let out = support::mnemo_with_certs(&certs)
             .args(["status", "--node", &node(i), "--timeout", "1000"])
             .output()
             .unwrap();

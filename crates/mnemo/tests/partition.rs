@@ -218,6 +218,9 @@ async fn held_by(cluster: &Cluster, id: &str, spaces: &[String]) -> Vec<String> 
 async fn isolated_behaves(cluster: &Cluster, id: &str, spaces: &[String], held: &[String]) {
     let node = cluster.node(id);
     let mut c = node.client().await;
+    // Forwarded requests are honoured from nodes only: present one's
+    // certificate for those.
+    let mut peer = support::client_as(node.addr, node.certs.as_ref().unwrap(), "n1").await;
     assert!(
         !held.is_empty() && held.len() < spaces.len(),
         "{id} holds {held:?}"
@@ -242,13 +245,13 @@ async fn isolated_behaves(cluster: &Cluster, id: &str, spaces: &[String], held: 
                 e.message().contains("no local data") && e.message().contains("during partition"),
                 "{e:?}"
             );
-            let e = c.recall(forwarded(everything(s))).await.unwrap_err();
+            let e = peer.recall(forwarded(everything(s))).await.unwrap_err();
             assert_eq!(
                 e.code(),
                 Code::Unavailable,
                 "forwarded recall of {s}: {e:?}"
             );
-            let e = c
+            let e = peer
                 .remember(forwarded(remember(
                     s,
                     "stray",
@@ -265,6 +268,8 @@ async fn isolated_behaves(cluster: &Cluster, id: &str, spaces: &[String], held: 
 /// Five nodes, one per namespace, n1 the seed.
 async fn start(net: &Net) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    support::make_certs(&certs, NODES);
     let seed = format!("{}:{PORT}", net.addr(1));
     let mut nodes = Vec::new();
     for i in 1..=NODES {
@@ -276,6 +281,7 @@ async fn start(net: &Net) -> Cluster {
         }
         nodes.push(NodeProcess::start_in(
             &net.ns(i),
+            &certs,
             &id,
             &dir.path().join(&id),
             &listen,

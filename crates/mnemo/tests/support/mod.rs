@@ -96,9 +96,70 @@ pub fn bench_arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) 
         .unwrap_or(default)
 }
 
-/// The `mnemo` binary under test.
+/// The `mnemo` binary under test, for insecure nodes on loopback (the
+/// caller's environment cannot change that).
 pub fn mnemo() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mnemo"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mnemo"));
+    command
+        .env("MNEMO_INSECURE", "1")
+        .env_remove("MNEMO_CERTS_DIR")
+        .env_remove("MNEMO_TOKEN");
+    command
+}
+
+/// The `mnemo` binary under test, using the certificates in `certs`.
+pub fn mnemo_with_certs(certs: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mnemo"));
+    command
+        .env("MNEMO_CERTS_DIR", certs)
+        .env_remove("MNEMO_INSECURE")
+        .env_remove("MNEMO_TOKEN");
+    command
+}
+
+/// Makes a certificates directory for nodes `n1..=nodes` with `mnemo
+/// certs create`.
+pub fn make_certs(dir: &Path, nodes: usize) {
+    let ids: Vec<String> = (1..=nodes).map(|i| format!("n{i}")).collect();
+    let out = mnemo()
+        .args(["certs", "create", "--nodes", &ids.join(",")])
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("run mnemo certs create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A client of a secure node at `addr`, with the client certificate of
+/// `certs` (and its CA), whatever host name the address has.
+pub async fn secure_client(addr: SocketAddr, certs: &Path) -> MnemoClient<Channel> {
+    client_as(addr, certs, "client").await
+}
+
+/// A client of a secure node at `addr` presenting `certs/<name>.crt`: a
+/// node certificate's name makes it a peer node.
+pub async fn client_as(addr: SocketAddr, certs: &Path, name: &str) -> MnemoClient<Channel> {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            std::fs::read(certs.join("ca.crt")).unwrap(),
+        ))
+        .identity(tonic::transport::Identity::from_pem(
+            std::fs::read(certs.join(format!("{name}.crt"))).unwrap(),
+            std::fs::read(certs.join(format!("{name}.key"))).unwrap(),
+        ))
+        .domain_name("localhost");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect over TLS");
+    MnemoClient::new(channel)
 }
 
 enum Event {
@@ -113,30 +174,49 @@ pub struct NodeProcess {
     /// `host:port` of `/metrics` and `/health`, when started with `--http`.
     pub http: Option<String>,
     pub dir: PathBuf,
+    /// The certificates directory of a secure node.
+    pub certs: Option<PathBuf>,
     child: Child,
 }
 
 impl NodeProcess {
     /// Starts `mnemo node` with `extra` flags and waits until it serves.
     pub fn start(id: &str, dir: &Path, listen: &str, extra: &[&str]) -> NodeProcess {
-        NodeProcess::start_with(mnemo(), id, dir, listen, extra)
+        NodeProcess::start_with(mnemo(), None, id, dir, listen, extra)
     }
 
-    /// Starts `mnemo node` inside network namespace `netns`.
+    /// Starts a secure `mnemo node` with the certificates in `certs`.
+    pub fn start_secure(
+        certs: &Path,
+        id: &str,
+        dir: &Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> NodeProcess {
+        NodeProcess::start_with(mnemo_with_certs(certs), Some(certs), id, dir, listen, extra)
+    }
+
+    /// Starts a secure `mnemo node` inside network namespace `netns` (its
+    /// address is not loopback, so it cannot be insecure).
     pub fn start_in(
         netns: &str,
+        certs: &Path,
         id: &str,
         dir: &Path,
         listen: &str,
         extra: &[&str],
     ) -> NodeProcess {
         let mut command = Command::new("ip");
-        command.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_mnemo")]);
-        NodeProcess::start_with(command, id, dir, listen, extra)
+        command
+            .args(["netns", "exec", netns, env!("CARGO_BIN_EXE_mnemo")])
+            .env("MNEMO_CERTS_DIR", certs)
+            .env_remove("MNEMO_INSECURE");
+        NodeProcess::start_with(command, Some(certs), id, dir, listen, extra)
     }
 
     fn start_with(
         mut command: Command,
+        certs: Option<&Path>,
         id: &str,
         dir: &Path,
         listen: &str,
@@ -183,6 +263,7 @@ impl NodeProcess {
             addr,
             http,
             dir: dir.into(),
+            certs: certs.map(Path::to_path_buf),
             child,
         }
     }
@@ -222,14 +303,34 @@ impl NodeProcess {
     }
 
     pub async fn client(&self) -> MnemoClient<Channel> {
-        MnemoClient::connect(format!("http://{}", self.addr))
-            .await
-            .expect("connect")
+        match &self.certs {
+            Some(certs) => secure_client(self.addr, certs).await,
+            None => MnemoClient::connect(format!("http://{}", self.addr))
+                .await
+                .expect("connect"),
+        }
+    }
+
+    /// A client that presents this node's own certificate, as a peer node
+    /// does (forwarded requests are honoured only from nodes).
+    pub async fn peer_client(&self) -> MnemoClient<Channel> {
+        match &self.certs {
+            Some(certs) => client_as(self.addr, certs, &self.id).await,
+            None => self.client().await,
+        }
+    }
+
+    /// The `mnemo` command set up to talk to this node.
+    pub fn command(&self) -> Command {
+        match &self.certs {
+            Some(certs) => mnemo_with_certs(certs),
+            None => mnemo(),
+        }
     }
 
     /// Runs a client command against this node.
     pub fn cli(&self, args: &[&str]) -> Output {
-        mnemo()
+        self.command()
             .args(args)
             .args(["--node", &self.node_flag()])
             .output()
@@ -319,7 +420,7 @@ impl NodeProcess {
         request
             .metadata_mut()
             .insert(mnemo_proto::FORWARDED_BY, "test".parse().unwrap());
-        Ok(self.client().await.recall(request).await?.into_inner())
+        Ok(self.peer_client().await.recall(request).await?.into_inner())
     }
 
     /// Waits until this node holds at least `n` live memories of `space`.
