@@ -513,6 +513,8 @@ pub struct Cluster {
     /// Flags every node of this cluster was started with.
     flags: Vec<String>,
     dir: tempfile::TempDir,
+    /// The certificates of a secure cluster.
+    pub certs: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -532,26 +534,56 @@ impl Cluster {
     /// `n` nodes with exactly `flags` (none of the test settings: for
     /// measurements of the defaults).
     pub async fn start_exactly(n: usize, flags: &[&str]) -> Cluster {
+        Cluster::start_in_dir(tempfile::tempdir().unwrap(), None, n, flags).await
+    }
+
+    /// `n` secure nodes (with the test settings), certificates made by
+    /// `mnemo certs create` under the cluster's directory.
+    pub async fn start_secure(n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let flags = flags.to_vec();
-        let first = NodeProcess::start("n1", &dir.path().join("n1"), "127.0.0.1:0", &flags);
+        let certs = dir.path().join("certs");
+        make_certs(&certs, n);
+        let mut flags = TEST_NODE_FLAGS.to_vec();
+        flags.extend(extra);
+        Cluster::start_in_dir(dir, Some(certs), n, &flags).await
+    }
+
+    async fn start_in_dir(
+        dir: tempfile::TempDir,
+        certs: Option<PathBuf>,
+        n: usize,
+        flags: &[&str],
+    ) -> Cluster {
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+            dir,
+            certs,
+        };
+        let first = cluster.start_node("n1", "127.0.0.1:0", &cluster.flags.clone());
         let seed = first.addr.to_string();
-        let mut nodes = vec![first];
+        cluster.nodes.push(first);
         for i in 2..=n {
-            let id = format!("n{i}");
-            let mut flags = flags.clone();
-            flags.extend(["--join", &seed]);
-            nodes.push(NodeProcess::start(
-                &id,
-                &dir.path().join(&id),
+            let node = cluster.start_node(
+                &format!("n{i}"),
                 "127.0.0.1:0",
-                &flags,
-            ));
+                &cluster.flags_joining(&seed),
+            );
+            cluster.nodes.push(node);
         }
-        let flags = flags.iter().map(|f| (*f).to_owned()).collect();
-        let cluster = Cluster { nodes, flags, dir };
         cluster.await_formed().await;
         cluster
+    }
+
+    /// Starts node `id` of this cluster (secure if the cluster is) on
+    /// `listen`, its data under the cluster's directory.
+    fn start_node(&self, id: &str, listen: &str, flags: &[String]) -> NodeProcess {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let dir = self.dir.path().join(id);
+        match &self.certs {
+            Some(certs) => NodeProcess::start_secure(certs, id, &dir, listen, &flags),
+            None => NodeProcess::start(id, &dir, listen, &flags),
+        }
     }
 
     /// A cluster of nodes started elsewhere (for instance in network
@@ -561,6 +593,7 @@ impl Cluster {
             nodes,
             flags: Vec::new(),
             dir,
+            certs: None,
         }
     }
 
@@ -573,9 +606,7 @@ impl Cluster {
     /// Starts a new node `id` that joins through `through` and waits until
     /// every node sees the whole cluster.
     pub async fn join(&mut self, id: &str, through: &str) {
-        let flags = self.flags_joining(through);
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let node = NodeProcess::start(id, &self.dir.path().join(id), "127.0.0.1:0", &flags);
+        let node = self.start_node(id, "127.0.0.1:0", &self.flags_joining(through));
         self.nodes.push(node);
         self.await_formed().await;
     }
@@ -675,10 +706,9 @@ impl Cluster {
     pub fn start_again_with(&mut self, id: &str, through: &str, extra: &[&str]) {
         let mut flags = self.flags_joining(through);
         flags.extend(extra.iter().map(|f| (*f).to_owned()));
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let node = self.node_mut(id);
-        let (addr, dir) = (node.addr.to_string(), node.dir.clone());
-        *node = NodeProcess::start(id, &dir, &addr, &flags);
+        let addr = self.node(id).addr.to_string();
+        let node = self.start_node(id, &addr, &flags);
+        *self.node_mut(id) = node;
     }
 
     /// Asks every node where `space` lives and checks they agree.

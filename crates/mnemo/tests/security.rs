@@ -1,0 +1,428 @@
+//! A secure cluster of real node processes: only nodes talk to nodes,
+//! tokens keep tenants apart, strangers cannot join, and an insecure node
+//! stays on loopback.
+
+mod support;
+
+use mnemo_node::security::{Claims, token_key};
+use mnemo_proto::v1::{self, internal_client::InternalClient, mnemo_client::MnemoClient};
+use std::path::Path;
+use support::{Cluster, NodeProcess, client_as, eventually, ids, recall_all, remember};
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// A TLS channel to `node` that checks it against the CA and presents no
+/// certificate (a token holder's).
+async fn anonymous(node: &NodeProcess) -> Channel {
+    let ca = std::fs::read(node.certs.as_ref().unwrap().join("ca.crt")).unwrap();
+    Endpoint::from_shared(format!("https://{}", node.addr))
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+fn forwarded<T>(mut r: tonic::Request<T>) -> tonic::Request<T> {
+    r.metadata_mut()
+        .insert(mnemo_proto::FORWARDED_BY, "n1".parse().unwrap());
+    r
+}
+
+fn token(certs: &Path, spaces: &[&str], read_only: bool, expires: Option<u64>) -> String {
+    token_key(certs).unwrap().sign(&Claims {
+        spaces: spaces.iter().map(|s| (*s).to_owned()).collect(),
+        read_only,
+        expires,
+    })
+}
+
+/// What every node holds of `space`, through the public service.
+async fn memories(cluster: &Cluster, space: &str) -> std::collections::BTreeSet<String> {
+    ids(&cluster.nodes[0].recall(recall_all(space, "x")).await)
+}
+
+fn forged(space: &str) -> v1::MergeRequest {
+    v1::MergeRequest {
+        space: space.into(),
+        from_node: "n2".into(),
+        elements: vec![
+            v1::Element {
+                kind: Some(v1::element::Kind::Memory(v1::Memory {
+                    id: "forged".into(),
+                    content: "a forged memory".into(),
+                    confidence: 1.0,
+                    created_at_ms: 1,
+                    ..Default::default()
+                })),
+            },
+            v1::Element {
+                kind: Some(v1::element::Kind::Tombstone("real".into())),
+            },
+        ],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_nodes_call_the_internal_service_or_forward() {
+    let cluster = Cluster::start_secure(3, &[]).await;
+    let certs = cluster.certs.clone().unwrap();
+    let n1 = &cluster.nodes[0];
+    let mut c = n1.client().await;
+    c.remember(remember("t", "real", "the real memory", v1::Ack::Quorum))
+        .await
+        .unwrap();
+    let before = memories(&cluster, "t").await;
+    assert_eq!(before.len(), 1);
+
+    // The operator's client certificate opens every space, but it is no
+    // node: Internal and the forwarded marker are refused.
+    for node in &cluster.nodes {
+        let channel = client_as(node.addr, &certs, "client").await;
+        let mut internal = InternalClient::new(channel_of(node, &certs, "client").await);
+        let e = internal.merge(forged("t")).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("cluster nodes only"), "{e:?}");
+        let e = internal.spaces(v1::SpacesRequest {}).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        let e = internal
+            .reconcile(v1::ReconcileRequest {
+                space: "t".into(),
+                message: vec![0x61],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+        let mut public = channel;
+        let e = public
+            .recall(forwarded(tonic::Request::new(recall_all("t", "x"))))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains(mnemo_proto::FORWARDED_BY), "{e:?}");
+        let e = public
+            .remember(forwarded(tonic::Request::new(remember(
+                "t",
+                "stray",
+                "written past routing",
+                v1::Ack::Primary,
+            ))))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+        // No certificate at all: not even the public service.
+        let mut stranger = MnemoClient::new(anonymous(node).await);
+        let e = stranger.recall(recall_all("t", "x")).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+        let mut internal = InternalClient::new(anonymous(node).await);
+        let e = internal.merge(forged("t")).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+        // Plaintext to a TLS port gets no answer at all.
+        let plain = MnemoClient::connect(format!("http://{}", node.addr)).await;
+        if let Ok(mut plain) = plain {
+            assert!(plain.recall(recall_all("t", "x")).await.is_err());
+        }
+    }
+
+    // A token holder with the marker is refused too, whatever its scope.
+    let all = token(&certs, &["*"], false, None);
+    let mut anon = MnemoClient::new(anonymous(n1).await);
+    let e = anon
+        .recall(forwarded(with_token(recall_all("t", "x"), &all)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    // Nothing changed anywhere: every holder has exactly the real memory.
+    assert_eq!(memories(&cluster, "t").await, before);
+    for node in &cluster.nodes {
+        let local = node.recall_local("t", "x").await;
+        if let Ok(local) = local {
+            assert_eq!(ids(&local), before, "{}", node.id);
+        }
+    }
+
+    // A node certificate is a peer: its Internal calls are answered.
+    let mut peer = InternalClient::new(channel_of(n1, &certs, "n2").await);
+    let spaces = peer
+        .spaces(v1::SpacesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(spaces.spaces.contains(&"t".to_owned()), "{spaces:?}");
+}
+
+/// A channel to `node` presenting `certs/<name>.crt`.
+async fn channel_of(node: &NodeProcess, certs: &Path, name: &str) -> Channel {
+    let crt = std::fs::read(certs.join(format!("{name}.crt"))).unwrap();
+    let key = std::fs::read(certs.join(format!("{name}.key"))).unwrap();
+    let ca = std::fs::read(certs.join("ca.crt")).unwrap();
+    Endpoint::from_shared(format!("https://{}", node.addr))
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca))
+                .identity(tonic::transport::Identity::from_pem(crt, key))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_keep_tenants_apart() {
+    let cluster = Cluster::start_secure(3, &[]).await;
+    let certs = cluster.certs.clone().unwrap();
+    let alice = token(&certs, &["alice-*"], false, None);
+    let reader = token(&certs, &["alice-*"], true, None);
+    let expired = token(&certs, &["alice-*"], false, Some(1));
+    let other = tempfile::tempdir().unwrap();
+    support::make_certs(other.path(), 1);
+    let foreign = token(other.path(), &["*"], false, None);
+
+    // Through every node, so most requests are forwarded with the token.
+    for node in &cluster.nodes {
+        let mut c = MnemoClient::new(anonymous(node).await);
+        let id = format!("from-{}", node.id);
+        c.remember(with_token(
+            remember("alice-notes", &id, "alice's note", v1::Ack::Quorum),
+            &alice,
+        ))
+        .await
+        .unwrap();
+        let r = c
+            .recall(with_token(recall_all("alice-notes", "note"), &reader))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(ids(&r).contains(&id), "{r:?}");
+
+        let e = c
+            .recall(with_token(recall_all("bob-notes", "note"), &alice))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("\"bob-notes\""), "{e:?}");
+
+        let e = c
+            .remember(with_token(
+                remember("alice-notes", "ro", "read only", v1::Ack::Primary),
+                &reader,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("read-only"), "{e:?}");
+        let e = c
+            .forget(with_token(
+                v1::ForgetRequest {
+                    space: "alice-notes".into(),
+                    id: id.clone(),
+                    ..Default::default()
+                },
+                &reader,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+        let e = c
+            .query(with_token(
+                v1::QueryRequest {
+                    spaces: vec!["alice-notes".into(), "bob-notes".into(), "carol".into()],
+                    cue: "note".into(),
+                    ..Default::default()
+                },
+                &alice,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(
+            e.message().contains("\"bob-notes\"") && e.message().contains("\"carol\""),
+            "{e:?}"
+        );
+
+        for (what, bad) in [("expired", &expired), ("foreign", &foreign)] {
+            let e = c
+                .recall(with_token(recall_all("alice-notes", "note"), bad))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::Unauthenticated, "{what}: {e:?}");
+        }
+        let e = c
+            .status(with_token(v1::StatusRequest {}, &alice))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    }
+    let expected: std::collections::BTreeSet<String> =
+        ["from-n1", "from-n2", "from-n3"].map(String::from).into();
+    assert_eq!(memories(&cluster, "alice-notes").await, expected);
+    assert!(memories(&cluster, "bob-notes").await.is_empty());
+
+    // The node serving a forwarded request checks the token again: a peer
+    // forwarding someone else's out-of-scope request is refused there.
+    let n2 = &cluster.nodes[1];
+    let mut peer = MnemoClient::new(channel_of(n2, &certs, "n1").await);
+    let e = peer
+        .recall(forwarded(with_token(recall_all("bob-notes", "x"), &alice)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    // The command line: a token from `mnemo token create`, and the CLI's
+    // --token.
+    let out = support::mnemo_with_certs(&certs)
+        .args(["token", "create", "--spaces", "alice-*", "--expires", "1h"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli_token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let node = cluster.nodes[2].node_flag();
+    let out = n2
+        .command()
+        .args([
+            "recall",
+            "--space",
+            "bob-notes",
+            "--node",
+            &node,
+            "--token",
+            &cli_token,
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not open space \"bob-notes\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = n2
+        .command()
+        .args([
+            "recall",
+            "--json",
+            "--space",
+            "alice-notes",
+            "--node",
+            &node,
+            "--token",
+            &cli_token,
+            "note",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_cannot_join_or_gossip() {
+    let cluster = Cluster::start_secure(3, &["--http", "127.0.0.1:0"]).await;
+    let n1 = &cluster.nodes[0];
+    // A node of another cluster (its own CA and cluster key) pointed at n1.
+    let other = tempfile::tempdir().unwrap();
+    let other_certs = other.path().join("certs");
+    support::make_certs(&other_certs, 9);
+    let mut flags: Vec<&str> = support::TEST_NODE_FLAGS.to_vec();
+    let seed = n1.addr.to_string();
+    flags.extend(["--join", &seed]);
+    let stranger = NodeProcess::start_secure(
+        &other_certs,
+        "n9",
+        &other.path().join("n9"),
+        "127.0.0.1:0",
+        &flags,
+    );
+    // n1 refuses the stranger's packets. Wait until it has refused several
+    // (time passes by events, not by a sleep), then look at both views.
+    let http = n1.http.clone().unwrap();
+    eventually("n1 refusing the stranger's gossip", || {
+        let page = support::http_get(&http, "/metrics");
+        let refused = support::metric_sum(&page, "mnemo_gossip_rejected_total");
+        std::future::ready((refused >= 5.0).then_some(()))
+    })
+    .await;
+    for node in &cluster.nodes {
+        let status = node.status().await;
+        let members: Vec<&str> = status.members.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(members.len(), 3, "{}: {members:?}", node.id);
+        assert!(!members.contains(&"n9"), "{}: {members:?}", node.id);
+    }
+    let seen = stranger.status().await;
+    let members: Vec<&str> = seen.members.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(members, ["n9"], "the stranger saw {members:?}");
+}
+
+#[test]
+fn an_insecure_node_stays_on_loopback_and_a_node_needs_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::mnemo()
+        .args(["node", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("loopback") && stderr.contains("--listen 0.0.0.0:0"),
+        "{stderr}"
+    );
+
+    let out = support::mnemo()
+        .args([
+            "node",
+            "--http",
+            "0.0.0.0:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--http 0.0.0.0:0"));
+
+    let out = support::mnemo()
+        .env_remove("MNEMO_INSECURE")
+        .args(["node", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("needs certificates") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+    // Nothing was started: the data directory was never opened.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
