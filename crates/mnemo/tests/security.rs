@@ -186,92 +186,29 @@ async fn channel_of(node: &NodeProcess, certs: &Path, name: &str) -> Channel {
         .unwrap()
 }
 
+/// The tokens of [`tokens_keep_tenants_apart`].
+struct Tokens {
+    alice: String,
+    reader: String,
+    expired: String,
+    foreign: String,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_keep_tenants_apart() {
     let cluster = Cluster::start_secure(3, &[]).await;
     let certs = cluster.certs.clone().unwrap();
-    let alice = token(&certs, &["alice-*"], false, None);
-    let reader = token(&certs, &["alice-*"], true, None);
-    let expired = token(&certs, &["alice-*"], false, Some(1));
     let other = tempfile::tempdir().unwrap();
     support::make_certs(other.path(), 1);
-    let foreign = token(other.path(), &["*"], false, None);
-
+    let tokens = Tokens {
+        alice: token(&certs, &["alice-*"], false, None),
+        reader: token(&certs, &["alice-*"], true, None),
+        expired: token(&certs, &["alice-*"], false, Some(1)),
+        foreign: token(other.path(), &["*"], false, None),
+    };
     // Through every node, so most requests are forwarded with the token.
     for node in &cluster.nodes {
-        let mut c = MnemoClient::new(anonymous(node).await);
-        let id = format!("from-{}", node.id);
-        c.remember(with_token(
-            remember("alice-notes", &id, "alice's note", v1::Ack::Quorum),
-            &alice,
-        ))
-        .await
-        .unwrap();
-        let r = c
-            .recall(with_token(recall_all("alice-notes", "note"), &reader))
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(ids(&r).contains(&id), "{r:?}");
-
-        let e = c
-            .recall(with_token(recall_all("bob-notes", "note"), &alice))
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-        assert!(e.message().contains("\"bob-notes\""), "{e:?}");
-
-        let e = c
-            .remember(with_token(
-                remember("alice-notes", "ro", "read only", v1::Ack::Primary),
-                &reader,
-            ))
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-        assert!(e.message().contains("read-only"), "{e:?}");
-        let e = c
-            .forget(with_token(
-                v1::ForgetRequest {
-                    space: "alice-notes".into(),
-                    id: id.clone(),
-                    ..Default::default()
-                },
-                &reader,
-            ))
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-
-        let e = c
-            .query(with_token(
-                v1::QueryRequest {
-                    spaces: vec!["alice-notes".into(), "bob-notes".into(), "carol".into()],
-                    cue: "note".into(),
-                    ..Default::default()
-                },
-                &alice,
-            ))
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-        assert!(
-            e.message().contains("\"bob-notes\"") && e.message().contains("\"carol\""),
-            "{e:?}"
-        );
-
-        for (what, bad) in [("expired", &expired), ("foreign", &foreign)] {
-            let e = c
-                .recall(with_token(recall_all("alice-notes", "note"), bad))
-                .await
-                .unwrap_err();
-            assert_eq!(e.code(), Code::Unauthenticated, "{what}: {e:?}");
-        }
-        let e = c
-            .status(with_token(v1::StatusRequest {}, &alice))
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        scopes_hold_through(node, &tokens).await;
     }
     let expected: std::collections::BTreeSet<String> =
         ["from-n1", "from-n2", "from-n3"].map(String::from).into();
@@ -283,11 +220,103 @@ async fn tokens_keep_tenants_apart() {
     let n2 = &cluster.nodes[1];
     let mut peer = MnemoClient::new(channel_of(n2, &certs, "n1").await);
     let e = peer
-        .recall(forwarded(with_token(recall_all("bob-notes", "x"), &alice)))
+        .recall(forwarded(with_token(
+            recall_all("bob-notes", "x"),
+            &tokens.alice,
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+}
+
+/// Each scope rule, through `node`.
+async fn scopes_hold_through(node: &NodeProcess, tokens: &Tokens) {
+    let Tokens {
+        alice,
+        reader,
+        expired,
+        foreign,
+    } = tokens;
+    let mut c = MnemoClient::new(anonymous(node).await);
+    let id = format!("from-{}", node.id);
+    c.remember(with_token(
+        remember("alice-notes", &id, "alice's note", v1::Ack::Quorum),
+        alice,
+    ))
+    .await
+    .unwrap();
+    let r = c
+        .recall(with_token(recall_all("alice-notes", "note"), reader))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ids(&r).contains(&id), "{r:?}");
+
+    let e = c
+        .recall(with_token(recall_all("bob-notes", "note"), alice))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("\"bob-notes\""), "{e:?}");
+
+    let e = c
+        .remember(with_token(
+            remember("alice-notes", "ro", "read only", v1::Ack::Primary),
+            reader,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("read-only"), "{e:?}");
+    let e = c
+        .forget(with_token(
+            v1::ForgetRequest {
+                space: "alice-notes".into(),
+                id: id.clone(),
+                ..Default::default()
+            },
+            reader,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 
+    let e = c
+        .query(with_token(
+            v1::QueryRequest {
+                spaces: vec!["alice-notes".into(), "bob-notes".into(), "carol".into()],
+                cue: "note".into(),
+                ..Default::default()
+            },
+            alice,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().contains("\"bob-notes\"") && e.message().contains("\"carol\""),
+        "{e:?}"
+    );
+
+    for (what, bad) in [("expired", &expired), ("foreign", &foreign)] {
+        let e = c
+            .recall(with_token(recall_all("alice-notes", "note"), bad))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{what}: {e:?}");
+    }
+    let e = c
+        .status(with_token(v1::StatusRequest {}, alice))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_makes_and_presents_tokens() {
+    let cluster = Cluster::start_secure(3, &[]).await;
+    let certs = cluster.certs.clone().unwrap();
+    let n2 = &cluster.nodes[1];
     // The command line: a token from `mnemo token create`, and the CLI's
     // --token.
     let out = support::mnemo_with_certs(&certs)
@@ -376,8 +405,12 @@ async fn a_stranger_cannot_join_or_gossip() {
         assert_eq!(members.len(), 3, "{}: {members:?}", node.id);
         assert!(!members.contains(&"n9"), "{}: {members:?}", node.id);
     }
-    let seen = stranger.status().await;
-    let members: Vec<&str> = seen.members.iter().map(|m| m.id.as_str()).collect();
+    let strangers_view = stranger.status().await;
+    let members: Vec<&str> = strangers_view
+        .members
+        .iter()
+        .map(|m| m.id.as_str())
+        .collect();
     assert_eq!(members, ["n9"], "the stranger saw {members:?}");
 }
 
