@@ -19,16 +19,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use mnemo_proto::v1;
-use support::Cluster;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
+use support::{Cluster, micros, percentile};
 
 fn recall(space: &str) -> v1::RecallRequest {
     v1::RecallRequest {

@@ -73,6 +73,17 @@ pub fn metric_sum(page: &str, metric: &str) -> f64 {
         .sum()
 }
 
+/// The `p` quantile (0..=1) of sorted durations, for benchmarks.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// A duration in microseconds, for benchmark reports.
+pub fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
 /// For process-level benchmarks: the command line (`None` when cargo only
 /// lists benchmarks) and a 2-worker runtime to run one on.
 pub fn bench_setup() -> Option<(Vec<String>, tokio::runtime::Runtime)> {
