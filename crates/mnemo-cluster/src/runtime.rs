@@ -392,16 +392,22 @@ impl Driver {
                 match Codec::<Identity>::decode_member(&mut self.codec, payload) {
                     Ok(member) => {
                         let identity = member.id().clone();
-                        tracing::info!(member = ?identity, "member is leaving");
-                        // Only a member this node knows, and once, lowers the
-                        // expected size.
+                        // Only a notice about the incarnation this node knows
+                        // counts: an old notice (replayed, or from before a
+                        // restart) must not make a live member leave.
                         let known = self
                             .foca
                             .iter_membership_state()
-                            .any(|m| m.id().id == identity.id);
+                            .any(|m| m.id() == &identity);
+                        if !known {
+                            tracing::debug!(member = ?identity, "ignoring a leave notice for an identity not known");
+                            return;
+                        }
+                        tracing::info!(member = ?identity, "member is leaving");
                         self.left
                             .insert((identity.id.clone(), identity.incarnation));
-                        if known && self.counted_left.insert(identity.id.clone()) {
+                        // Once per leave lowers the expected size.
+                        if self.counted_left.insert(identity.id.clone()) {
                             self.detector.member_left();
                         }
                         let update = std::iter::once(Member::down(identity));

@@ -39,11 +39,39 @@ async fn connect(common: &Common) -> Result<MnemoClient<Channel>, Failure> {
             ));
         }
     };
+    if let Some(token) = &common.token {
+        if tls.is_none() {
+            return Err(Failure(
+                "--token travels over TLS only (--certs-dir with the cluster's ca.crt); \
+                 a node started with --insecure takes no tokens"
+                    .into(),
+            ));
+        }
+        if token
+            .trim()
+            .parse::<tonic::metadata::AsciiMetadataValue>()
+            .is_err()
+        {
+            return Err(Failure(
+                "--token is not a token (it has characters a header cannot carry)".into(),
+            ));
+        }
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let url = if common.node.contains("://") {
-        common.node.clone()
-    } else {
-        format!("{scheme}://{}", common.node)
+    let url = match common.node.split_once("://") {
+        None => format!("{scheme}://{}", common.node),
+        Some((given, _)) if given == scheme => common.node.clone(),
+        Some((given, _)) => {
+            return Err(Failure(format!(
+                "--node {} says {given}://, but this connection is {scheme}:// ({})",
+                common.node,
+                if tls.is_some() {
+                    "--certs-dir is set"
+                } else {
+                    "--insecure"
+                }
+            )));
+        }
     };
     let mut endpoint = Endpoint::from_shared(url)
         .map_err(|e| Failure(format!("--node {:?} is not an address: {e}", common.node)))?
@@ -76,6 +104,7 @@ fn source_text(e: &dyn std::error::Error) -> String {
 fn request<T>(common: &Common, message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     r.set_timeout(Duration::from_millis(common.timeout));
+    // `connect` made sure the token is header text.
     if let Some(token) = &common.token
         && let Ok(value) = format!("Bearer {}", token.trim()).parse()
     {
@@ -86,8 +115,14 @@ fn request<T>(common: &Common, message: T) -> tonic::Request<T> {
 
 fn failed(common: &Common, status: &tonic::Status) -> Failure {
     let code = format!("{:?}", status.code());
+    // Plaintext to a TLS port breaks HTTP/2 before any gRPC answer.
+    let hint = if common.insecure && status.message().contains("h2 protocol error") {
+        "; the node may be secure: pass --certs-dir (or MNEMO_CERTS_DIR) instead of --insecure"
+    } else {
+        ""
+    };
     Failure(format!(
-        "{} (node {}, {code})",
+        "{} (node {}, {code}){hint}",
         status.message(),
         common.node
     ))

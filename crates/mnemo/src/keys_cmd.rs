@@ -20,7 +20,10 @@ pub(crate) fn certs_create(a: &CertsCreateArgs) -> Result<(), Failure> {
         "nodes:   mnemo node --certs-dir {dir} --id <node> ...  (copy ca.crt, <node>.crt, \
          <node>.key and cluster.key to each node; ca.key stays with you)"
     );
-    println!("clients: export MNEMO_CERTS_DIR={dir}");
+    println!(
+        "clients: export MNEMO_CERTS_DIR={dir}  (operators; a token holder needs ca.crt \
+         alone, in a directory of its own)"
+    );
     Ok(())
 }
 
@@ -43,7 +46,10 @@ pub(crate) fn token_create(a: &TokenCreateArgs) -> Result<(), Failure> {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_err(|e| Failure(format!("the clock is before 1970: {e}")))?;
-            Some((now + lasts).as_secs())
+            let at = now
+                .checked_add(lasts)
+                .ok_or_else(|| Failure(format!("--expires {text:?} is too far away")))?;
+            Some(at.as_secs())
         }
     };
     let key = mnemo_node::security::token_key(&a.certs_dir)

@@ -459,3 +459,166 @@ fn an_insecure_node_stays_on_loopback_and_a_node_needs_certificates() {
     // Nothing was started: the data directory was never opened.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// `message` with token `t`, marked as forwarded if `marker`.
+fn wrap<T>(message: T, t: &str, marker: bool) -> tonic::Request<T> {
+    let r = with_token(message, t);
+    if marker { forwarded(r) } else { r }
+}
+
+/// Every public method checks the token before it does anything, at the
+/// edge and again where a forwarded request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_method_checks_the_token() {
+    let cluster = Cluster::start_secure(3, &[]).await;
+    let certs = cluster.certs.clone().unwrap();
+    let n1 = &cluster.nodes[0];
+    let mut operator = n1.client().await;
+    operator
+        .remember(remember("bob", "b", "bob's memory", v1::Ack::Quorum))
+        .await
+        .unwrap();
+    let alice = token(&certs, &["alice-*"], false, None);
+    let reader = token(&certs, &["*"], true, None);
+
+    let mut edge = MnemoClient::new(anonymous(n1).await);
+    // As a peer node forwarding a client's request (the serving node's check).
+    let mut peer = MnemoClient::new(channel_of(&cluster.nodes[1], &certs, "n1").await);
+    let get = || v1::GetRequest {
+        space: "bob".into(),
+        id: "b".into(),
+    };
+    let list = || v1::ListRequest {
+        space: "bob".into(),
+        ..Default::default()
+    };
+    let forget = || v1::ForgetRequest {
+        space: "bob".into(),
+        id: "b".into(),
+        ..Default::default()
+    };
+    let consolidate = || v1::ConsolidateRequest {
+        space: "bob".into(),
+        dry_run: false,
+        threshold: None,
+    };
+    let write = || remember("bob", "w", "written by a stranger", v1::Ack::Primary);
+    let mut refusals = Vec::new();
+    for (t, read_only, marker) in [
+        (&alice, false, false),
+        (&alice, false, true),
+        (&reader, true, false),
+        (&reader, true, true),
+    ] {
+        let c = if marker { &mut peer } else { &mut edge };
+        if !read_only {
+            refusals.push(("get", c.get(wrap(get(), t, marker)).await.map(|_| ())));
+            refusals.push(("list", c.list(wrap(list(), t, marker)).await.map(|_| ())));
+            refusals.push((
+                "recall",
+                c.recall(wrap(recall_all("bob", "x"), t, marker))
+                    .await
+                    .map(|_| ()),
+            ));
+            refusals.push((
+                "locate",
+                c.locate(wrap(
+                    v1::LocateRequest {
+                        space: "bob".into(),
+                    },
+                    t,
+                    marker,
+                ))
+                .await
+                .map(|_| ()),
+            ));
+        }
+        refusals.push((
+            "remember",
+            c.remember(wrap(write(), t, marker)).await.map(|_| ()),
+        ));
+        refusals.push((
+            "forget",
+            c.forget(wrap(forget(), t, marker)).await.map(|_| ()),
+        ));
+        refusals.push((
+            "consolidate",
+            c.consolidate(wrap(consolidate(), t, marker))
+                .await
+                .map(|_| ()),
+        ));
+        refusals.push((
+            "decommission",
+            c.decommission(wrap(v1::DecommissionRequest {}, t, marker))
+                .await
+                .map(|_| ()),
+        ));
+    }
+    for (what, result) in refusals {
+        let e = result.expect_err(what);
+        assert_eq!(e.code(), Code::PermissionDenied, "{what}: {e:?}");
+    }
+    // Nothing changed, and every node still serves.
+    let expected: std::collections::BTreeSet<String> = ["b".to_owned()].into();
+    assert_eq!(memories(&cluster, "bob").await, expected);
+    for node in &cluster.nodes {
+        assert_eq!(node.status().await.members.len(), 3, "{}", node.id);
+    }
+}
+
+#[test]
+fn a_node_refuses_key_material_it_cannot_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    support::make_certs(&certs, 1);
+    let start = |id: &str| {
+        support::mnemo_with_certs(&certs)
+            .args(["node", "--id", id, "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap()
+    };
+    // The client certificate is not a node's.
+    let out = start("client");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a node certificate"), "{stderr}");
+
+    // A key others may read.
+    let key = certs.join("n1.key");
+    let mode = |m| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    mode(0o644);
+    let out = start("n1");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    mode(0o600);
+
+    // `certs create` without the CA's key makes no second CA.
+    std::fs::remove_file(certs.join("ca.key")).unwrap();
+    let out = support::mnemo()
+        .args(["certs", "create", "--nodes", "n2", "--dir"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without ca.key"));
+    assert!(!certs.join("n2.crt").exists());
+
+    // --insecure from a config file is held to loopback too.
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "insecure = true\nlisten = \"0.0.0.0:0\"\n").unwrap();
+    let out = support::mnemo()
+        .env_remove("MNEMO_INSECURE")
+        .args(["node", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}

@@ -59,6 +59,31 @@ pub fn create(dir: &Path, nodes: &[String], hosts: &[String]) -> Result<Created,
         }
     }
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let (ca_key_path, ca_crt_path) = (dir.join("ca.key"), dir.join("ca.crt"));
+    if !ca_key_path.exists() {
+        // A new CA would not have signed what is already here: refuse
+        // rather than leave a directory whose certificates trust apart.
+        if ca_crt_path.exists() {
+            return Err(format!(
+                "{} exists without ca.key; new certificates need the CA's key (bring ca.key \
+                 back into {})",
+                ca_crt_path.display(),
+                dir.display()
+            )
+            .into());
+        }
+        let leaves = nodes.iter().map(String::as_str).chain(["client"]);
+        if let Some(stale) = leaves
+            .map(|n| dir.join(format!("{n}.crt")))
+            .find(|p| p.exists())
+        {
+            return Err(format!(
+                "{} exists but there is no CA here; remove it, or bring ca.crt and ca.key back",
+                stale.display()
+            )
+            .into());
+        }
+    }
     let mut created = Created::default();
 
     let cluster_key = dir.join("cluster.key");
@@ -72,7 +97,6 @@ pub fn create(dir: &Path, nodes: &[String], hosts: &[String]) -> Result<Created,
         created.written.push(cluster_key);
     }
 
-    let (ca_key_path, ca_crt_path) = (dir.join("ca.key"), dir.join("ca.crt"));
     let ca_params = ca_params()?;
     let ca_key = if ca_key_path.exists() {
         if !ca_crt_path.exists() {
@@ -184,10 +208,11 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-/// Reads a hex file of at least 32 bytes (the cluster key).
-pub(crate) fn read_cluster_key(path: &Path) -> Result<Vec<u8>, Error> {
-    let text =
-        fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// Reads the cluster key of `dir`: at least 32 bytes as hex.
+pub(crate) fn read_cluster_key(dir: &Path) -> Result<Vec<u8>, Error> {
+    let path = dir.join("cluster.key");
+    let text = String::from_utf8(super::read_secret(dir, "cluster.key")?)
+        .map_err(|_| format!("{} is not text", path.display()))?;
     let text = text.trim();
     let bytes: Option<Vec<u8>> = (0..text.len())
         .step_by(2)

@@ -53,6 +53,24 @@ fn read(dir: &Path, file: &str) -> Result<Vec<u8>, Error> {
     std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()).into())
 }
 
+/// Reads a key, refusing one that others than its owner may read (as ssh
+/// does): a copied key with loose permissions is a leaked key.
+fn read_secret(dir: &Path, file: &str) -> Result<Vec<u8>, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(file);
+    let meta =
+        std::fs::metadata(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} may be read by others (mode {mode:o}); `chmod 600` it",
+            path.display()
+        )
+        .into());
+    }
+    read(dir, file)
+}
+
 /// A node's secrets and TLS settings, loaded from its certificates
 /// directory.
 pub struct Security {
@@ -80,7 +98,7 @@ impl Security {
         let ca = read(dir, "ca.crt")?;
         let (crt, key) = (
             read(dir, &format!("{node}.crt"))?,
-            read(dir, &format!("{node}.key"))?,
+            read_secret(dir, &format!("{node}.key"))?,
         );
         let der = rustls_pemfile_first(&crt)
             .ok_or_else(|| format!("{}/{node}.crt holds no certificate", dir.display()))?;
@@ -93,7 +111,7 @@ impl Security {
             )
             .into());
         }
-        let cluster_key = certs::read_cluster_key(&dir.join("cluster.key"))?;
+        let cluster_key = certs::read_cluster_key(dir)?;
         let identity = Identity::from_pem(&crt, &key);
         Ok(Security {
             server_tls: ServerTlsConfig::new()
@@ -112,9 +130,7 @@ impl Security {
 
 /// The key `mnemo token create` signs with, from `dir/cluster.key`.
 pub fn token_key(dir: &Path) -> Result<TokenKey, Error> {
-    Ok(TokenKey::new(&certs::read_cluster_key(
-        &dir.join("cluster.key"),
-    )?))
+    Ok(TokenKey::new(&certs::read_cluster_key(dir)?))
 }
 
 /// TLS for a client of a secure node: the node checked against
@@ -127,7 +143,7 @@ pub fn client_tls(dir: &Path, present_certificate: bool) -> Result<ClientTlsConf
     if present_certificate && crt.exists() && key.exists() {
         tls = tls.identity(Identity::from_pem(
             read(dir, "client.crt")?,
-            read(dir, "client.key")?,
+            read_secret(dir, "client.key")?,
         ));
     }
     Ok(tls)
@@ -172,15 +188,22 @@ impl Caller {
         }
     }
 
-    /// The caller of `request`, as the gate recorded it.
+    /// The caller of `request`, as the gate recorded it. A request that
+    /// did not pass the gate may touch nothing.
     pub fn of<T>(request: &Request<T>) -> Caller {
         request
             .extensions()
             .get::<Caller>()
             .cloned()
-            // Without a gate (a node built without one in a test) nothing
-            // is checked, as on an insecure node.
-            .unwrap_or_else(Caller::trusted)
+            .unwrap_or_else(|| Caller {
+                node: false,
+                scope: Some(Arc::new(Claims {
+                    spaces: Vec::new(),
+                    read_only: true,
+                    expires: None,
+                })),
+                authorization: None,
+            })
     }
 
     /// Puts the caller's token on a request this node forwards, so the
@@ -331,8 +354,9 @@ fn bearer(value: &AsciiMetadataValue) -> Result<&str, Status> {
     let malformed =
         || Status::unauthenticated("the authorization header is not \"Bearer <token>\"");
     let text = value.to_str().map_err(|_| malformed())?;
-    text.strip_prefix("Bearer ")
-        .or_else(|| text.strip_prefix("bearer "))
-        .map(str::trim)
-        .ok_or_else(malformed)
+    // The scheme name is case-insensitive (RFC 9110).
+    match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
+        _ => Err(malformed()),
+    }
 }
