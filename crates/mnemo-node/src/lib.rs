@@ -31,6 +31,7 @@ pub mod error;
 mod forward;
 pub mod http;
 pub mod internal;
+pub mod json;
 mod limits;
 mod local;
 mod membership;

@@ -189,11 +189,14 @@ pub(crate) fn list(node: &Node, r: &v1::ListRequest) -> Result<v1::ListResponse,
     } else {
         String::new()
     };
+    let totals = node.store.stats(&r.space);
     Ok(v1::ListResponse {
         space: r.space.clone(),
         served_by: node.id.clone(),
         memories: page.iter().map(|m| memory_to_wire(m)).collect(),
         next_cursor,
+        total_memories: totals.as_ref().map_or(0, |t| t.memories),
+        total_forgotten: totals.as_ref().map_or(0, |t| t.tombstones),
     })
 }
 

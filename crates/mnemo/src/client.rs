@@ -4,8 +4,9 @@
 use std::io::{BufRead as _, IsTerminal as _, Read as _};
 use std::time::Duration;
 
+use mnemo_node::json;
 use mnemo_proto::v1::{self, mnemo_client::MnemoClient};
-use serde_json::{Value, json};
+use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::args::{
@@ -128,8 +129,8 @@ fn failed(common: &Common, status: &tonic::Status) -> Failure {
     ))
 }
 
-fn print_json(v: &Value) {
-    println!("{v}");
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string(v).expect("JSON of an answer"));
 }
 
 /// The file at `path` to read from, or standard input for `-`.
@@ -208,10 +209,7 @@ pub(crate) async fn remember(a: RememberArgs) -> Outcome {
         .map_err(|s| failed(&a.common, &s))?
         .into_inner();
     if a.common.json {
-        print_json(&json!({
-            "id": r.id, "space": r.space, "served_by": r.served_by,
-            "created": r.created,
-        }));
+        print_json(&json::Remembered::from(&r));
     } else {
         let how = if r.created {
             "remembered"
@@ -221,26 +219,6 @@ pub(crate) async fn remember(a: RememberArgs) -> Outcome {
         println!("{how} {} in {} (served by {})", r.id, r.space, r.served_by);
     }
     Ok(())
-}
-
-fn memory_json(m: Option<&v1::Memory>, score: f32) -> Value {
-    let m = m.cloned().unwrap_or_default();
-    let mut out = json!({
-        "id": m.id, "content": m.content, "confidence": m.confidence,
-        "score": score, "created_at_ms": m.created_at_ms, "tags": m.tags,
-    });
-    if !m.merged_from.is_empty() {
-        // What consolidation merged into this memory, as it was.
-        out["merged_from"] = m
-            .merged_from
-            .iter()
-            .map(|i| {
-                json!({"id": i.id, "content": i.content, "confidence": i.confidence,
-                       "created_at_ms": i.created_at_ms, "tags": i.tags})
-            })
-            .collect();
-    }
-    out
 }
 
 /// One line of text, shortened to `width` characters.
@@ -287,15 +265,7 @@ pub(crate) async fn recall(a: RecallArgs) -> Outcome {
         .map_err(|s| failed(&a.common, &s))?
         .into_inner();
     if a.common.json {
-        let memories: Vec<Value> = r
-            .memories
-            .iter()
-            .map(|s| memory_json(s.memory.as_ref(), s.score))
-            .collect();
-        print_json(&json!({
-            "space": r.space, "served_by": r.served_by, "fallback": r.fallback,
-            "degraded": r.degraded, "memories": memories,
-        }));
+        print_json(&json::Recalled::from(&r));
         return Ok(());
     }
     if r.memories.is_empty() {
@@ -332,9 +302,7 @@ pub(crate) async fn forget(a: ForgetArgs) -> Outcome {
         .map_err(|s| failed(&a.common, &s))?
         .into_inner();
     if a.common.json {
-        print_json(&json!({
-            "space": r.space, "id": r.id, "served_by": r.served_by, "existed": r.existed,
-        }));
+        print_json(&json::Forgot::from(&r));
     } else if r.existed {
         println!("forgot {} in {} (served by {})", r.id, r.space, r.served_by);
     } else {
@@ -360,14 +328,7 @@ pub(crate) async fn get(a: GetArgs) -> Outcome {
         .map_err(|s| failed(&a.common, &s))?
         .into_inner();
     if a.common.json {
-        let mut out = json!({"space": r.space, "served_by": r.served_by});
-        if let Some(m) = &r.memory {
-            out["memory"] = memory_json(Some(m), 0.0);
-        }
-        if let Some(m) = &r.merged_into {
-            out["merged_into"] = memory_json(Some(m), 0.0);
-        }
-        print_json(&out);
+        print_json(&json::Got::from(&r));
         return Ok(());
     }
     let show = |m: &v1::Memory| {
@@ -412,10 +373,7 @@ pub(crate) async fn export(a: ExportArgs) -> Outcome {
             .map_err(|s| failed(&a.common, &s))?
             .into_inner();
         for m in &page.memories {
-            let line = json!({
-                "id": m.id, "content": m.content, "confidence": m.confidence,
-                "tags": m.tags, "created_at_ms": m.created_at_ms, "embedding": m.embedding,
-            });
+            let line = serde_json::to_string(&json::Exported::from(m)).expect("JSON of a memory");
             writeln!(out, "{line}").map_err(|e| Failure(format!("cannot write: {e}")))?;
             count += 1;
         }
@@ -542,19 +500,7 @@ pub(crate) async fn consolidate(a: ConsolidateArgs) -> Outcome {
 
 fn print_consolidation(common: &Common, r: &v1::ConsolidateResponse) {
     if common.json {
-        let merged: Vec<Value> = r
-            .merged
-            .iter()
-            .map(|m| {
-                json!({"id": m.id, "inputs": m.inputs, "confidence": m.confidence,
-                       "content": m.content})
-            })
-            .collect();
-        print_json(&json!({
-            "space": r.space, "served_by": r.served_by, "merged": merged,
-            "memories_before": r.memories_before, "memories_after": r.memories_after,
-            "dry_run": r.dry_run,
-        }));
+        print_json(&json::Consolidated::from(r));
         return;
     }
     let verb = if r.dry_run { "would merge" } else { "merged" };
@@ -599,25 +545,7 @@ pub(crate) async fn query(a: QueryArgs) -> Outcome {
         .map_err(|s| failed(&a.common, &s))?
         .into_inner();
     if a.common.json {
-        let memories: Vec<Value> = r
-            .memories
-            .iter()
-            .map(|s| {
-                let mut v = memory_json(s.memory.as_ref(), s.score);
-                v["space"] = json!(s.space);
-                v["served_by"] = json!(s.served_by);
-                v
-            })
-            .collect();
-        let failures: Vec<Value> = r
-            .failures
-            .iter()
-            .map(|f| json!({"space": f.space, "error": f.error}))
-            .collect();
-        print_json(&json!({
-            "memories": memories, "partial": r.partial, "failed_spaces": r.failed_spaces,
-            "failures": failures, "degraded": r.degraded,
-        }));
+        print_json(&json::Queried::from(&r));
         return Ok(());
     }
     println!(
@@ -648,22 +576,11 @@ pub(crate) async fn locate(a: LocateArgs) -> Outcome {
         .await
         .map_err(|s| failed(&a.common, &s))?
         .into_inner();
-    let primary = r.primary.unwrap_or_default();
     if a.common.json {
-        let replicas: Vec<&str> = r.replicas.iter().map(|n| n.id.as_str()).collect();
-        let addrs: Value = r
-            .replicas
-            .iter()
-            .chain(std::iter::once(&primary))
-            .map(|n| (n.id.clone(), json!(n.addr)))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
-        print_json(&json!({
-            "space": r.space, "primary": primary.id, "replicas": replicas,
-            "addresses": addrs, "epoch": r.epoch,
-        }));
+        print_json(&json::Located::from(&r));
         return Ok(());
     }
+    let primary = r.primary.unwrap_or_default();
     println!("space    {}", r.space);
     println!("primary  {} ({})", primary.id, primary.addr);
     for n in &r.replicas {
@@ -680,7 +597,7 @@ pub(crate) async fn status(a: StatusArgs) -> Outcome {
         .map_err(|s| failed(&a.common, &s))?
         .into_inner();
     if a.common.json {
-        print_json(&status_json(&r));
+        print_json(&json::status(&r));
         return Ok(());
     }
     println!(
@@ -768,21 +685,4 @@ pub(crate) async fn decommission(a: StatusArgs) -> Outcome {
         );
     }
     Ok(())
-}
-
-fn status_json(r: &v1::StatusResponse) -> Value {
-    json!({
-        "node_id": r.node_id,
-        "addr": r.addr,
-        "partition": r.partition,
-        "epoch": r.epoch,
-        "expected_cluster_size": r.expected_cluster_size,
-        "members": r.members.iter().map(|m| json!({"id": m.id, "addr": m.addr, "state": m.state})).collect::<Vec<_>>(),
-        "breakers": r.breakers.iter().map(|b| json!({"node": b.node, "state": b.state, "consecutive_failures": b.consecutive_failures, "read_latency_ms": b.read_latency_ms, "write_latency_ms": b.write_latency_ms, "slow": b.slow})).collect::<Vec<_>>(),
-        "pool": r.pool.iter().map(|p| json!({"node": p.node, "channels": p.channels})).collect::<Vec<_>>(),
-        "settled": r.settled,
-        "spaces": r.spaces.iter().map(|s| json!({"name": s.name, "memories": s.memories, "tombstones": s.tombstones, "digest": s.digest, "dimension": s.dimension, "catching_up": s.catching_up})).collect::<Vec<_>>(),
-        "handoffs": r.handoffs.iter().map(|h| json!({"space": h.space, "peer": h.peer, "kind": h.kind})).collect::<Vec<_>>(),
-        "replication": r.replication.iter().map(|p| json!({"node": p.node, "pending": p.pending, "refused": p.refused, "to_repair": p.to_repair})).collect::<Vec<_>>(),
-    })
 }

@@ -147,6 +147,7 @@ fn security(
 pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
     let config = config(args)?;
     let (id, dir) = (config.id.clone(), config.data_dir.clone());
+    let secure = config.security.is_some();
     if config.http.is_some() {
         // Installed before anything records, so no early metric is lost.
         mnemo_node::http::prometheus();
@@ -158,8 +159,10 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
         ))
     })?;
     if let Some(http) = running.http_addr {
+        let scheme = if secure { "https" } else { "http" };
         eprintln!(
-            "mnemo node {id} metrics on http://{http}/metrics, health on http://{http}/health"
+            "mnemo node {id} metrics on {scheme}://{http}/metrics, HTTP API on \
+             {scheme}://{http}/v1 (OpenAPI at /v1/openapi.json), probes /livez and /readyz"
         );
     }
     eprintln!(

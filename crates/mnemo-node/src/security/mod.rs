@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use ring::hmac;
 use rustls_pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::ServerConfig;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
@@ -82,6 +83,9 @@ pub struct Security {
     pub peer_tls: ClientTlsConfig,
     /// Key of the MAC on every gossip packet.
     pub gossip_key: [u8; 32],
+    /// TLS for the HTTP port: the same certificate and CA, HTTP/1.1 and
+    /// HTTP/2.
+    pub http_tls: Arc<ServerConfig>,
     tokens: TokenKey,
 }
 
@@ -112,6 +116,7 @@ impl Security {
             .into());
         }
         let cluster_key = certs::read_cluster_key(dir)?;
+        let http_tls = Arc::new(http_tls(&ca, &crt, &key)?);
         let identity = Identity::from_pem(&crt, &key);
         Ok(Security {
             server_tls: ServerTlsConfig::new()
@@ -123,9 +128,35 @@ impl Security {
                 .identity(identity)
                 .domain_name(NODE_NAME),
             gossip_key: derive(&cluster_key, b"mnemo gossip v1"),
+            http_tls,
             tokens: TokenKey::new(&cluster_key),
         })
     }
+}
+
+/// A rustls server configuration from PEM files: `crt`/`key` as the
+/// node's identity, client certificates optional and checked against `ca`,
+/// HTTP/2 and HTTP/1.1 offered.
+fn http_tls(ca: &[u8], crt: &[u8], key: &[u8]) -> Result<ServerConfig, Error> {
+    use rustls_pki_types::PrivateKeyDer;
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls::RootCertStore;
+    use tokio_rustls::rustls::server::WebPkiClientVerifier;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca) {
+        roots.add(cert?)?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let chain = CertificateDer::pem_slice_iter(crt).collect::<Result<Vec<_>, _>>()?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, PrivateKeyDer::from_pem_slice(key)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// The key `mnemo token create` signs with, from `dir/cluster.key`.
@@ -290,13 +321,25 @@ impl Gate {
 
     /// Who sent `request`, or why it is refused.
     fn identify<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let certs = request.peer_certs();
+        self.caller(
+            certs.as_deref().and_then(|c| c.first()),
+            request.metadata().get("authorization"),
+        )
+    }
+
+    /// Who presented `leaf` (the TLS client certificate, already checked
+    /// against the CA) and `authorization`, or why they are refused.
+    pub fn caller(
+        &self,
+        leaf: Option<&CertificateDer<'_>>,
+        authorization: Option<&AsciiMetadataValue>,
+    ) -> Result<Caller, Status> {
         let Some(security) = &self.security else {
             return Ok(Caller::trusted());
         };
-        let certs = request.peer_certs();
-        let leaf = certs.as_deref().and_then(|c| c.first());
         let node = leaf.is_some_and(is_node_certificate);
-        let Some(authorization) = request.metadata().get("authorization") else {
+        let Some(authorization) = authorization else {
             return match leaf {
                 Some(_) => Ok(Caller {
                     node,

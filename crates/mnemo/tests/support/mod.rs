@@ -253,7 +253,11 @@ impl NodeProcess {
                     let addr = rest.split_whitespace().next().unwrap_or_default();
                     let _ = tx.send(Event::Serving(addr.parse::<SocketAddr>().ok()));
                 }
-                if let Some(rest) = line.split(" metrics on http://").nth(1) {
+                if let Some(rest) = line
+                    .split(" metrics on ")
+                    .nth(1)
+                    .and_then(|r| r.split_once("://").map(|(_, a)| a))
+                {
                     let addr = rest.split('/').next().unwrap_or_default().to_owned();
                     let _ = tx.send(Event::Http(addr));
                 }

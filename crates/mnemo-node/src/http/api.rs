@@ -1,0 +1,549 @@
+//! The HTTP/JSON API under `/v1`: the gRPC service's operations with JSON
+//! bodies. Every handler calls the gRPC service's own handler in process,
+//! so validation, limits, messages, the caller's rights and routing are
+//! exactly gRPC's. Answers use the shapes of [`crate::json`] (the command
+//! line's `--json`); a refusal is `{"error": {"code", "message"}}` with
+//! the HTTP status of its gRPC code.
+//!
+//! The OpenAPI document (`/v1/openapi.json`) is generated from these
+//! handlers' annotations by the same router that serves them, so the two
+//! cannot drift apart.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use mnemo_proto::v1::{self, mnemo_server::Mnemo};
+use serde::{Deserialize, Serialize};
+use tonic::Code;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::json;
+use crate::security::Caller;
+use crate::service::MnemoService;
+
+/// Header for the operation's deadline, in milliseconds (gRPC's
+/// `grpc-timeout`); absent: the node's default.
+pub const TIMEOUT_HEADER: &str = "x-mnemo-timeout-ms";
+
+/// A refusal, as every route answers one.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// The gRPC code's name, e.g. `INVALID_ARGUMENT`.
+    code: &'static str,
+    /// What to do about it.
+    message: String,
+}
+
+/// A gRPC status as an HTTP answer.
+pub(crate) struct ApiError(pub(crate) tonic::Status);
+
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> Self {
+        ApiError(s)
+    }
+}
+
+/// The gRPC code's canonical name and the HTTP status it maps to (as
+/// Google's HTTP/JSON transcoding maps them).
+pub(crate) fn http_of(code: Code) -> (&'static str, StatusCode) {
+    match code {
+        Code::Ok => ("OK", StatusCode::OK),
+        Code::Cancelled => ("CANCELLED", StatusCode::from_u16(499).expect("499")),
+        Code::Unknown => ("UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR),
+        Code::InvalidArgument => ("INVALID_ARGUMENT", StatusCode::BAD_REQUEST),
+        Code::DeadlineExceeded => ("DEADLINE_EXCEEDED", StatusCode::GATEWAY_TIMEOUT),
+        Code::NotFound => ("NOT_FOUND", StatusCode::NOT_FOUND),
+        Code::AlreadyExists => ("ALREADY_EXISTS", StatusCode::CONFLICT),
+        Code::PermissionDenied => ("PERMISSION_DENIED", StatusCode::FORBIDDEN),
+        Code::ResourceExhausted => ("RESOURCE_EXHAUSTED", StatusCode::TOO_MANY_REQUESTS),
+        Code::FailedPrecondition => ("FAILED_PRECONDITION", StatusCode::BAD_REQUEST),
+        Code::Aborted => ("ABORTED", StatusCode::CONFLICT),
+        Code::OutOfRange => ("OUT_OF_RANGE", StatusCode::BAD_REQUEST),
+        Code::Unimplemented => ("UNIMPLEMENTED", StatusCode::NOT_IMPLEMENTED),
+        Code::Internal => ("INTERNAL", StatusCode::INTERNAL_SERVER_ERROR),
+        Code::Unavailable => ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
+        Code::DataLoss => ("DATA_LOSS", StatusCode::INTERNAL_SERVER_ERROR),
+        Code::Unauthenticated => ("UNAUTHENTICATED", StatusCode::UNAUTHORIZED),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, status) = http_of(self.0.code());
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.0.message().to_owned(),
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// A JSON body whose rejections answer like every other refusal: too
+/// large is `RESOURCE_EXHAUSTED` (413), anything else `INVALID_ARGUMENT`
+/// naming what serde found wrong.
+pub(crate) struct Body<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // Refused on the announced length, before reading any of it.
+        let announced = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if announced.is_some_and(|n| n > crate::config::MAX_MESSAGE_BYTES) {
+            return Err(too_large());
+        }
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rejection) => Err(body_rejection(&rejection)),
+        }
+    }
+}
+
+fn too_large() -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: "RESOURCE_EXHAUSTED",
+            message: format!(
+                "the body is larger than the limit of {} bytes",
+                crate::config::MAX_MESSAGE_BYTES
+            ),
+        },
+    };
+    (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response()
+}
+
+fn body_rejection(rejection: &JsonRejection) -> Response {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return too_large();
+    }
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: "INVALID_ARGUMENT",
+            message: format!("invalid body: {}", rejection.body_text()),
+        },
+    };
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+/// `message` as a request from `caller`, with the deadline the client
+/// asked for.
+fn grpc<T>(message: T, caller: Caller, headers: &HeaderMap) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.extensions_mut().insert(caller);
+    if let Some(ms) = headers
+        .get(TIMEOUT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        r.set_timeout(Duration::from_millis(ms));
+    }
+    r
+}
+
+/// Durability a write waits for.
+#[derive(Debug, Default, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Ack {
+    /// Durable on the primary (the default).
+    #[default]
+    Primary,
+    /// Durable on a majority of the space's holders.
+    Quorum,
+}
+
+impl Ack {
+    fn wire(self) -> i32 {
+        match self {
+            Ack::Primary => v1::Ack::Primary as i32,
+            Ack::Quorum => v1::Ack::Quorum as i32,
+        }
+    }
+}
+
+/// A memory to write.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RememberBody {
+    /// The text (1 byte to 64 KiB).
+    content: String,
+    /// Its id; absent: the node makes one (UUIDv7). Writes are idempotent by
+    /// id, so a retried write with an id stays one write.
+    id: Option<String>,
+    /// In [0, 1]; absent: 1.
+    confidence: Option<f32>,
+    /// Labels recall can filter on.
+    #[serde(default)]
+    tags: Vec<String>,
+    /// The client's own embedding; absent: the node's lexical one.
+    #[serde(default)]
+    embedding: Vec<f32>,
+    /// Durability to wait for.
+    #[serde(default)]
+    ack: Ack,
+}
+
+/// A cue to rank a space's memories against.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecallBody {
+    /// Text cue.
+    #[serde(default)]
+    cue: String,
+    /// Embedding cue (for spaces written with the client's embeddings).
+    #[serde(default)]
+    cue_embedding: Vec<f32>,
+    /// How many (1..=1000; absent: 10).
+    k: Option<u32>,
+    /// Leave out memories below this confidence.
+    min_confidence: Option<f32>,
+    /// Only memories carrying every one of these tags.
+    #[serde(default)]
+    tags: Vec<String>,
+    /// Also return memories with no evidence of relevance, score 0.
+    #[serde(default)]
+    include_unmatched: bool,
+}
+
+/// One cue over several spaces.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QueryBody {
+    /// The spaces (1 to 256).
+    spaces: Vec<String>,
+    /// The cue, as for a recall.
+    #[serde(flatten)]
+    cue: RecallBody,
+}
+
+/// How to consolidate.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConsolidateBody {
+    /// Similarity of client embeddings at or above which memories whose
+    /// texts do not conflict merge; absent: the node's (0.97).
+    threshold: Option<f32>,
+    /// Only show the plan; change nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Where a page of memories starts.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageParams {
+    /// The previous page's `next_cursor`; absent: the first page.
+    cursor: Option<String>,
+    /// Memories per page, 1..=1000 (absent: 100).
+    limit: Option<u32>,
+}
+
+/// Durability a forget waits for.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AckParams {
+    /// `primary` (the default) or `quorum`.
+    ack: Option<Ack>,
+}
+
+/// A space: where it lives and how much it holds.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SpaceInfo {
+    /// Placement.
+    #[serde(flatten)]
+    placement: json::Located,
+    /// Live memories, as the holder that answered counts them.
+    memories: u64,
+    /// Forgotten ids it keeps.
+    forgotten: u64,
+    /// The holder that counted.
+    counted_by: String,
+}
+
+type Answer<T> = Result<Json<T>, ApiError>;
+
+/// Write a memory into a space (routed to the space's primary).
+#[utoipa::path(post, path = "/v1/spaces/{space}/memories", request_body = RememberBody,
+    params(("space" = String, Path, description = "The space")),
+    responses(
+        (status = 201, description = "Written", body = json::Remembered),
+        (status = 200, description = "Already there (same id)", body = json::Remembered),
+        (status = "4XX", description = "Refused", body = ErrorBody),
+        (status = "5XX", description = "Failed", body = ErrorBody)))]
+async fn remember(
+    State(svc): State<MnemoService>,
+    caller: axum::Extension<Caller>,
+    Path(space): Path<String>,
+    headers: HeaderMap,
+    Body(b): Body<RememberBody>,
+) -> Result<(StatusCode, Json<json::Remembered>), ApiError> {
+    if b.id.as_deref() == Some("") {
+        return Err(ApiError(tonic::Status::invalid_argument(
+            "invalid id: is empty; leave it out to have one made",
+        )));
+    }
+    let message = v1::RememberRequest {
+        space,
+        id: b.id.unwrap_or_default(),
+        content: b.content,
+        embedding: b.embedding,
+        confidence: b.confidence,
+        tags: b.tags,
+        ack: b.ack.wire(),
+    };
+    let r = svc
+        .remember(grpc(message, caller.0, &headers))
+        .await?
+        .into_inner();
+    let status = if r.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json::Remembered::from(&r))))
+}
+
+/// A page of a space's memories in id order (for listing and export).
+#[utoipa::path(get, path = "/v1/spaces/{space}/memories",
+    params(("space" = String, Path, description = "The space"), PageParams),
+    responses((status = 200, description = "A page", body = json::Page),
+        (status = "4XX", description = "Refused", body = ErrorBody)))]
+async fn list(
+    State(svc): State<MnemoService>,
+    caller: axum::Extension<Caller>,
+    Path(space): Path<String>,
+    Query(p): Query<PageParams>,
+    headers: HeaderMap,
+) -> Answer<json::Page> {
+    let message = v1::ListRequest {
+        space,
+        cursor: p.cursor.unwrap_or_default(),
+        limit: p.limit,
+    };
+    let r = svc
+        .list(grpc(message, caller.0, &headers))
+        .await?
+        .into_inner();
+    Ok(Json(json::Page::from(&r)))
+}
+
+/// One memory by id, or what consolidation merged it into.
+#[utoipa::path(get, path = "/v1/spaces/{space}/memories/{id}",
+    params(("space" = String, Path, description = "The space"),
+        ("id" = String, Path, description = "The memory's id")),
+    responses((status = 200, description = "Found", body = json::Got),
+        (status = 404, description = "No such memory", body = ErrorBody),
+        (status = "4XX", description = "Refused", body = ErrorBody)))]
+async fn get_memory(
+    State(svc): State<MnemoService>,
+    caller: axum::Extension<Caller>,
+    Path((space, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer<json::Got> {
+    let r = svc
+        .get(grpc(v1::GetRequest { space, id }, caller.0, &headers))
+        .await?
+        .into_inner();
+    Ok(Json(json::Got::from(&r)))
+}
+
+/// Forget a memory (a tombstone; routed to the primary).
+#[utoipa::path(delete, path = "/v1/spaces/{space}/memories/{id}",
+    params(("space" = String, Path, description = "The space"),
+        ("id" = String, Path, description = "The memory's id"), AckParams),
+    responses((status = 200, description = "Forgotten", body = json::Forgot),
+        (status = "4XX", description = "Refused", body = ErrorBody)))]
+async fn forget(
+    State(svc): State<MnemoService>,
+    caller: axum::Extension<Caller>,
+    Path((space, id)): Path<(String, String)>,
+    Query(p): Query<AckParams>,
+    headers: HeaderMap,
+) -> Answer<json::Forgot> {
+    let message = v1::ForgetRequest {
+        space,
+        id,
+        ack: p.ack.unwrap_or_default().wire(),
+    };
+    let r = svc
+        .forget(grpc(message, caller.0, &headers))
+        .await?
+        .into_inner();
+    Ok(Json(json::Forgot::from(&r)))
+}
+
+fn recall_request(space: String, b: RecallBody) -> v1::RecallRequest {
+    v1::RecallRequest {
+        space,
+        cue: b.cue,
+        cue_embedding: b.cue_embedding,
+        k: b.k,
+        min_confidence: b.min_confidence,
+        include_unmatched: b.include_unmatched,
+        tags: b.tags,
+    }
+}
+
+/// Rank a space's memories against a cue (the primary, replicas on failure).
+#[utoipa::path(post, path = "/v1/spaces/{space}/recall", request_body = RecallBody,
+    params(("space" = String, Path, description = "The space")),
+    responses((status = 200, description = "Best first", body = json::Recalled),
+        (status = "4XX", description = "Refused", body = ErrorBody),
+        (status = "5XX", description = "Failed", body = ErrorBody)))]
+async fn recall(
+    State(svc): State<MnemoService>,
+    caller: axum::Extension<Caller>,
+    Path(space): Path<String>,
+    headers: HeaderMap,
+    Body(b): Body<RecallBody>,
+) -> Answer<json::Recalled> {
+    let r = svc
+        .recall(grpc(recall_request(space, b), caller.0, &headers))
+        .await?
+        .into_inner();
+    Ok(Json(json::Recalled::from(&r)))
+}
+
+/// Merge memories of a space that say the same thing (on its primary).
+#[utoipa::path(post, path = "/v1/spaces/{space}/consolidate", request_body = ConsolidateBody,
+    params(("space" = String, Path, description = "The space")),
+    responses((status = 200, description = "Done, or planned", body = json::Consolidated),
+        (status = "4XX", description = "Refused", body = ErrorBody)))]
+async fn consolidate(
+    State(svc): State<MnemoService>,
+    caller: axum::Extension<Caller>,
+    Path(space): Path<String>,
+    headers: HeaderMap,
+    Body(b): Body<ConsolidateBody>,
+) -> Answer<json::Consolidated> {
+    let message = v1::ConsolidateRequest {
+        space,
+        threshold: b.threshold,
+        dry_run: b.dry_run,
+    };
+    let r = svc
+        .consolidate(grpc(message, caller.0, &headers))
+        .await?
+        .into_inner();
+    Ok(Json(json::Consolidated::from(&r)))
+}
+
+/// One cue over several spaces: the best memories over all, and which
+/// spaces failed.
+#[utoipa::path(post, path = "/v1/query", request_body = QueryBody,
+    responses((status = 200, description = "Best first", body = json::Queried),
+        (status = "4XX", description = "Refused", body = ErrorBody)))]
+async fn query(
+    State(svc): State<MnemoService>,
+    caller: axum::Extension<Caller>,
+    headers: HeaderMap,
+    Body(b): Body<QueryBody>,
+) -> Answer<json::Queried> {
+    let c = b.cue;
+    let message = v1::QueryRequest {
+        spaces: b.spaces,
+        cue: c.cue,
+        cue_embedding: c.cue_embedding,
+        k: c.k,
+        min_confidence: c.min_confidence,
+        include_unmatched: c.include_unmatched,
+        tags: c.tags,
+    };
+    let r = svc
+        .query(grpc(message, caller.0, &headers))
+        .await?
+        .into_inner();
+    Ok(Json(json::Queried::from(&r)))
+}
+
+/// Where a space lives and how many memories it holds.
+#[utoipa::path(get, path = "/v1/spaces/{space}",
+    params(("space" = String, Path, description = "The space")),
+    responses((status = 200, description = "Placement and counts", body = SpaceInfo),
+        (status = "4XX", description = "Refused", body = ErrorBody)))]
+async fn space(
+    State(svc): State<MnemoService>,
+    caller: axum::Extension<Caller>,
+    Path(space): Path<String>,
+    headers: HeaderMap,
+) -> Answer<SpaceInfo> {
+    let located = svc
+        .locate(grpc(
+            v1::LocateRequest {
+                space: space.clone(),
+            },
+            caller.0.clone(),
+            &headers,
+        ))
+        .await?
+        .into_inner();
+    let page = v1::ListRequest {
+        space,
+        cursor: String::new(),
+        limit: Some(1),
+    };
+    let counted = svc.list(grpc(page, caller.0, &headers)).await?.into_inner();
+    Ok(Json(SpaceInfo {
+        placement: json::Located::from(&located),
+        memories: counted.total_memories,
+        forgotten: counted.total_forgotten,
+        counted_by: counted.served_by,
+    }))
+}
+
+/// What this node sees (as `mnemo status --json`); needs a client
+/// certificate.
+#[utoipa::path(get, path = "/v1/status",
+    responses((status = 200, description = "Members, partition, breakers, spaces, replication",
+        body = Object),
+        (status = "4XX", description = "Refused", body = ErrorBody)))]
+async fn status(
+    State(svc): State<MnemoService>,
+    caller: axum::Extension<Caller>,
+    headers: HeaderMap,
+) -> Answer<serde_json::Value> {
+    let r = svc
+        .status(grpc(v1::StatusRequest {}, caller.0, &headers))
+        .await?
+        .into_inner();
+    Ok(Json(json::status(&r)))
+}
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "mnemo",
+    description = "Memory spaces for AI agents, over HTTP/JSON. Authenticate with a \
+                   client certificate or `Authorization: Bearer <token>`."
+))]
+struct ApiDoc;
+
+/// The `/v1` routes and the OpenAPI document describing exactly them.
+pub(crate) fn routes(svc: MnemoService) -> (axum::Router, utoipa::openapi::OpenApi) {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(remember, list))
+        .routes(routes!(get_memory, forget))
+        .routes(routes!(recall))
+        .routes(routes!(consolidate))
+        .routes(routes!(query))
+        .routes(routes!(space))
+        .routes(routes!(status))
+        .with_state(svc)
+        .split_for_parts();
+    (router, doc)
+}

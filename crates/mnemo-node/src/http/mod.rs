@@ -1,0 +1,150 @@
+//! `--http HOST:PORT`: the HTTP/JSON API under `/v1` ([`api`]) with its
+//! OpenAPI document at `/v1/openapi.json`, Prometheus text at `/metrics`,
+//! and `/livez`, `/readyz` (and `/health`) for probes. On a secure node
+//! the port speaks TLS with the node's certificate ([`tls`]) and `/v1`
+//! takes the same credentials as gRPC; the probes, the metrics and the
+//! OpenAPI document need none.
+
+pub mod api;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tonic::metadata::AsciiMetadataValue;
+
+use crate::config::MAX_MESSAGE_BYTES;
+use crate::node::Node;
+use crate::security::Gate;
+use crate::service::MnemoService;
+use tls::{Peer, TlsListener};
+
+/// The process-wide Prometheus recorder, installed on first use. Call it
+/// before starting a node so that no early metric is lost.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (several nodes in one
+        // test process); the handle still renders this recorder's view.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Binds `addr` and serves until the process ends.
+pub(crate) async fn serve(addr: SocketAddr, node: Arc<Node>) -> std::io::Result<SocketAddr> {
+    let handle = prometheus();
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let security = node.config.security.clone();
+    let (api, doc) = api::routes(MnemoService::new(Arc::clone(&node)));
+    let doc = Arc::new(doc.to_json().map_err(std::io::Error::other)?);
+    let api = api
+        .layer(middleware::from_fn_with_state(
+            Gate::new(security.clone()),
+            authenticate,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES));
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(health))
+        .with_state((node, handle))
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let doc = Arc::clone(&doc);
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        doc.to_string(),
+                    )
+                }
+            }),
+        )
+        .merge(api)
+        .into_make_service_with_connect_info::<Peer>();
+    tokio::spawn(async move {
+        let served = match security {
+            Some(s) => axum::serve(TlsListener::new(listener, Arc::clone(&s.http_tls)), app).await,
+            None => axum::serve(listener, app).await,
+        };
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "http server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+/// Records who calls a `/v1` route, by the same rules as gRPC, or refuses.
+async fn authenticate(
+    State(gate): State<Gate>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| AsciiMetadataValue::try_from(v.as_bytes()))
+        .transpose();
+    let Ok(authorization) = authorization else {
+        let refusal = tonic::Status::unauthenticated("the authorization header is not ASCII");
+        return api::ApiError(refusal).into_response();
+    };
+    match gate.caller(peer.certificate.as_ref(), authorization.as_ref()) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(refusal) => api::ApiError(refusal).into_response(),
+    }
+}
+
+type AppState = (Arc<Node>, &'static PrometheusHandle);
+
+async fn metrics_text(State((_, handle)): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+}
+
+/// The process runs (Kubernetes' liveness).
+async fn livez() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"alive\"}",
+    )
+}
+
+/// The node serves: 200 once it has joined, 503 before, exactly when gRPC
+/// health says SERVING and NOT_SERVING.
+async fn health(State((node, _)): State<AppState>) -> impl IntoResponse {
+    let serving = node.joined.load(std::sync::atomic::Ordering::Acquire);
+    let (code, status) = if serving {
+        (StatusCode::OK, "serving")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not_serving")
+    };
+    let body = serde_json::json!({
+        "node_id": node.id,
+        "status": status,
+        "partition": if node.router.partition().partitioned { "partitioned" } else { "connected" },
+    });
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}

@@ -1,0 +1,104 @@
+//! The HTTP port of a secure node speaks TLS with the node's certificate;
+//! a client certificate, when presented, is checked against the CA and
+//! handed to the handlers with the connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use rustls_pki_types::CertificateDer;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::server::TlsStream;
+
+/// Longest a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshaken connections waiting for the server to take them.
+const BACKLOG: usize = 128;
+
+/// Who is at the other end of an HTTP connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    /// The client certificate it presented (TLS only).
+    pub(crate) certificate: Option<CertificateDer<'static>>,
+}
+
+impl Connected<IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(_: IncomingStream<'_, TcpListener>) -> Self {
+        Peer { certificate: None }
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// Accepts TCP connections and hands over those whose TLS handshake
+/// succeeded. Handshakes run concurrently, so a slow or silent client
+/// holds up no one else.
+pub(crate) struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
+}
+
+impl TlsListener {
+    pub(crate) fn new(listener: TcpListener, config: Arc<ServerConfig>) -> Self {
+        let (tx, ready) = mpsc::channel(BACKLOG);
+        let acceptor = TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, from) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "http accept failed");
+                        // Out of file descriptors and the like: let it pass.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let certificate = tls
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .map(|c| c.clone().into_owned());
+                            let _ = tx.send((tls, Peer { certificate })).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %from, "http TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!(%from, "http TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        TlsListener { ready }
+    }
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(accepted) => accepted,
+            // The accept loop never ends while the listener lives.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Who is at this end: no client certificate (axum asks only to log).
+    fn local_addr(&self) -> std::io::Result<Peer> {
+        Ok(Peer { certificate: None })
+    }
+}

@@ -1,0 +1,466 @@
+//! The HTTP/JSON API of a secure 3-node cluster, over HTTPS with a real
+//! client: every route, its refusals (the same codes and messages as
+//! gRPC), who may call what, and an OpenAPI document that matches the
+//! routes.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use mnemo_node::security::{Claims, token_key};
+use mnemo_proto::v1;
+use serde_json::{Value, json};
+use support::{Cluster, NodeProcess};
+use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+
+/// An HTTPS client trusting the cluster's CA, presenting `certs/<name>`
+/// when given.
+fn agent(certs: &Path, name: Option<&str>) -> ureq::Agent {
+    let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
+    let ca = Certificate::from_pem(&read("ca.crt")).unwrap();
+    let mut tls = TlsConfig::builder()
+        .root_certs(RootCerts::Specific(Arc::new(vec![ca])))
+        .unversioned_rustls_crypto_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ));
+    if let Some(name) = name {
+        let crt = Certificate::from_pem(&read(&format!("{name}.crt"))).unwrap();
+        let key = PrivateKey::from_pem(&read(&format!("{name}.key"))).unwrap();
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&[crt], key)));
+    }
+    ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// One HTTP exchange: status and JSON body.
+struct Http<'a> {
+    agent: &'a ureq::Agent,
+    base: String,
+    token: Option<&'a str>,
+}
+
+impl Http<'_> {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let auth = self.token.map(|t| format!("Bearer {t}"));
+        let mut response = match (method, body) {
+            ("GET" | "DELETE", None) => {
+                let mut r = if method == "GET" {
+                    self.agent.get(&url)
+                } else {
+                    self.agent.delete(&url)
+                };
+                if let Some(a) = &auth {
+                    r = r.header("authorization", a);
+                }
+                r.call()
+            }
+            (_, body) => {
+                let mut r = self.agent.post(&url);
+                if let Some(a) = &auth {
+                    r = r.header("authorization", a);
+                }
+                r.send_json(body.unwrap_or(json!({})))
+            }
+        }
+        .unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+}
+
+fn http<'a>(node: &NodeProcess, agent: &'a ureq::Agent, token: Option<&'a str>) -> Http<'a> {
+    Http {
+        agent,
+        base: format!("https://{}", node.http.as_ref().unwrap()),
+        token,
+    }
+}
+
+fn error(body: &Value) -> (&str, &str) {
+    (
+        body["error"]["code"].as_str().unwrap_or_default(),
+        body["error"]["message"].as_str().unwrap_or_default(),
+    )
+}
+
+/// Every memory id of `space`, two a page.
+fn page_through(h: &Http<'_>, space: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, r) = h.call(
+            "GET",
+            &format!("/v1/spaces/{space}/memories?limit=2&cursor={cursor}"),
+            None,
+        );
+        assert_eq!(status, 200, "{r}");
+        ids.extend(
+            r["memories"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned()),
+        );
+        r["next_cursor"].as_str().unwrap().clone_into(&mut cursor);
+        if cursor.is_empty() {
+            return ids;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_over_https() {
+    let cluster = Cluster::start_secure(3, &["--http", "127.0.0.1:0"]).await;
+    let certs = cluster.certs.clone().unwrap();
+    let operator = agent(&certs, Some("client"));
+    let n1 = http(&cluster.nodes[0], &operator, None);
+
+    // Write: 201, then the same id again is 200 and not created.
+    let body = json!({"content": "the standup moved to 10am", "id": "s1", "tags": ["work"]});
+    let (status, r) = n1.call("POST", "/v1/spaces/notes/memories", Some(body.clone()));
+    assert_eq!(status, 201, "{r}");
+    assert_eq!(
+        (r["id"].as_str(), r["space"].as_str()),
+        (Some("s1"), Some("notes"))
+    );
+    assert!(r["served_by"].is_string() && r["created"] == true, "{r}");
+    let (status, r) = n1.call("POST", "/v1/spaces/notes/memories", Some(body));
+    assert_eq!((status, &r["created"]), (200, &json!(false)), "{r}");
+    for i in 0..4 {
+        let body = json!({"content": format!("note {i} about the garage"), "id": format!("g{i}"), "ack": "quorum"});
+        let (status, r) = n1.call("POST", "/v1/spaces/notes/memories", Some(body));
+        assert_eq!(status, 201, "{r}");
+    }
+
+    // Read through another node: routed like gRPC.
+    let n2 = http(&cluster.nodes[1], &operator, None);
+    let (status, r) = n2.call(
+        "POST",
+        "/v1/spaces/notes/recall",
+        Some(json!({"cue": "when is standup", "k": 3})),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["memories"][0]["id"], "s1", "{r}");
+    assert!(r["memories"][0]["score"].as_f64().unwrap() > 0.0);
+    let (status, r) = n2.call(
+        "POST",
+        "/v1/spaces/notes/recall",
+        Some(json!({"cue": "note", "tags": ["work"], "include_unmatched": true})),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(r["memories"].as_array().unwrap().len(), 1, "{r}");
+    let (status, r) = n2.call("GET", "/v1/spaces/notes/memories/s1", None);
+    assert_eq!(
+        (status, &r["memory"]["content"]),
+        (200, &json!("the standup moved to 10am"))
+    );
+    let (status, r) = n2.call("GET", "/v1/spaces/notes/memories/nope", None);
+    assert_eq!(status, 404, "{r}");
+    assert_eq!(error(&r).0, "NOT_FOUND");
+
+    // Pages in id order, with a cursor.
+    let ids = page_through(&n2, "notes");
+    assert_eq!(ids, ["g0", "g1", "g2", "g3", "s1"]);
+    let (status, r) = n2.call("GET", "/v1/spaces/notes", None);
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (&r["memories"], &r["space"]),
+        (&json!(5), &json!("notes")),
+        "{r}"
+    );
+    assert_eq!(r["replicas"].as_array().unwrap().len(), 2, "{r}");
+
+    // Query over spaces, one of them empty.
+    let (status, r) = n2.call(
+        "POST",
+        "/v1/query",
+        Some(json!({"spaces": ["notes", "empty"], "cue": "garage", "k": 2})),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["memories"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(r["memories"][0]["space"], "notes");
+
+    // Consolidation runs on the primary: a plan there, a refusal elsewhere.
+    let primary = cluster.locate_everywhere("notes").await.primary.unwrap().id;
+    let at_primary = http(cluster.node(&primary), &operator, None);
+    let (status, r) = at_primary.call(
+        "POST",
+        "/v1/spaces/notes/consolidate",
+        Some(json!({"dry_run": true})),
+    );
+    assert_eq!((status, &r["dry_run"]), (200, &json!(true)), "{r}");
+    let elsewhere = http(cluster.node_other_than(&[&primary]), &operator, None);
+    let (status, r) = elsewhere.call("POST", "/v1/spaces/notes/consolidate", None);
+    assert_eq!((status, error(&r).0), (400, "FAILED_PRECONDITION"), "{r}");
+
+    // Forget, then the memory is gone.
+    let (status, r) = n2.call("DELETE", "/v1/spaces/notes/memories/g0?ack=quorum", None);
+    assert_eq!((status, &r["existed"]), (200, &json!(true)), "{r}");
+    let (status, _) = n1.call("GET", "/v1/spaces/notes/memories/g0", None);
+    assert_eq!(status, 404);
+
+    let (status, r) = n1.call("GET", "/v1/status", None);
+    assert_eq!(status, 200);
+    assert_eq!(r["members"].as_array().unwrap().len(), 3, "{r}");
+    for probe in ["/livez", "/readyz", "/health"] {
+        assert_eq!(n1.call("GET", probe, None).0, 200, "{probe}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_match_grpc() {
+    let cluster = Cluster::start_secure(1, &["--http", "127.0.0.1:0"]).await;
+    let certs = cluster.certs.clone().unwrap();
+    let operator = agent(&certs, Some("client"));
+    let node = &cluster.nodes[0];
+    let h = http(node, &operator, None);
+    let mut grpc = node.client().await;
+
+    // The same bad input gets gRPC's code and message, word for word.
+    let (status, r) = h.call(
+        "POST",
+        "/v1/spaces/notes/recall",
+        Some(json!({"cue": "x", "k": 0})),
+    );
+    let e = grpc
+        .recall(v1::RecallRequest {
+            space: "notes".into(),
+            cue: "x".into(),
+            k: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status, error(&r)),
+        (400, ("INVALID_ARGUMENT", e.message()))
+    );
+    let (status, r) = h.call(
+        "POST",
+        "/v1/spaces/bad%20space/memories",
+        Some(json!({"content": "x"})),
+    );
+    let e = grpc
+        .remember(v1::RememberRequest {
+            space: "bad space".into(),
+            content: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status, error(&r)),
+        (400, ("INVALID_ARGUMENT", e.message()))
+    );
+    let (status, r) = h.call(
+        "POST",
+        "/v1/spaces/notes/memories",
+        Some(json!({"content": "x", "confidence": 1.5})),
+    );
+    assert_eq!(status, 400);
+    assert!(error(&r).1.contains("confidence"), "{r}");
+
+    // The body itself: missing and unknown fields are named; an empty id is
+    // refused rather than replaced; too large is 413.
+    let (status, r) = h.call(
+        "POST",
+        "/v1/spaces/notes/memories",
+        Some(json!({"id": "a"})),
+    );
+    assert_eq!((status, error(&r).0), (400, "INVALID_ARGUMENT"));
+    assert!(error(&r).1.contains("content"), "{r}");
+    let (status, r) = h.call(
+        "POST",
+        "/v1/spaces/notes/memories",
+        Some(json!({"content": "x", "colour": "red"})),
+    );
+    assert!(status == 400 && error(&r).1.contains("colour"), "{r}");
+    let (status, r) = h.call(
+        "POST",
+        "/v1/spaces/notes/memories",
+        Some(json!({"content": "x", "id": ""})),
+    );
+    assert!(status == 400 && error(&r).1.contains("id"), "{r}");
+    let (status, r) = announce_large_body(node, &certs).await;
+    assert_eq!((status, error(&r).0), (413, "RESOURCE_EXHAUSTED"), "{r}");
+    let (status, r) = h.call("GET", "/v1/spaces/notes/memories?limit=0", None);
+    assert_eq!((status, error(&r).0), (400, "INVALID_ARGUMENT"));
+    let (status, r) = h.call("DELETE", "/v1/spaces/notes/memories/a?ack=always", None);
+    assert_eq!(status, 400, "{r}");
+    // Nothing above wrote anything.
+    let (_, r) = h.call("GET", "/v1/spaces/notes", None);
+    assert_eq!(r["memories"], 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_as_for_grpc() {
+    let cluster = Cluster::start_secure(1, &["--http", "127.0.0.1:0"]).await;
+    let certs = cluster.certs.clone().unwrap();
+    let node = &cluster.nodes[0];
+    // None, a token out of scope, a read-only token, a token for status.
+    let anonymous = agent(&certs, None);
+    let (status, r) = http(node, &anonymous, None).call("GET", "/v1/spaces/notes", None);
+    assert_eq!((status, error(&r).0), (401, "UNAUTHENTICATED"), "{r}");
+    let key = token_key(&certs).unwrap();
+    let alice = key.sign(&Claims {
+        spaces: vec!["alice-*".into()],
+        read_only: false,
+        expires: None,
+    });
+    let reader = key.sign(&Claims {
+        spaces: vec!["alice-*".into()],
+        read_only: true,
+        expires: None,
+    });
+    let as_alice = http(node, &anonymous, Some(&alice));
+    let (status, r) = as_alice.call(
+        "POST",
+        "/v1/spaces/alice-notes/memories",
+        Some(json!({"content": "mine"})),
+    );
+    assert_eq!(status, 201, "{r}");
+    let (status, r) = as_alice.call("POST", "/v1/spaces/notes/recall", Some(json!({"cue": "x"})));
+    assert_eq!((status, error(&r).0), (403, "PERMISSION_DENIED"));
+    assert!(error(&r).1.contains("\"notes\""), "{r}");
+    let (status, r) = as_alice.call(
+        "POST",
+        "/v1/query",
+        Some(json!({"spaces": ["alice-notes", "bob"], "cue": "x"})),
+    );
+    assert!(status == 403 && error(&r).1.contains("\"bob\""), "{r}");
+    let (status, _) = as_alice.call("GET", "/v1/status", None);
+    assert_eq!(status, 403);
+    let (status, r) = http(node, &anonymous, Some(&reader)).call(
+        "POST",
+        "/v1/spaces/alice-notes/memories",
+        Some(json!({"content": "x"})),
+    );
+    assert!(status == 403 && error(&r).1.contains("read-only"), "{r}");
+
+    // Plaintext to the TLS port gets no answer.
+    let plain = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let url = format!("http://{}/v1/spaces/notes", node.http.as_ref().unwrap());
+    assert!(plain.get(&url).call().is_err() || plain.get(&url).call().unwrap().status() == 400);
+}
+
+/// Announces a 5 MiB write (headers only) over a raw TLS connection: the
+/// node refuses it on the announced length, before reading any of it.
+async fn announce_large_body(node: &NodeProcess, certs: &Path) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, pki_types};
+    let mut roots = RootCertStore::empty();
+    let ca = std::fs::read(certs.join("ca.crt")).unwrap();
+    for c in <pki_types::CertificateDer as pki_types::pem::PemObject>::pem_slice_iter(&ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let token = token_key(certs).unwrap().sign(&Claims {
+        spaces: vec!["*".into()],
+        read_only: false,
+        expires: None,
+    });
+    let config = ClientConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let addr = node.http.clone().unwrap();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/spaces/notes/memories HTTP/1.1\r\nhost: {addr}\r\n\
+         authorization: Bearer {token}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        5 * 1024 * 1024
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    // Read the answer's head, then as much body as it announces (the
+    // connection stays open: the node still expects the body it refused).
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (head, body) = loop {
+        let n = tls.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the node closed without answering");
+        answer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                break (head.to_owned(), body[..length].to_owned());
+            }
+        }
+    };
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// Every operation of the OpenAPI document is served (a route answers it,
+/// not "no such route"), and every route is in the document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_routes() {
+    let cluster = Cluster::start_secure(1, &["--http", "127.0.0.1:0"]).await;
+    let certs = cluster.certs.clone().unwrap();
+    let operator = agent(&certs, Some("client"));
+    let h = http(&cluster.nodes[0], &operator, None);
+    let (status, doc) = h.call("GET", "/v1/openapi.json", None);
+    assert_eq!(status, 200);
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    documented.sort();
+    let served = [
+        "DELETE /v1/spaces/{space}/memories/{id}",
+        "GET /v1/spaces/{space}",
+        "GET /v1/spaces/{space}/memories",
+        "GET /v1/spaces/{space}/memories/{id}",
+        "GET /v1/status",
+        "POST /v1/query",
+        "POST /v1/spaces/{space}/consolidate",
+        "POST /v1/spaces/{space}/memories",
+        "POST /v1/spaces/{space}/recall",
+    ];
+    assert_eq!(documented, served);
+    for op in &documented {
+        let (method, path) = op.split_once(' ').unwrap();
+        let path = path.replace("{space}", "s").replace("{id}", "i");
+        let body = (method == "POST").then(|| json!({}));
+        let (status, r) = h.call(method, &path, body);
+        assert!(
+            status != 404 || error(&r).0 == "NOT_FOUND",
+            "{op}: no route ({status} {r})"
+        );
+        assert_ne!(status, 405, "{op}: method not allowed");
+    }
+    // And a route that is not documented does not exist.
+    let (status, _) = h.call("GET", "/v1/spaces", None);
+    assert_eq!(status, 404);
+}
