@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -92,9 +92,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON body whose rejections answer like every other refusal: too
-/// large is `RESOURCE_EXHAUSTED` (413), anything else `INVALID_ARGUMENT`
-/// naming what serde found wrong.
+/// A JSON body (whatever content type it is sent with, so that `curl -d`
+/// works) whose rejections answer like every other refusal: too large is
+/// `RESOURCE_EXHAUSTED` (413), anything else `INVALID_ARGUMENT` naming what
+/// is wrong where.
 pub(crate) struct Body<T>(T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
@@ -109,37 +110,33 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
         if announced.is_some_and(|n| n > crate::config::MAX_MESSAGE_BYTES) {
             return Err(too_large());
         }
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(rejection) => Err(body_rejection(&rejection)),
-        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                ApiError(tonic::Status::invalid_argument(rejection.body_text())).into_response()
+            }
+        })?;
+        // An empty body is an empty object: every field is then defaulted
+        // or named as missing.
+        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+        serde_json::from_slice(bytes).map(Body).map_err(|e| {
+            ApiError(tonic::Status::invalid_argument(format!(
+                "invalid body: {e}"
+            )))
+            .into_response()
+        })
     }
 }
 
 fn too_large() -> Response {
-    let body = ErrorBody {
-        error: ErrorDetail {
-            code: "RESOURCE_EXHAUSTED",
-            message: format!(
-                "the body is larger than the limit of {} bytes",
-                crate::config::MAX_MESSAGE_BYTES
-            ),
-        },
-    };
-    (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response()
-}
-
-fn body_rejection(rejection: &JsonRejection) -> Response {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return too_large();
-    }
-    let body = ErrorBody {
-        error: ErrorDetail {
-            code: "INVALID_ARGUMENT",
-            message: format!("invalid body: {}", rejection.body_text()),
-        },
-    };
-    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+    let refusal = tonic::Status::resource_exhausted(format!(
+        "the body is larger than the limit of {} bytes",
+        crate::config::MAX_MESSAGE_BYTES
+    ));
+    let mut response = ApiError(refusal).into_response();
+    *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    response
 }
 
 /// `message` as a request from `caller`, with the deadline the client
