@@ -11,30 +11,7 @@ use std::sync::Arc;
 use mnemo_node::security::{Claims, token_key};
 use mnemo_proto::v1;
 use serde_json::{Value, json};
-use support::{Cluster, NodeProcess};
-use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
-
-/// An HTTPS client trusting the cluster's CA, presenting `certs/<name>`
-/// when given.
-fn agent(certs: &Path, name: Option<&str>) -> ureq::Agent {
-    let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
-    let ca = Certificate::from_pem(&read("ca.crt")).unwrap();
-    let mut tls = TlsConfig::builder()
-        .root_certs(RootCerts::Specific(Arc::new(vec![ca])))
-        .unversioned_rustls_crypto_provider(Arc::new(
-            tokio_rustls::rustls::crypto::ring::default_provider(),
-        ));
-    if let Some(name) = name {
-        let crt = Certificate::from_pem(&read(&format!("{name}.crt"))).unwrap();
-        let key = PrivateKey::from_pem(&read(&format!("{name}.key"))).unwrap();
-        tls = tls.client_cert(Some(ClientCert::new_with_certs(&[crt], key)));
-    }
-    ureq::Agent::config_builder()
-        .tls_config(tls.build())
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
+use support::{Cluster, NodeProcess, https_agent as agent};
 
 /// One HTTP exchange: status and JSON body.
 struct Http<'a> {

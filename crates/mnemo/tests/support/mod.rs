@@ -107,6 +107,30 @@ pub fn bench_arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) 
         .unwrap_or(default)
 }
 
+/// An HTTPS client trusting the cluster's CA, presenting `certs/<name>`
+/// when given.
+pub fn https_agent(certs: &Path, name: Option<&str>) -> ureq::Agent {
+    let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
+    let ca = ureq::tls::Certificate::from_pem(&read("ca.crt")).unwrap();
+    let mut tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+            ca,
+        ])))
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ));
+    if let Some(name) = name {
+        let crt = ureq::tls::Certificate::from_pem(&read(&format!("{name}.crt"))).unwrap();
+        let key = ureq::tls::PrivateKey::from_pem(&read(&format!("{name}.key"))).unwrap();
+        tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&[crt], key)));
+    }
+    ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
 /// The `mnemo` binary under test, for insecure nodes on loopback (the
 /// caller's environment cannot change that).
 pub fn mnemo() -> Command {
