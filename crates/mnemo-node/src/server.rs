@@ -167,10 +167,15 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         None => None,
     };
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(mnemo_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both versions of reflection: grpcurl 1.8, grpcui, Postman and Evans
+    // still ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(mnemo_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection_v1, reflection_v1alpha) =
+        (reflection().build_v1()?, reflection().build_v1alpha()?);
     let gate = Gate::new(node.config.security.clone());
     let public = MnemoServer::new(MnemoService::new(Arc::clone(&node)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -194,7 +199,8 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
             .tcp_nodelay(true)
             .layer(crate::limits::resource_exhausted_layer())
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(public)
             .add_service(internal)
             // Our own listener (bound before membership started) bypasses

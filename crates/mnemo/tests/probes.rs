@@ -1,0 +1,128 @@
+//! What tools and orchestrators ask a node: gRPC reflection (v1 and
+//! v1alpha), gRPC health, and the HTTP probes, which agree with it.
+
+mod support;
+
+use support::NodeProcess;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+async fn channel(node: &NodeProcess) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn services_v1(channel: Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    match answer.message_response.unwrap() {
+        MessageResponse::ListServicesResponse(list) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("not a list of services: {other:?}"),
+    }
+}
+
+async fn services_v1alpha(channel: Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    match answer.message_response.unwrap() {
+        MessageResponse::ListServicesResponse(list) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("not a list of services: {other:?}"),
+    }
+}
+
+async fn grpc_health(node: &NodeProcess) -> ServingStatus {
+    let status = HealthClient::new(channel(node).await)
+        .check(HealthCheckRequest {
+            service: "mnemo.v1.Mnemo".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    ServingStatus::try_from(status).unwrap()
+}
+
+/// Status line and body of an HTTP GET.
+fn probe(node: &NodeProcess, path: &str) -> (u16, String) {
+    let page = support::http_get(node.http.as_ref().unwrap(), path);
+    let status = page
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, page)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_health_and_probes_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &["--http", "127.0.0.1:0"]);
+    for services in [
+        services_v1(channel(&node).await).await,
+        services_v1alpha(channel(&node).await).await,
+    ] {
+        for wanted in [
+            "mnemo.v1.Mnemo",
+            "mnemo.v1.Internal",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(
+                services.iter().any(|s| s == wanted),
+                "{wanted} in {services:?}"
+            );
+        }
+    }
+    assert_eq!(grpc_health(&node).await, ServingStatus::Serving);
+    assert_eq!(probe(&node, "/livez").0, 200);
+    let (status, page) = probe(&node, "/readyz");
+    assert!(status == 200 && page.contains("\"serving\""), "{page}");
+
+    // A node whose seeds never answer has not joined: NOT_SERVING in gRPC,
+    // 503 on /readyz, alive on /livez.
+    let lonely_dir = tempfile::tempdir().unwrap();
+    let nobody = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let seed = nobody.local_addr().unwrap().to_string();
+    let lonely = NodeProcess::start(
+        "n2",
+        lonely_dir.path(),
+        "127.0.0.1:0",
+        &["--http", "127.0.0.1:0", "--join", &seed],
+    );
+    assert_eq!(grpc_health(&lonely).await, ServingStatus::NotServing);
+    let (status, page) = probe(&lonely, "/readyz");
+    assert!(status == 503 && page.contains("not_serving"), "{page}");
+    assert_eq!(probe(&lonely, "/health").0, 503);
+    assert_eq!(probe(&lonely, "/livez").0, 200);
+}
