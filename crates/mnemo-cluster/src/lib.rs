@@ -42,3 +42,21 @@ pub use partition::{PartitionDetector, PartitionState};
 pub use runtime::{Membership, MembershipHandle};
 pub use seal::GossipKey;
 pub use view::{ClusterView, MemberInfo, MemberState};
+
+/// Gives membership's metrics their help texts and creates its counters at
+/// zero. Call once, after installing a recorder.
+pub fn describe_metrics() {
+    metrics::describe_gauge!(
+        "mnemo_cluster_members",
+        "Members by state, as this node sees them"
+    );
+    metrics::describe_gauge!(
+        "mnemo_cluster_partitioned",
+        "1 while this node is cut off from a majority of the cluster"
+    );
+    metrics::describe_counter!(
+        "mnemo_gossip_rejected_total",
+        "Gossip datagrams refused: unauthenticated, damaged or from another cluster"
+    );
+    metrics::counter!("mnemo_gossip_rejected_total").absolute(0);
+}

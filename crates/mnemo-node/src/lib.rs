@@ -20,6 +20,7 @@
 //! - [`http`]: `/metrics` and `/health`.
 //! - [`security`]: TLS, who may call what (nodes, operators, tokens), and
 //!   the certificates directory.
+//! - `telemetry`: metric descriptions, histograms, request timing.
 //! - [`error`]: the node's errors and their single mapping to gRPC codes.
 //! - `convert`: wire types to store records and back.
 
@@ -40,6 +41,7 @@ pub mod replication;
 pub mod security;
 pub mod server;
 pub mod service;
+mod telemetry;
 
 pub use config::NodeConfig;
 pub use error::NodeError;

@@ -197,6 +197,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
     let server = tokio::spawn(
         builder
             .tcp_nodelay(true)
+            .layer(crate::telemetry::TimedLayer)
             .layer(crate::limits::resource_exhausted_layer())
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -22,14 +22,17 @@ use crate::security::Caller;
 /// Where a request comes from: the caller, whether another node forwarded
 /// it, and the deadline it carries.
 struct Origin {
+    /// The operation's name, for metrics.
+    operation: &'static str,
     caller: Caller,
     forwarded: bool,
     deadline: Option<Duration>,
 }
 
 impl Origin {
-    fn of<T>(request: &Request<T>) -> Origin {
+    fn of<T>(request: &Request<T>, operation: &'static str) -> Origin {
         Origin {
+            operation,
             caller: Caller::of(request),
             forwarded: is_forwarded(request),
             deadline: forward::deadline(request),
@@ -54,9 +57,8 @@ impl MnemoService {
     /// given the time left of the deadline.
     async fn run<Q, A, L, LF, R, RF>(
         &self,
-        caller: &Caller,
+        from: &Origin,
         decision: &RoutingDecision,
-        deadline: Option<Duration>,
         request: &Q,
         local: L,
         remote: R,
@@ -71,11 +73,12 @@ impl MnemoService {
         let (local, remote) = (&local, &remote);
         let hop = Hop {
             from: &self.node.id,
-            caller,
+            caller: &from.caller,
+            operation: from.operation,
         };
         self.node
             .router
-            .execute(decision, deadline, |target| {
+            .execute(decision, from.deadline, |target| {
                 dispatch(target, request.clone(), hop, local, remote)
             })
             .await
@@ -107,16 +110,7 @@ impl MnemoService {
         }
         let decision = node.router.route_recall(space).map_err(route_status)?;
         let local = |r: Q| std::future::ready(local(node, &r));
-        let served = self
-            .run(
-                &from.caller,
-                &decision,
-                from.deadline,
-                request,
-                local,
-                remote,
-            )
-            .await?;
+        let served = self.run(from, &decision, request, local, remote).await?;
         Ok(served.value)
     }
 
@@ -157,6 +151,8 @@ impl MnemoService {
 struct Hop<'a> {
     from: &'a str,
     caller: &'a Caller,
+    /// The operation's name, for metrics.
+    operation: &'static str,
 }
 
 /// Runs one attempt at `target`: `local` on this node, or `remote` (a
@@ -180,12 +176,19 @@ where
         Target::Local => local(request).await,
         Target::Remote {
             channel, timeout, ..
-        } => remote(
-            forward::client(channel),
-            forward::request(request, hop.from, hop.caller, timeout),
-        )
-        .await
-        .map(Response::into_inner),
+        } => {
+            let started = std::time::Instant::now();
+            let answer = remote(
+                forward::client(channel),
+                forward::request(request, hop.from, hop.caller, timeout),
+            )
+            .await;
+            let code = answer
+                .as_ref()
+                .map_or_else(Status::code, |_| tonic::Code::Ok);
+            crate::telemetry::request("public", hop.operation, "forward", code, started);
+            answer.map(Response::into_inner)
+        }
     }
 }
 
@@ -244,11 +247,8 @@ impl Mnemo for MnemoService {
     ) -> Result<Response<v1::RememberResponse>, Status> {
         self.node.ensure_joined()?;
         self.injected_latency().await;
-        let Origin {
-            caller,
-            forwarded,
-            deadline,
-        } = Origin::of(&request);
+        let from = Origin::of(&request, "remember");
+        let (caller, forwarded, deadline) = (&from.caller, from.forwarded, from.deadline);
         let mut r = request.into_inner();
         validate_remember(&r)?;
         caller.may_write(&r.space)?;
@@ -266,9 +266,8 @@ impl Mnemo for MnemoService {
         let decision = node.router.route_store(&r.space).map_err(route_status)?;
         let served = self
             .run(
-                &caller,
+                &from,
                 &decision,
-                deadline,
                 &r,
                 |r| local::remember(node, r, budget),
                 |mut peer, r| async move { peer.remember(r).await },
@@ -283,11 +282,8 @@ impl Mnemo for MnemoService {
     ) -> Result<Response<v1::RecallResponse>, Status> {
         self.node.ensure_joined()?;
         self.injected_latency().await;
-        let Origin {
-            caller,
-            forwarded,
-            deadline,
-        } = Origin::of(&request);
+        let from = Origin::of(&request, "recall");
+        let (caller, forwarded) = (&from.caller, from.forwarded);
         let r = request.into_inner();
         check(validate::space(&r.space))?;
         validate_cue(&r.cue, &r.cue_embedding, r.k, r.min_confidence)?;
@@ -307,9 +303,8 @@ impl Mnemo for MnemoService {
         let penalty = decision.confidence_penalty();
         let served = self
             .run(
-                &caller,
+                &from,
                 &decision,
-                deadline,
                 &r,
                 |r| std::future::ready(local::recall(node, &r, penalty)),
                 |mut peer, r| async move { peer.recall(r).await },
@@ -324,7 +319,7 @@ impl Mnemo for MnemoService {
     ) -> Result<Response<v1::GetResponse>, Status> {
         self.node.ensure_joined()?;
         self.injected_latency().await;
-        let from = Origin::of(&request);
+        let from = Origin::of(&request, "get");
         let r = request.into_inner();
         check(validate::space(&r.space))?;
         check(validate::id(&r.id))?;
@@ -349,7 +344,7 @@ impl Mnemo for MnemoService {
     ) -> Result<Response<v1::ListResponse>, Status> {
         self.node.ensure_joined()?;
         self.injected_latency().await;
-        let from = Origin::of(&request);
+        let from = Origin::of(&request, "list");
         let r = request.into_inner();
         check(validate::space(&r.space))?;
         from.caller.may_read(&r.space)?;
@@ -378,11 +373,8 @@ impl Mnemo for MnemoService {
         request: Request<v1::ForgetRequest>,
     ) -> Result<Response<v1::ForgetResponse>, Status> {
         self.node.ensure_joined()?;
-        let Origin {
-            caller,
-            forwarded,
-            deadline,
-        } = Origin::of(&request);
+        let from = Origin::of(&request, "forget");
+        let (caller, forwarded, deadline) = (&from.caller, from.forwarded, from.deadline);
         let r = request.into_inner();
         check(validate::space(&r.space))?;
         check(validate::id(&r.id))?;
@@ -397,9 +389,8 @@ impl Mnemo for MnemoService {
         let decision = node.router.route_store(&r.space).map_err(route_status)?;
         let served = self
             .run(
-                &caller,
+                &from,
                 &decision,
-                deadline,
                 &r,
                 |r| local::forget(node, r, budget),
                 |mut peer, r| async move { peer.forget(r).await },
@@ -471,6 +462,7 @@ impl Mnemo for MnemoService {
                     Hop {
                         from: &node.id,
                         caller: &caller,
+                        operation: "query",
                     },
                     |sub| {
                         std::future::ready(local::recall(

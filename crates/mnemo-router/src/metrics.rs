@@ -18,7 +18,82 @@
 //!
 //! Recorded by the adapters (router, executor, pool), never by the pure core.
 
-use metrics::{SharedString, counter, gauge, histogram};
+use metrics::{
+    SharedString, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
+
+/// Operations the router counts, for series that exist from the start.
+const OPERATIONS: [&str; 4] = ["store", "recall", "consolidation", "query"];
+
+/// Gives every series a help text and creates the unlabelled or
+/// operation-labelled counters at zero, so they exist before the first
+/// event. Call once, after installing a recorder.
+pub fn describe() {
+    describe_counter!(
+        "mnemo_router_requests_total",
+        "Routed operations by outcome"
+    );
+    describe_counter!(
+        "mnemo_router_attempts_total",
+        "Attempts made for routed operations, retries included"
+    );
+    describe_counter!("mnemo_router_retries_total", "Attempts that were retries");
+    describe_counter!(
+        "mnemo_router_retry_budget_exhausted_total",
+        "Retries not made because the retry budget was spent"
+    );
+    describe_counter!(
+        "mnemo_router_hedges_total",
+        "Hedged recalls sent to a second holder"
+    );
+    describe_counter!(
+        "mnemo_router_hedge_wins_total",
+        "Hedged recalls whose hedge answered first"
+    );
+    describe_counter!(
+        "mnemo_router_replica_fallbacks_total",
+        "Operations answered by a replica because the primary failed"
+    );
+    describe_counter!(
+        "mnemo_router_breaker_rejections_total",
+        "Attempts refused by an open circuit breaker, per node"
+    );
+    describe_gauge!(
+        "mnemo_router_breaker_state",
+        "Circuit breaker state per node: 0 closed, 1 open, 2 half-open"
+    );
+    describe_counter!(
+        "mnemo_router_breaker_transitions_total",
+        "Circuit breaker state changes per node"
+    );
+    describe_gauge!("mnemo_router_pool_channels", "Open gRPC channels per node");
+    describe_counter!(
+        "mnemo_router_attempt_timeouts_total",
+        "Attempts that ran out of their own time, per node"
+    );
+    describe_histogram!(
+        DECISION,
+        Unit::Seconds,
+        "Time to make a routing decision (1 in 64 sampled)"
+    );
+    for operation in OPERATIONS {
+        counter!("mnemo_router_attempts_total", "operation" => operation).absolute(0);
+        counter!("mnemo_router_retries_total", "operation" => operation).absolute(0);
+        counter!("mnemo_router_retry_budget_exhausted_total", "operation" => operation).absolute(0);
+        counter!("mnemo_router_replica_fallbacks_total", "operation" => operation).absolute(0);
+    }
+    counter!("mnemo_router_hedges_total").absolute(0);
+    counter!("mnemo_router_hedge_wins_total").absolute(0);
+}
+
+/// Creates a newly known node's series at zero (breaker closed, nothing
+/// refused), so a dashboard shows every node before its first failure.
+pub(crate) fn node_known(node: &NodeId) {
+    gauge!("mnemo_router_breaker_state", "node" => node_label(node)).set(0.0);
+    counter!("mnemo_router_breaker_rejections_total", "node" => node_label(node)).absolute(0);
+    counter!("mnemo_router_attempt_timeouts_total", "node" => node_label(node)).absolute(0);
+}
 
 use crate::breaker::Transition;
 use crate::topology::NodeId;

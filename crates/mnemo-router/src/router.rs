@@ -194,6 +194,11 @@ impl Router {
                 crate::metrics::pool_channels(&gone.id, 0);
             }
         }
+        for (known, _) in table.remotes() {
+            if old.topology().index_of(known.id.as_str()).is_none() {
+                crate::metrics::node_known(&known.id);
+            }
+        }
         self.table.store(Arc::new(table));
         true
     }

@@ -46,3 +46,28 @@ pub use memory::{Consolidation, Memory, MergedInput, Op, Scored};
 pub use set::{Element, ElementId};
 pub use store::{ConsolidationReport, Cue, SpaceStats, Store, StoreOptions};
 pub use writer::{Merged, Written};
+
+/// Gives the store's metrics their help texts and creates its counters at
+/// zero. Call once, after installing a recorder.
+pub fn describe_metrics() {
+    use metrics::{Unit, counter, describe_counter, describe_histogram};
+    describe_histogram!(
+        "mnemo_store_commit_seconds",
+        Unit::Seconds,
+        "Time to append one batch of writes to the write-ahead log and fsync it"
+    );
+    describe_histogram!(
+        "mnemo_store_batch_writes",
+        "Writes acknowledged together by one fsync (group commit)"
+    );
+    describe_counter!(
+        "mnemo_store_checkpoints_total",
+        "Checkpoints: the store made durable and the write-ahead log started over"
+    );
+    describe_counter!(
+        "mnemo_store_conflicts_total",
+        "Two different memories met under one id (the larger wins everywhere)"
+    );
+    counter!("mnemo_store_checkpoints_total").absolute(0);
+    counter!("mnemo_store_conflicts_total").absolute(0);
+}

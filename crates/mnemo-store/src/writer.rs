@@ -295,7 +295,12 @@ impl Writer {
             let record = Record {
                 changes: decided.changes,
             };
-            if let Err(e) = self.log.append(&record) {
+            let started = std::time::Instant::now();
+            let appended = self.log.append(&record);
+            metrics::histogram!("mnemo_store_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("mnemo_store_batch_writes").record(batch.len() as f64);
+            if let Err(e) = appended {
                 let why = format!("the write-ahead log could not be written: {e}");
                 tracing::error!(
                     jobs = batch.len(),

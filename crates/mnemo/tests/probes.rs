@@ -126,3 +126,109 @@ async fn reflection_health_and_probes_agree() {
     assert_eq!(probe(&lonely, "/health").0, 503);
     assert_eq!(probe(&lonely, "/livez").0, 200);
 }
+
+/// The metric family a sample line belongs to (histogram parts folded in).
+fn family(sample: &str) -> &str {
+    let name = sample.split(['{', ' ']).next().unwrap_or_default();
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_fit_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &["--http", "127.0.0.1:0"]);
+    let http = node.http.clone().unwrap();
+    // Before any request: counters already there, at zero.
+    let page = support::http_get(&http, "/metrics");
+    for series in [
+        "mnemo_router_retries_total{operation=\"recall\"} 0",
+        "mnemo_router_hedges_total 0",
+        "mnemo_gossip_rejected_total 0",
+        "mnemo_replication_errors_total 0",
+        "mnemo_store_checkpoints_total 0",
+    ] {
+        assert!(page.contains(series), "{series} missing from:\n{page}");
+    }
+
+    let mut c = node.client().await;
+    for i in 0..3 {
+        c.remember(support::remember(
+            &format!("space-{i}"),
+            "a",
+            "a memory",
+            mnemo_proto::v1::Ack::Primary,
+        ))
+        .await
+        .unwrap();
+    }
+    c.recall(support::recall_all("space-0", "memory"))
+        .await
+        .unwrap();
+    let bad = c.recall(support::recall_all("bad space", "x")).await;
+    assert!(bad.is_err());
+    let page = support::http_get(&http, "/metrics");
+    let body = page.split("\r\n\r\n").nth(1).unwrap_or_default();
+
+    // Every family is described and typed; no series is labelled by space.
+    let described: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# HELP "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let typed: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    for sample in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let f = family(sample);
+        assert!(described.contains(&f), "no HELP for {f}");
+        assert!(typed.contains(&f), "no TYPE for {f}");
+        assert!(!sample.contains("space=\""), "a per-space label: {sample}");
+    }
+    // Latencies are histograms, per operation and outcome.
+    for series in [
+        "mnemo_request_duration_seconds_bucket{service=\"public\",operation=\"recall\",role=\"edge\",outcome=\"ok\",le=",
+        "mnemo_request_duration_seconds_count{service=\"public\",operation=\"recall\",role=\"edge\",outcome=\"invalid_argument\"} 1",
+        "mnemo_store_commit_seconds_bucket{le=",
+        "mnemo_store_memories 3",
+        "mnemo_store_spaces 3",
+    ] {
+        assert!(body.contains(series), "{series} missing from:\n{body}");
+    }
+
+    // promtool, where Debian's prometheus package put it.
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Err(_) => {
+            eprintln!("promtool check skipped: promtool is not installed (Debian: prometheus)");
+        }
+        Ok(mut child) => {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(body.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool check metrics:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

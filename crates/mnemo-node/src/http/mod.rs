@@ -31,11 +31,13 @@ use tls::{Peer, TlsListener};
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = crate::telemetry::buckets(PrometheusBuilder::new()).build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (several nodes in one
         // test process); the handle still renders this recorder's view.
-        let _ = metrics::set_global_recorder(recorder);
+        if metrics::set_global_recorder(recorder).is_ok() {
+            crate::telemetry::describe();
+        }
         handle
     })
 }
@@ -53,7 +55,8 @@ pub(crate) async fn serve(addr: SocketAddr, node: Arc<Node>) -> std::io::Result<
             Gate::new(security.clone()),
             authenticate,
         ))
-        .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES));
+        .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+        .layer(middleware::from_fn(timed));
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/health", get(health))
@@ -86,6 +89,20 @@ pub(crate) async fn serve(addr: SocketAddr, node: Arc<Node>) -> std::io::Result<
     Ok(bound)
 }
 
+/// Times a `/v1` request by its route (the template, never the space) and
+/// status.
+async fn timed(route: axum::extract::MatchedPath, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    metrics::histogram!(
+        "mnemo_http_request_duration_seconds",
+        "route" => route.as_str().to_owned(),
+        "status" => response.status().as_str().to_owned()
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
 /// Records who calls a `/v1` route, by the same rules as gRPC, or refuses.
 async fn authenticate(
     State(gate): State<Gate>,
@@ -113,7 +130,8 @@ async fn authenticate(
 
 type AppState = (Arc<Node>, &'static PrometheusHandle);
 
-async fn metrics_text(State((_, handle)): State<AppState>) -> impl IntoResponse {
+async fn metrics_text(State((node, handle)): State<AppState>) -> impl IntoResponse {
+    crate::telemetry::store_gauges(&node);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handle.render(),
