@@ -392,9 +392,8 @@ async fn a_stranger_cannot_join_or_gossip() {
     );
     // n1 refuses the stranger's packets. Wait until it has refused several
     // (time passes by events, not by a sleep), then look at both views.
-    let http = n1.http.clone().unwrap();
     eventually("n1 refusing the stranger's gossip", || {
-        let page = support::http_get(&http, "/metrics");
+        let page = support::https_get(n1, "/metrics");
         let refused = support::metric_sum(&page, "mnemo_gossip_rejected_total");
         std::future::ready((refused >= 5.0).then_some(()))
     })

@@ -91,12 +91,16 @@ pub(crate) async fn serve(addr: SocketAddr, node: Arc<Node>) -> std::io::Result<
 
 /// Times a `/v1` request by its route (the template, never the space) and
 /// status.
-async fn timed(route: axum::extract::MatchedPath, request: Request, next: Next) -> Response {
+async fn timed(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     metrics::histogram!(
         "mnemo_http_request_duration_seconds",
-        "route" => route.as_str().to_owned(),
+        "route" => route,
         "status" => response.status().as_str().to_owned()
     )
     .record(started.elapsed().as_secs_f64());

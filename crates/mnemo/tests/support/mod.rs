@@ -62,6 +62,20 @@ pub fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
+/// The body of `path` on a secure node's HTTP port (TLS, no credentials:
+/// for metrics and probes).
+pub fn https_get(node: &NodeProcess, path: &str) -> String {
+    let agent = https_agent(node.certs.as_ref().expect("a secure node"), None);
+    let url = format!("https://{}{path}", node.http.as_ref().expect("--http"));
+    agent
+        .get(&url)
+        .call()
+        .expect("GET over TLS")
+        .body_mut()
+        .read_to_string()
+        .expect("a text body")
+}
+
 /// The sum of every sample of `metric` in a Prometheus text page.
 pub fn metric_sum(page: &str, metric: &str) -> f64 {
     page.lines()
