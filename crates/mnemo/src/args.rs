@@ -40,6 +40,9 @@ pub(crate) enum Command {
     /// What the node sees: members, partition state, breakers, pool,
     /// replication and handoffs.
     Status(StatusArgs),
+    /// Ask every member for its own view and print them side by side;
+    /// exit 2 when the cluster is unhealthy (the problems are listed).
+    Cluster(StatusArgs),
     /// Hand every space of the node at --node to the other holders, then
     /// make it leave the cluster and stop.
     Decommission(StatusArgs),

@@ -19,7 +19,7 @@ pub(crate) struct Failure(pub(crate) String);
 
 type Outcome = Result<(), Failure>;
 
-async fn connect(common: &Common) -> Result<MnemoClient<Channel>, Failure> {
+pub(crate) async fn connect(common: &Common) -> Result<MnemoClient<Channel>, Failure> {
     let tls = match (&common.certs_dir, common.insecure) {
         (Some(_), true) => {
             return Err(Failure(
@@ -102,7 +102,7 @@ fn source_text(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn request<T>(common: &Common, message: T) -> tonic::Request<T> {
+pub(crate) fn request<T>(common: &Common, message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     r.set_timeout(Duration::from_millis(common.timeout));
     // `connect` made sure the token is header text.
@@ -114,7 +114,7 @@ fn request<T>(common: &Common, message: T) -> tonic::Request<T> {
     r
 }
 
-fn failed(common: &Common, status: &tonic::Status) -> Failure {
+pub(crate) fn failed(common: &Common, status: &tonic::Status) -> Failure {
     let code = format!("{:?}", status.code());
     // Plaintext to a TLS port breaks HTTP/2 before any gRPC answer.
     let hint = if common.insecure && status.message().contains("h2 protocol error") {
@@ -129,7 +129,7 @@ fn failed(common: &Common, status: &tonic::Status) -> Failure {
     ))
 }
 
-fn print_json(v: &impl serde::Serialize) {
+pub(crate) fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string(v).expect("JSON of an answer"));
 }
 

@@ -5,10 +5,12 @@
 //! - `node_cmd`: `mnemo node`.
 //! - `dev`: `mnemo dev`, a local cluster of node processes.
 //! - `client`: the commands that talk to a node.
+//! - `cluster_cmd`: `mnemo cluster`, every member's view side by side.
 //! - `keys_cmd`: `mnemo certs create`, `mnemo token create`.
 
 mod args;
 mod client;
+mod cluster_cmd;
 mod dev;
 mod keys_cmd;
 mod node_cmd;
@@ -43,7 +45,7 @@ fn main() -> std::process::ExitCode {
         _ => None,
     };
     if let Some(result) = done {
-        return exit(result);
+        return exit(result.map(|()| 0));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -57,6 +59,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Cluster(a) => return cluster_cmd::run(a).await,
             Command::Node(a) => node_cmd::run(a).await,
             Command::Dev(a) => dev::run(a).await,
             Command::Remember(a) => client::remember(a).await,
@@ -74,13 +77,15 @@ fn main() -> std::process::ExitCode {
                 unreachable!("answered before the runtime starts")
             }
         }
+        .map(|()| 0)
     });
     exit(result)
 }
 
-fn exit(result: Result<(), client::Failure>) -> std::process::ExitCode {
+/// Exit code 0, the code a command chose, or 1 with its one line of error.
+fn exit(result: Result<u8, client::Failure>) -> std::process::ExitCode {
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(client::Failure(message)) => {
             eprintln!("error: {message}");
             std::process::ExitCode::FAILURE

@@ -6,7 +6,7 @@ mod support;
 
 use mnemo_proto::v1;
 use std::collections::{BTreeMap, HashSet};
-use support::Cluster;
+use support::{Cluster, eventually};
 use tonic::Code;
 
 fn remember(space: &str, id: &str, content: &str, ack: v1::Ack) -> v1::RememberRequest {
@@ -390,4 +390,43 @@ async fn a_node_left_in_a_minority_serves_only_what_it_holds_degraded() {
         .unwrap_err();
     assert_eq!(q.code(), Code::Unavailable);
     assert!(q.message().contains("quorum"), "{q:?}");
+}
+
+/// `mnemo cluster`: every member's view in one table; exit 0 while the
+/// cluster is healthy, 2 (with the problem named) once a member is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mnemo_cluster_tells_healthy_from_unhealthy() {
+    let mut cluster = Cluster::start(3).await;
+    let out = cluster.nodes[0].cli(&["cluster", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["healthy"], true, "{report}");
+    let nodes = report["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["reachable"] == true && n["view_agrees"] == true),
+        "{report}"
+    );
+    let table = cluster.nodes[1].cli(&["cluster"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("healthy"));
+
+    cluster.node_mut("n3").kill9();
+    let asked = cluster.node("n1");
+    let report = eventually("mnemo cluster to report n3", || {
+        let out = asked.cli(&["cluster", "--json", "--timeout", "1000"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let n3 = report["problems"].as_array().is_some_and(|p| {
+            p.iter()
+                .any(|x| x.as_str().unwrap_or_default().contains("n3"))
+        });
+        std::future::ready((n3 && out.status.code() == Some(2)).then_some(report))
+    })
+    .await;
+    assert_eq!(report["healthy"], false, "{report}");
 }
