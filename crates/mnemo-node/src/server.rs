@@ -40,6 +40,7 @@ pub struct Running {
     /// Where `/metrics` and `/health` are served, if asked for.
     pub http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
+    left: watch::Receiver<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -59,6 +60,12 @@ impl Running {
     /// A sender that stops the node when `true` is sent.
     pub fn stopper(&self) -> watch::Sender<bool> {
         self.stop.clone()
+    }
+
+    /// Turns `true` once a stopping node has handed its spaces over and
+    /// left the cluster; what remains is closing connections.
+    pub fn has_left(&self) -> watch::Receiver<bool> {
+        self.left.clone()
     }
 }
 
@@ -80,6 +87,21 @@ async fn hand_over_before_leaving(node: &Node) {
             tracing::warn!("hand-over before leaving timed out; the other holders will repair");
         }
     }
+}
+
+/// Once told to stop: hands the spaces over, tells the cluster (so peers
+/// stop routing here), and says so on `left`.
+async fn leave_when_stopped(
+    node: Arc<Node>,
+    mut stopped: watch::Receiver<bool>,
+    left: watch::Sender<bool>,
+) {
+    let _ = stopped.wait_for(|s| *s).await;
+    hand_over_before_leaving(&node).await;
+    if let Some(mut m) = node.membership.lock().await.take() {
+        let _ = m.leave().await;
+    }
+    let _ = left.send(true);
 }
 
 /// The routing layer's settings from the node's.
@@ -136,7 +158,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         Arc::new(move |id: &str| crate::node::channel_to(&pool, id)),
     );
     let sync = AntiEntropy::new(config.sync_bytes_per_sec);
-    let (stop, mut stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
     // A node with seeds serves once it has met another member (see Node::ensure_joined).
     let joined = config.join.is_empty();
@@ -194,6 +216,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         builder = builder.tls_config(security.server_tls.clone())?;
     }
     let leaving = Arc::clone(&node);
+    let (left_tx, left) = watch::channel(false);
     let server = tokio::spawn(
         builder
             .tcp_nodelay(true)
@@ -209,14 +232,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
             // here, or Nagle and delayed ACKs add ~40 ms to small replies.
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                    hand_over_before_leaving(&leaving).await;
-                    // Tell the cluster, so peers stop routing here.
-                    if let Some(mut m) = leaving.membership.lock().await.take() {
-                        let _ = m.leave().await;
-                    }
-                },
+                leave_when_stopped(leaving, stopped, left_tx),
             ),
     );
     tracing::info!(id = %node.id, addr = %local_addr, "node serving");
@@ -225,6 +241,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         local_addr,
         http_addr,
         stop,
+        left,
         server,
     })
 }

@@ -180,6 +180,11 @@ pub(crate) struct NodeArgs {
     /// For tests of slow nodes: delay every request this node serves.
     #[arg(long, value_name = "MS", hide = true)]
     pub(crate) inject_latency_ms: Option<u64>,
+    /// Stop (gracefully) when standard input closes: `mnemo dev` holds it,
+    /// so its nodes stop even when it is killed without a chance to stop
+    /// them.
+    #[arg(long, hide = true)]
+    pub(crate) stop_on_stdin_eof: bool,
     /// How long a breaker stays open before it lets one probe through.
     #[arg(long, value_name = "MS")]
     pub(crate) breaker_open_timeout_ms: Option<u64>,

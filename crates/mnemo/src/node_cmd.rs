@@ -145,6 +145,7 @@ fn security(
 }
 
 pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
+    let stop_on_eof = args.stop_on_stdin_eof;
     let config = config(args)?;
     let (id, dir) = (config.id.clone(), config.data_dir.clone());
     let secure = config.security.is_some();
@@ -172,13 +173,49 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
     );
     let stop = running.stopper();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        if stop_on_eof {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                () = stdin_closed() => {
+                    // The process that started us (mnemo dev) is gone, and
+                    // so are, most likely, the peers a hand-over would go
+                    // to: end at once, as after a SIGKILL, which loses
+                    // nothing acknowledged. Not a word on stderr: it was
+                    // that process's pipe, and writing there now fails.
+                    std::process::exit(0);
+                }
+            }
+        } else {
+            shutdown_signal().await;
+        }
         let _ = stop.send(true);
     });
-    running
-        .wait()
-        .await
-        .map_err(|e| Failure(format!("node {id} stopped: {e}")))
+    // A graceful stop waits for open connections to close; peers stopping
+    // at the same moment may never close theirs. Everything acknowledged is
+    // already durable, so after a grace period the process just ends.
+    let mut left = running.has_left();
+    tokio::select! {
+        stopped = running.wait() => stopped.map_err(|e| Failure(format!("node {id} stopped: {e}"))),
+        () = async {
+            let _ = left.wait_for(|l| *l).await;
+            tokio::time::sleep(STOP_GRACE).await;
+        } => {
+            tracing::warn!(grace = ?STOP_GRACE, "connections still open after stopping; exiting");
+            Ok(())
+        }
+    }
+}
+
+/// Longest a stopping node that has left waits for its connections to
+/// close (the hand-over before has its own limit).
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Standard input reaches its end (the process holding it went away).
+async fn stdin_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
 /// Ctrl-C or SIGTERM.
