@@ -114,6 +114,9 @@ pub struct Recalled {
     pub degraded: bool,
     /// Best first.
     pub memories: Vec<Scored>,
+    /// Live memories in the space (0: it does not exist or all were
+    /// forgotten).
+    pub space_memories: u64,
 }
 
 impl From<&v1::RecallResponse> for Recalled {
@@ -131,6 +134,7 @@ impl From<&v1::RecallResponse> for Recalled {
                     score: s.score,
                 })
                 .collect(),
+            space_memories: r.space_memories,
         }
     }
 }
@@ -146,6 +150,8 @@ pub struct Forgot {
     pub served_by: String,
     /// False when no such memory was there (it stays forgotten anyway).
     pub existed: bool,
+    /// False when the space held nothing before.
+    pub space_existed: bool,
 }
 
 impl From<&v1::ForgetResponse> for Forgot {
@@ -155,6 +161,7 @@ impl From<&v1::ForgetResponse> for Forgot {
             id: r.id.clone(),
             served_by: r.served_by.clone(),
             existed: r.existed,
+            space_existed: r.space_existed,
         }
     }
 }
@@ -326,6 +333,8 @@ pub struct Queried {
     pub failures: Vec<SpaceFailure>,
     /// Some answers came from a partitioned node's local copy.
     pub degraded: bool,
+    /// Spaces that hold no memories at all.
+    pub empty_spaces: Vec<String>,
 }
 
 impl From<&v1::QueryResponse> for Queried {
@@ -354,6 +363,7 @@ impl From<&v1::QueryResponse> for Queried {
                 })
                 .collect(),
             degraded: r.degraded,
+            empty_spaces: r.empty_spaces.clone(),
         }
     }
 }

@@ -114,6 +114,7 @@ pub(crate) async fn forget(
     r: v1::ForgetRequest,
     timeout: Duration,
 ) -> Result<v1::ForgetResponse, Status> {
+    let space_existed = node.store.holds(&r.space);
     let written = node
         .store
         .forget(&r.space, &r.id)
@@ -126,6 +127,7 @@ pub(crate) async fn forget(
         id: r.id,
         served_by: node.id.clone(),
         existed: written.existed,
+        space_existed,
     })
 }
 
@@ -238,6 +240,7 @@ pub(crate) fn recall(
         fallback: false,
         degraded: penalty < 1.0,
         memories: found.iter().map(|s| scored_to_wire(s, penalty)).collect(),
+        space_memories: node.store.len(&r.space) as u64,
     })
 }
 

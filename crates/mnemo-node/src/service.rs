@@ -477,6 +477,12 @@ impl Mnemo for MnemoService {
             .await
             .map_err(route_status)?;
         let degraded = result.parts.iter().any(|(_, s)| s.degraded);
+        let empty_spaces = result
+            .parts
+            .iter()
+            .filter(|(_, s)| s.value.space_memories == 0)
+            .map(|(space, _)| space.clone())
+            .collect();
         let memories = result
             .parts
             .into_iter()
@@ -498,7 +504,9 @@ impl Mnemo for MnemoService {
                 error: exec_status(e).message().to_owned(),
             })
             .collect();
-        Ok(Response::new(merge_query(memories, failures, k, degraded)))
+        let mut answer = merge_query(memories, failures, k, degraded);
+        answer.empty_spaces = empty_spaces;
+        Ok(Response::new(answer))
     }
 
     async fn locate(
@@ -570,5 +578,6 @@ pub(crate) fn merge_query(
         failed_spaces: failures.iter().map(|f| f.space.clone()).collect(),
         failures,
         degraded,
+        empty_spaces: Vec::new(),
     }
 }

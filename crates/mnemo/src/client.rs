@@ -246,7 +246,16 @@ fn served_note(served_by: &str, fallback: bool, degraded: bool) -> String {
     note
 }
 
-pub(crate) async fn recall(a: RecallArgs) -> Outcome {
+/// Exit code of `recall`, `query` and `forget` when the space (every space,
+/// for a query) holds no memories: it does not exist, or all were
+/// forgotten.
+pub(crate) const NO_MEMORIES: u8 = 3;
+
+fn empty_space(space: &str) -> String {
+    format!("space {space:?} has no memories (it does not exist, or all were forgotten)")
+}
+
+pub(crate) async fn recall(a: RecallArgs) -> Result<u8, Failure> {
     let mut client = connect(&a.common).await?;
     let r = client
         .recall(request(
@@ -264,9 +273,15 @@ pub(crate) async fn recall(a: RecallArgs) -> Outcome {
         .await
         .map_err(|s| failed(&a.common, &s))?
         .into_inner();
+    let code = if r.space_memories == 0 {
+        eprintln!("{}", empty_space(&r.space));
+        NO_MEMORIES
+    } else {
+        0
+    };
     if a.common.json {
         print_json(&json::Recalled::from(&r));
-        return Ok(());
+        return Ok(code);
     }
     if r.memories.is_empty() {
         println!("no memories in {} match", r.space);
@@ -284,10 +299,10 @@ pub(crate) async fn recall(a: RecallArgs) -> Outcome {
         }
     }
     println!("{}", served_note(&r.served_by, r.fallback, r.degraded));
-    Ok(())
+    Ok(code)
 }
 
-pub(crate) async fn forget(a: ForgetArgs) -> Outcome {
+pub(crate) async fn forget(a: ForgetArgs) -> Result<u8, Failure> {
     let mut client = connect(&a.common).await?;
     let r = client
         .forget(request(
@@ -311,7 +326,12 @@ pub(crate) async fn forget(a: ForgetArgs) -> Outcome {
             r.id, r.space, r.served_by
         );
     }
-    Ok(())
+    if r.space_existed {
+        Ok(0)
+    } else {
+        eprintln!("{}", empty_space(&r.space));
+        Ok(NO_MEMORIES)
+    }
 }
 
 pub(crate) async fn get(a: GetArgs) -> Outcome {
@@ -526,8 +546,9 @@ fn print_consolidation(common: &Common, r: &v1::ConsolidateResponse) {
     }
 }
 
-pub(crate) async fn query(a: QueryArgs) -> Outcome {
+pub(crate) async fn query(a: QueryArgs) -> Result<u8, Failure> {
     let mut client = connect(&a.common).await?;
+    let asked: std::collections::BTreeSet<String> = a.spaces.iter().cloned().collect();
     let r = client
         .query(request(
             &a.common,
@@ -544,9 +565,19 @@ pub(crate) async fn query(a: QueryArgs) -> Outcome {
         .await
         .map_err(|s| failed(&a.common, &s))?
         .into_inner();
+    // Every space empty: nothing to find anywhere, said as for a recall.
+    let empty: std::collections::BTreeSet<&String> = r.empty_spaces.iter().collect();
+    let code = if empty.len() == asked.len() {
+        NO_MEMORIES
+    } else {
+        0
+    };
+    for space in &r.empty_spaces {
+        eprintln!("{}", empty_space(space));
+    }
     if a.common.json {
         print_json(&json::Queried::from(&r));
-        return Ok(());
+        return Ok(code);
     }
     println!(
         "{:>6}  {:>5}  {:<16}  {:<36}  CONTENT",
@@ -566,7 +597,7 @@ pub(crate) async fn query(a: QueryArgs) -> Outcome {
     for f in &r.failures {
         println!("partial: {} failed: {}", f.space, f.error);
     }
-    Ok(())
+    Ok(code)
 }
 
 pub(crate) async fn locate(a: LocateArgs) -> Outcome {

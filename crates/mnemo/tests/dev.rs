@@ -168,7 +168,11 @@ fn await_line(rx: &std::sync::mpsc::Receiver<String>, text: &str) -> String {
 
 fn pid_of_node(id: &str, base: u16, i: u16) -> Option<String> {
     let out = Command::new("pgrep")
-        .args(["-f", "--", &format!("--id {id} --listen 127.0.0.1:{}", base + i)])
+        .args([
+            "-f",
+            "--",
+            &format!("--id {id} --listen 127.0.0.1:{}", base + i),
+        ])
         .output()
         .unwrap();
     String::from_utf8(out.stdout)

@@ -353,6 +353,24 @@ async fn the_command_line_makes_and_presents_tokens() {
     let out = n2
         .command()
         .args([
+            "remember",
+            "--space",
+            "alice-notes",
+            "--node",
+            &node,
+            "--token",
+        ])
+        .args([&cli_token, "a note of alice's"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = n2
+        .command()
+        .args([
             "recall",
             "--json",
             "--space",

@@ -546,3 +546,36 @@ fn cli_suggests_flags_and_completes() {
         assert!(script.contains("consolidate") && space, "{shell}");
     }
 }
+
+/// A space with no memories is reported as such, with its own exit code
+/// (3), by recall, query and forget; a space that has memories is not.
+#[test]
+fn empty_spaces_are_reported_with_their_own_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &[]);
+    let out = node.cli(&["remember", "--space", "full", "a memory about cats"]);
+    assert!(out.status.success());
+
+    let out = node.cli(&["recall", "--space", "nothing", "cats"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("space \"nothing\" has no memories"));
+    let out = node.cli(&["recall", "--space", "full", "--json", "dogs"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a space whose memories do not match"
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["space_memories"], 1);
+
+    let out = node.cli(&["query", "--spaces", "nothing,none", "cats"]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = node.cli(&["query", "--spaces", "nothing,full", "cats"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"nothing\""));
+
+    let out = node.cli(&["forget", "--space", "nowhere", "some-id"]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = node.cli(&["forget", "--space", "full", "some-id"]);
+    assert_eq!(out.status.code(), Some(0));
+}
