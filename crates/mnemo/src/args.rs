@@ -151,31 +151,38 @@ pub(crate) struct Common {
 
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
-    /// Stable node id.
-    #[arg(long)]
+    /// Stable node id, unique in the cluster [default: n1].
+    #[arg(long, env = "MNEMO_ID")]
     pub(crate) id: Option<String>,
-    /// gRPC (TCP) and gossip (UDP) address.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// gRPC (TCP) and gossip (UDP) address [default: 127.0.0.1:7401].
+    #[arg(long, env = "MNEMO_LISTEN", value_name = "HOST:PORT")]
     pub(crate) listen: Option<SocketAddr>,
-    /// Where the node keeps its data.
-    #[arg(long, value_name = "DIR")]
+    /// Where the node keeps its data [default: mnemo-data].
+    #[arg(long, env = "MNEMO_DATA_DIR", value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
-    /// Another node's listen address; repeat for more seeds.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Another node's listen address; repeat (or separate with commas) for
+    /// more seeds [default: none, a cluster of its own].
+    #[arg(
+        long,
+        env = "MNEMO_JOIN",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
     pub(crate) join: Vec<String>,
-    /// Copies of each space, primary included.
-    #[arg(long, value_name = "N")]
+    /// Copies of each space, primary included [default: 3].
+    #[arg(long, env = "MNEMO_REPLICATION_FACTOR", value_name = "N")]
     pub(crate) replication_factor: Option<usize>,
-    /// Serve /metrics and /health over HTTP here.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Serve the HTTP/JSON API, /metrics and the probes here [default:
+    /// not served].
+    #[arg(long, env = "MNEMO_HTTP", value_name = "HOST:PORT")]
     pub(crate) http: Option<SocketAddr>,
-    /// Cluster size a majority is counted of (default: the largest seen).
-    #[arg(long, value_name = "N")]
+    /// Cluster size a majority is counted of [default: the largest seen].
+    #[arg(long, env = "MNEMO_EXPECTED_SIZE", value_name = "N")]
     pub(crate) expected_size: Option<usize>,
     /// Hedge a recall to the next replica when the primary has not answered
     /// after this long [default: adaptive, about the primary's 95th
     /// percentile latency, at least 20 ms; 0 turns hedging off].
-    #[arg(long, value_name = "MS")]
+    #[arg(long, env = "MNEMO_HEDGE_MS", value_name = "MS")]
     pub(crate) hedge_ms: Option<u64>,
     /// For tests of slow nodes: delay every request this node serves.
     #[arg(long, value_name = "MS", hide = true)]
@@ -185,21 +192,26 @@ pub(crate) struct NodeArgs {
     /// them.
     #[arg(long, hide = true)]
     pub(crate) stop_on_stdin_eof: bool,
-    /// How long a breaker stays open before it lets one probe through.
-    #[arg(long, value_name = "MS")]
+    /// How long a breaker stays open before it lets one probe through
+    /// [default: 30000].
+    #[arg(long, env = "MNEMO_BREAKER_OPEN_TIMEOUT_MS", value_name = "MS")]
     pub(crate) breaker_open_timeout_ms: Option<u64>,
     /// How often each space is compared with one other holder (anti-entropy;
     /// default 10000).
-    #[arg(long, value_name = "MS")]
+    #[arg(long, env = "MNEMO_ANTI_ENTROPY_MS", value_name = "MS")]
     pub(crate) anti_entropy_ms: Option<u64>,
     /// Most MiB per second anti-entropy, catch-up and hand-over move
     /// (default 64).
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, env = "MNEMO_SYNC_RATE_MIB", value_name = "MIB")]
     pub(crate) sync_rate_mib: Option<u64>,
     /// Checkpoint the store (and start the write-ahead log over) once the
     /// log holds this many MiB (default 64); bounds replay at start-up.
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, env = "MNEMO_CHECKPOINT_MIB", value_name = "MIB")]
     pub(crate) checkpoint_mib: Option<u64>,
+    /// Similarity of client embeddings at or above which consolidation
+    /// merges memories whose texts do not conflict [default: 0.97].
+    #[arg(long, env = "MNEMO_CONSOLIDATE_THRESHOLD", value_name = "SIMILARITY")]
+    pub(crate) consolidate_threshold: Option<f32>,
     /// Certificates directory with ca.crt, <id>.crt, <id>.key and
     /// cluster.key (`mnemo certs create`): TLS, node and client
     /// authentication, authenticated gossip.
@@ -208,8 +220,10 @@ pub(crate) struct NodeArgs {
     /// Serve without TLS or authentication; only on loopback addresses.
     #[arg(long, env = "MNEMO_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub(crate) insecure: bool,
-    /// A TOML file with any of the settings above (flags win).
-    #[arg(long, value_name = "FILE")]
+    /// A TOML file with any of the settings above, by their long names with
+    /// `_` for `-` (flags and MNEMO_* variables win); see
+    /// crates/mnemo/node.example.toml.
+    #[arg(long, env = "MNEMO_CONFIG", value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
 }
 

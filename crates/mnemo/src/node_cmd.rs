@@ -10,7 +10,7 @@ use crate::args::NodeArgs;
 use crate::client::Failure;
 
 /// Settings a `--config` TOML file may hold; flags win over it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     id: Option<String>,
@@ -93,12 +93,12 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
         }
         c.store.checkpoint_bytes = mib.saturating_mul(1024 * 1024);
     }
-    if let Some(t) = file.consolidate_threshold {
+    if let Some(t) = args.consolidate_threshold.or(file.consolidate_threshold) {
         c.consolidate_threshold = t;
     }
     mnemo_node::validate_id(&c.id).map_err(|e| Failure(format!("--id: {e}")))?;
     mnemo_node::validate_threshold(c.consolidate_threshold)
-        .map_err(|e| Failure(format!("consolidate_threshold in --config: {e}")))?;
+        .map_err(|e| Failure(format!("--consolidate-threshold: {e}")))?;
     if c.replication_factor == 0 {
         return Err(Failure("--replication-factor must be at least 1".into()));
     }
@@ -232,4 +232,26 @@ pub(crate) async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../node.example.toml");
+
+    /// The example file is valid, and names every key a file may hold.
+    #[test]
+    fn the_example_configuration_is_complete() {
+        let parsed: FileConfig = toml::from_str(EXAMPLE).expect("the example parses");
+        let keys = serde_json::to_value(FileConfig::default()).expect("keys");
+        for key in keys.as_object().expect("a table").keys() {
+            assert!(
+                EXAMPLE.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                "node.example.toml lacks {key}"
+            );
+        }
+        assert_eq!(parsed.id.as_deref(), Some("n1"));
+        assert_eq!(parsed.join.len(), 2);
+    }
 }
