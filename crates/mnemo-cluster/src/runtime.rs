@@ -122,6 +122,7 @@ impl Membership {
             local: local.clone(),
             members: vec![local],
             partition,
+            same_id: Vec::new(),
         };
         record_metrics(&initial);
         let (view_tx, view_rx) = watch::channel(initial);
@@ -533,6 +534,15 @@ impl Driver {
             .iter_membership_state()
             .map(|m| (m.id(), m.state()));
         let members = merge_members(&local, entries, &self.left);
+        let same_id: Vec<MemberInfo> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| {
+                let other = m.id();
+                other.id == local.id && other.addr != local.addr && m.state() == foca::State::Alive
+            })
+            .map(|m| MemberInfo::from_identity(m.id(), MemberState::Alive))
+            .collect();
         // A member that left and is alive again counts again (the detector
         // sees it in `present`), and a later leave of it lowers the size again.
         self.counted_left.retain(|id| {
@@ -548,7 +558,10 @@ impl Driver {
         let partition: PartitionState = self.detector.observe(now.into_std(), reachable, present);
         let changed = {
             let current = self.view_tx.borrow();
-            current.local != local || current.members != members || current.partition != partition
+            current.local != local
+                || current.members != members
+                || current.partition != partition
+                || current.same_id != same_id
         };
         if changed {
             self.view_tx.send_modify(|view| {
@@ -556,6 +569,7 @@ impl Driver {
                 view.local = local;
                 view.members = members;
                 view.partition = partition;
+                view.same_id = same_id;
                 record_metrics(view);
             });
         }

@@ -95,6 +95,10 @@ pub struct ClusterView {
     pub members: Vec<MemberInfo>,
     /// Partition detector output.
     pub partition: PartitionState,
+    /// Other live members that use this node's id (at another address):
+    /// two nodes started with one `--id`. The one started later should
+    /// stop.
+    pub same_id: Vec<MemberInfo>,
 }
 
 impl ClusterView {
@@ -149,8 +153,11 @@ pub(crate) fn merge_members<'a>(
             continue;
         }
         let info = MemberInfo::from_identity(identity, member_state(identity, state, left));
+        // Per id, a live identity over one that is not (a twin that left
+        // must not hide the node it imitated), then the newest.
+        let rank = |m: &MemberInfo| (m.state.is_reachable(), m.incarnation);
         match by_id.get(identity.id.as_str()) {
-            Some(existing) if existing.incarnation >= info.incarnation => {}
+            Some(existing) if rank(existing) >= rank(&info) => {}
             _ => {
                 by_id.insert(&identity.id, info);
             }
@@ -190,6 +197,23 @@ mod tests {
         assert_eq!(members[0].addr.port(), 11);
         assert_eq!(members[0].state, MemberState::Alive);
         assert_eq!(members[2].state, MemberState::Suspect);
+    }
+
+    #[test]
+    fn a_live_identity_wins_over_a_newer_one_that_left() {
+        // A second process started with n1's id, then refused and left: the
+        // live n1 keeps its place whatever order foca lists them in.
+        let real = ident("n1", 1, 10);
+        let twin = ident("n1", 9, 20);
+        for entries in [
+            vec![(&real, foca::State::Alive), (&twin, foca::State::Down)],
+            vec![(&twin, foca::State::Down), (&real, foca::State::Alive)],
+        ] {
+            let left: HashSet<(String, u64)> = [("n1".to_owned(), 20)].into();
+            let members = merge_members(&local(), entries, &left);
+            assert_eq!(members[0].addr.port(), 1);
+            assert_eq!(members[0].state, MemberState::Alive);
+        }
     }
 
     #[test]

@@ -21,6 +21,60 @@ use crate::catchup::SettleKind;
 use crate::node::Node;
 use crate::service::MnemoService;
 
+/// Why this node must stop, when another live node, started earlier, has
+/// its id: asked directly, it answers with that id (a node that merely
+/// restarted at another address no longer answers at the old one).
+async fn duplicate_id(node: &Node, view: &ClusterView) -> Option<String> {
+    for other in view
+        .same_id
+        .iter()
+        .filter(|o| o.incarnation < view.local.incarnation)
+    {
+        let (scheme, tls) = match &node.config.security {
+            Some(s) => ("https", Some(s.peer_tls.clone())),
+            None => ("http", None),
+        };
+        let Ok(mut endpoint) =
+            tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", other.addr))
+        else {
+            continue;
+        };
+        endpoint = endpoint.connect_timeout(std::time::Duration::from_secs(1));
+        if let Some(tls) = tls {
+            let Ok(e) = endpoint.tls_config(tls) else {
+                continue;
+            };
+            endpoint = e;
+        }
+        let Ok(channel) = endpoint.connect().await else {
+            continue;
+        };
+        let mut client = crate::forward::client(channel);
+        let mut request = tonic::Request::new(mnemo_proto::v1::StatusRequest {});
+        request.set_timeout(std::time::Duration::from_secs(2));
+        if let Ok(answer) = client.status(request).await
+            && answer.get_ref().node_id == node.id
+        {
+            return Some(format!(
+                "node id {:?} is already used by the node at {}; give every node its own --id",
+                node.id, other.addr
+            ));
+        }
+    }
+    None
+}
+
+/// Stops the node, for good, when its id is taken; true when it did.
+async fn refuse_duplicate_id(node: &Node, view: &ClusterView) -> bool {
+    let Some(why) = duplicate_id(node, view).await else {
+        return false;
+    };
+    tracing::error!("{why}");
+    let _ = node.fatal.set(why);
+    let _ = node.stop.send(true);
+    true
+}
+
 /// The router's members for a membership view (this node included).
 pub(crate) fn members(view: &ClusterView) -> Vec<Member> {
     view.members
@@ -119,6 +173,9 @@ pub(crate) async fn follow(node: Arc<Node>, mut view: watch::Receiver<ClusterVie
     let mut incarnation = view.borrow().local.incarnation;
     loop {
         let current = view.borrow_and_update().clone();
+        if refuse_duplicate_id(&node, &current).await {
+            return;
+        }
         let before = node.router.table();
         node.router
             .update_topology(with_remembered(&current, &mut remembered), current.epoch);

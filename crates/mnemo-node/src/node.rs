@@ -37,6 +37,9 @@ pub struct Node {
     pub(crate) health: tonic_health::server::HealthReporter,
     /// Sending `true` stops the node (after handing its spaces over).
     pub(crate) stop: watch::Sender<bool>,
+    /// Why the node stopped by itself, when it could not go on (another
+    /// live node has its id).
+    pub(crate) fatal: std::sync::OnceLock<String>,
 }
 
 /// Where one space lives, by node id.
@@ -49,6 +52,11 @@ pub struct Placement {
 }
 
 impl Node {
+    /// Why the node stopped by itself, if it did.
+    pub fn fatal(&self) -> Option<&str> {
+        self.fatal.get().map(String::as_str)
+    }
+
     fn topology(&self) -> Arc<mnemo_router::decision::RouteTable> {
         self.router.table()
     }

@@ -97,7 +97,11 @@ async fn leave_when_stopped(
     left: watch::Sender<bool>,
 ) {
     let _ = stopped.wait_for(|s| *s).await;
-    hand_over_before_leaving(&node).await;
+    // A node that must not be in the cluster (its id is taken) hands
+    // nothing over.
+    if node.fatal().is_none() {
+        hand_over_before_leaving(&node).await;
+    }
     if let Some(mut m) = node.membership.lock().await.take() {
         let _ = m.leave().await;
     }
@@ -180,6 +184,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         joined: std::sync::atomic::AtomicBool::new(joined),
         health,
         stop: stop.clone(),
+        fatal: std::sync::OnceLock::new(),
     });
     crate::antientropy::spawn(&node);
     tokio::spawn(crate::membership::follow(Arc::clone(&node), view));

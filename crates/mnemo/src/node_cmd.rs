@@ -194,7 +194,8 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
     // at the same moment may never close theirs. Everything acknowledged is
     // already durable, so after a grace period the process just ends.
     let mut left = running.has_left();
-    tokio::select! {
+    let node = std::sync::Arc::clone(&running.node);
+    let stopped = tokio::select! {
         stopped = running.wait() => stopped.map_err(|e| Failure(format!("node {id} stopped: {e}"))),
         () = async {
             let _ = left.wait_for(|l| *l).await;
@@ -203,6 +204,10 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
             tracing::warn!(grace = ?STOP_GRACE, "connections still open after stopping; exiting");
             Ok(())
         }
+    };
+    match node.fatal() {
+        Some(why) => Err(Failure(format!("node {id} stopped: {why}"))),
+        None => stopped,
     }
 }
 

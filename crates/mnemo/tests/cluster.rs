@@ -430,3 +430,63 @@ async fn mnemo_cluster_tells_healthy_from_unhealthy() {
     .await;
     assert_eq!(report["healthy"], false, "{report}");
 }
+
+/// A second node started with an id that a live node already has stops
+/// with a clear error; the first keeps its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_node_id_is_refused() {
+    let cluster = Cluster::start(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let seed = cluster.node("n2").addr.to_string();
+    let mut twin = support::mnemo()
+        .args([
+            "node",
+            "--id",
+            "n1",
+            "--listen",
+            "127.0.0.1:0",
+            "--join",
+            &seed,
+        ])
+        .args(support::TEST_NODE_FLAGS)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The guard only turns a hang into a failure.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = twin.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = twin.kill();
+            panic!("the twin kept running");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut twin.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("\"n1\" is already used by the node at")
+            && stderr.contains(&cluster.node("n1").addr.to_string()),
+        "{stderr}"
+    );
+    // The first n1 is still n1, where it was, alive in n2's view.
+    let n1_addr = cluster.node("n1").addr.to_string();
+    eventually("n2 to see the first n1 again", || async {
+        let status = cluster.node("n2").status().await;
+        status
+            .members
+            .iter()
+            .any(|m| m.id == "n1" && m.addr == n1_addr && m.state == "alive")
+            .then_some(())
+    })
+    .await;
+    let mine = cluster.node("n1").status().await;
+    assert_eq!(mine.node_id, "n1");
+}
