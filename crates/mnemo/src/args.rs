@@ -151,7 +151,8 @@ pub(crate) struct Common {
 
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
-    /// Stable node id, unique in the cluster [default: n1].
+    /// Stable node id, unique in the cluster [default: from --listen,
+    /// e.g. 127.0.0.1-7401].
     #[arg(long, env = "MNEMO_ID")]
     pub(crate) id: Option<String>,
     /// gRPC (TCP) and gossip (UDP) address [default: 127.0.0.1:7401].

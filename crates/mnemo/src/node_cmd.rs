@@ -42,11 +42,13 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
         }
         None => FileConfig::default(),
     };
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7401)));
     let mut c = NodeConfig::new(
-        args.id.or(file.id).unwrap_or_else(|| "n1".into()),
-        args.listen
-            .or(file.listen)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7401))),
+        args.id.or(file.id).unwrap_or_else(|| id_of(listen)),
+        listen,
         args.data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("mnemo-data")),
@@ -105,6 +107,18 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
     let certs_dir = args.certs_dir.or(file.certs_dir);
     c.security = security(&c, certs_dir.as_deref(), args.insecure || file.insecure)?;
     Ok(c)
+}
+
+/// A node's default id, from its listen address (`127.0.0.1-7401`): two
+/// nodes on one machine never share it by accident.
+fn id_of(listen: SocketAddr) -> String {
+    let host: String = listen
+        .ip()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+        .collect();
+    format!("{host}-{}", listen.port())
 }
 
 /// The node's certificates, or the checks that let it run without: secure
@@ -258,5 +272,13 @@ mod tests {
         }
         assert_eq!(parsed.id.as_deref(), Some("n1"));
         assert_eq!(parsed.join.len(), 2);
+    }
+
+    #[test]
+    fn default_ids_come_from_the_listen_address() {
+        assert_eq!(id_of("127.0.0.1:7401".parse().unwrap()), "127.0.0.1-7401");
+        let v6 = id_of("[::1]:7402".parse().unwrap());
+        assert_eq!(v6, "--1-7402");
+        assert!(mnemo_node::validate_id(&v6).is_ok());
     }
 }
