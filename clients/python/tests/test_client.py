@@ -143,6 +143,17 @@ def test_refusals_raise_typed_errors(node):
         Mnemo(url, ca=str(certs / "ca.crt")).recall("alice-notes", "x")
     with pytest.raises(Unauthenticated):
         Mnemo(url, ca=str(certs / "ca.crt"), token="mnemo1.forged.x").recall("alice-notes", "x")
+    # A token never leaves over plain HTTP.
+    with pytest.raises(ValueError):
+        Mnemo(url.replace("https://", "http://"), token=token(certs, "alice-*"))
+
+
+def test_dots_are_names_not_path_steps(node):
+    with operator(node) as m:
+        m.remember("dots", "a memory called dot", id=".")
+        m.remember("dots", "a memory called dot dot", id="..")
+        assert m.get("dots", ".").memory.content == "a memory called dot"
+        assert m.get("dots", "..").memory.content == "a memory called dot dot"
 
 
 def test_async_client(node):

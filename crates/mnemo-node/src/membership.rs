@@ -21,58 +21,72 @@ use crate::catchup::SettleKind;
 use crate::node::Node;
 use crate::service::MnemoService;
 
-/// Why this node must stop, when another live node, started earlier, has
-/// its id: asked directly, it answers with that id (a node that merely
-/// restarted at another address no longer answers at the old one).
-async fn duplicate_id(node: &Node, view: &ClusterView) -> Option<String> {
+/// Probes of a suspected twin, and the pause between them: a node that
+/// restarted at another address, or is moving and still handing over,
+/// stops answering (or says it is leaving) within them.
+const TWIN_PROBES: u32 = 3;
+const TWIN_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Checks, off the membership loop and once per identity, every live node
+/// that has this node's id and started earlier; stops this node for good
+/// if one really is a twin.
+fn check_twins(node: &Arc<Node>, view: &ClusterView, checked: &mut HashSet<(String, u64)>) {
     for other in view
         .same_id
         .iter()
         .filter(|o| o.incarnation < view.local.incarnation)
     {
-        let (scheme, tls) = match &node.config.security {
-            Some(s) => ("https", Some(s.peer_tls.clone())),
-            None => ("http", None),
-        };
-        let Ok(mut endpoint) =
-            tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", other.addr))
-        else {
+        if !checked.insert((other.addr.to_string(), other.incarnation)) {
             continue;
-        };
-        endpoint = endpoint.connect_timeout(std::time::Duration::from_secs(1));
-        if let Some(tls) = tls {
-            let Ok(e) = endpoint.tls_config(tls) else {
-                continue;
-            };
-            endpoint = e;
         }
-        let Ok(channel) = endpoint.connect().await else {
-            continue;
-        };
-        let mut client = crate::forward::client(channel);
-        let mut request = tonic::Request::new(mnemo_proto::v1::StatusRequest {});
-        request.set_timeout(std::time::Duration::from_secs(2));
-        if let Ok(answer) = client.status(request).await
-            && answer.get_ref().node_id == node.id
-        {
-            return Some(format!(
-                "node id {:?} is already used by the node at {}; give every node its own --id",
-                node.id, other.addr
-            ));
-        }
+        let (node, addr) = (Arc::clone(node), other.addr.to_string());
+        tokio::spawn(async move {
+            for probe in 0..TWIN_PROBES {
+                if probe > 0 {
+                    tokio::time::sleep(TWIN_PAUSE).await;
+                }
+                if !answers_as(&node, &addr).await {
+                    return;
+                }
+            }
+            let why = format!(
+                "node id {:?} is already used by the node at {addr}; give every node its own --id",
+                node.id
+            );
+            tracing::error!("{why}");
+            let _ = node.fatal.set(why);
+            let _ = node.stop.send(true);
+        });
     }
-    None
 }
 
-/// Stops the node, for good, when its id is taken; true when it did.
-async fn refuse_duplicate_id(node: &Node, view: &ClusterView) -> bool {
-    let Some(why) = duplicate_id(node, view).await else {
+/// True when the node at `addr` answers, as a serving node that is not
+/// leaving, with this node's id.
+async fn answers_as(node: &Node, addr: &str) -> bool {
+    let (scheme, tls) = match &node.config.security {
+        Some(s) => ("https", Some(s.peer_tls.clone())),
+        None => ("http", None),
+    };
+    let Ok(mut endpoint) = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
+    else {
         return false;
     };
-    tracing::error!("{why}");
-    let _ = node.fatal.set(why);
-    let _ = node.stop.send(true);
-    true
+    endpoint = endpoint.connect_timeout(std::time::Duration::from_secs(1));
+    if let Some(tls) = tls {
+        let Ok(e) = endpoint.tls_config(tls) else {
+            return false;
+        };
+        endpoint = e;
+    }
+    let Ok(channel) = endpoint.connect().await else {
+        return false;
+    };
+    let mut request = tonic::Request::new(mnemo_proto::v1::StatusRequest {});
+    request.set_timeout(std::time::Duration::from_secs(2));
+    match crate::forward::client(channel).status(request).await {
+        Ok(answer) => answer.get_ref().node_id == node.id && !answer.get_ref().leaving,
+        Err(_) => false,
+    }
 }
 
 /// The router's members for a membership view (this node included).
@@ -171,11 +185,10 @@ pub(crate) async fn follow(node: Arc<Node>, mut view: watch::Receiver<ClusterVie
     let mut was_partitioned = false;
     let mut settled_once = false;
     let mut incarnation = view.borrow().local.incarnation;
+    let mut twins_checked = HashSet::new();
     loop {
         let current = view.borrow_and_update().clone();
-        if refuse_duplicate_id(&node, &current).await {
-            return;
-        }
+        check_twins(&node, &current, &mut twins_checked);
         let before = node.router.table();
         node.router
             .update_topology(with_remembered(&current, &mut remembered), current.epoch);

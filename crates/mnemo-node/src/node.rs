@@ -312,6 +312,7 @@ impl Node {
                 })
                 .collect(),
             settled: self.sync.settled(),
+            leaving: *self.stop.borrow(),
             spaces: self
                 .store
                 .spaces()

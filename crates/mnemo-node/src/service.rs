@@ -480,7 +480,8 @@ impl Mnemo for MnemoService {
         let empty_spaces = result
             .parts
             .iter()
-            .filter(|(_, s)| s.value.space_memories == 0)
+            // A holder too old to count says 0: trust what it returned.
+            .filter(|(_, s)| s.value.space_memories == 0 && s.value.memories.is_empty())
             .map(|(space, _)| space.clone())
             .collect();
         let memories = result

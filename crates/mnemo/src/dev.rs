@@ -105,30 +105,37 @@ impl Dev {
     /// `graceful` (a cluster that never formed has nothing to hand over,
     /// and a SIGKILL loses nothing acknowledged).
     async fn stop_all(&mut self, events: &mut mpsc::UnboundedReceiver<Event>, graceful: bool) {
-        let running: Vec<u32> = self.nodes.iter_mut().filter_map(|n| n.pid.take()).collect();
+        // Index → pid of every node still running; a node leaves the map as
+        // soon as its exit is heard, so no pid is signalled after it could
+        // have been reused.
+        let mut running: std::collections::BTreeMap<usize, u32> = self
+            .nodes
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, n)| Some((i, n.pid.take()?)))
+            .collect();
         let signal = if graceful { "-TERM" } else { "-KILL" };
-        for pid in &running {
+        for pid in running.values() {
             let _ = Command::new("kill")
                 .args([signal, &pid.to_string()])
                 .status()
                 .await;
         }
-        let mut left = running.len();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while left > 0 {
+        while !running.is_empty() {
             match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(Event::Exited(..))) => left -= 1,
+                Ok(Some(Event::Exited(i, _))) => {
+                    running.remove(&i);
+                }
                 Ok(Some(Event::Restart(_))) => {}
                 Ok(None) | Err(_) => break,
             }
         }
-        if left > 0 {
-            for pid in running {
-                let _ = Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status()
-                    .await;
-            }
+        for pid in running.values() {
+            let _ = Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .await;
         }
     }
 }
@@ -230,7 +237,9 @@ pub(crate) async fn run(args: DevArgs) -> Result<(), Failure> {
                 Event::Restart(i) => {
                     eprintln!("mnemo dev: starting node {} again", dev.nodes[i].id);
                     dev.nodes[i].restarted = true;
-                    dev.spawn(i)?;
+                    if let Err(Failure(why)) = dev.spawn(i) {
+                        eprintln!("mnemo dev: {why}; leaving it down");
+                    }
                 }
             },
         }

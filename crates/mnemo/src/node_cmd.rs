@@ -116,7 +116,13 @@ fn id_of(listen: SocketAddr) -> String {
         .ip()
         .to_string()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("{host}-{}", listen.port())
 }

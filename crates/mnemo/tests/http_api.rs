@@ -441,3 +441,72 @@ async fn the_openapi_document_matches_the_routes() {
     let (status, _) = h.call("GET", "/v1/spaces", None);
     assert_eq!(status, 404);
 }
+
+/// What a web page could make a browser send is refused, and odd headers
+/// or parameters get clear refusals, never a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_and_odd_requests_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &["--http", "127.0.0.1:0"]);
+    let http = node.http.clone().unwrap();
+    let plain = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let url = format!("http://{http}/v1/spaces/notes/memories");
+    let send = |request: ureq::RequestBuilder<ureq::typestate::WithBody>| {
+        let mut r = request
+            .send_json(json!({"content": "from a page"}))
+            .unwrap();
+        let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+        (r.status().as_u16(), body)
+    };
+    // A page's cross-site POST (no preflight needed for a "simple" one).
+    let (status, r) = send(plain.post(&url).header("origin", "http://evil.example"));
+    assert_eq!((status, error(&r).0), (403, "PERMISSION_DENIED"), "{r}");
+    let (status, _) = send(plain.post(&url).header("sec-fetch-site", "cross-site"));
+    assert_eq!(status, 403);
+    // DNS rebinding: a page's own host name pointing at 127.0.0.1.
+    let (status, r) = send(plain.post(&url).header("host", "evil.example"));
+    assert!(status == 403 && error(&r).1.contains("loopback"), "{r}");
+    // A program on this machine is served.
+    let (status, _) = send(plain.post(&url));
+    assert_eq!(status, 201);
+
+    // An absurd deadline is capped, not a crash; bad parameters are JSON
+    // refusals.
+    let mut r = plain
+        .post(format!("http://{http}/v1/spaces/notes/recall"))
+        .header(
+            mnemo_node::http::api::TIMEOUT_HEADER,
+            "18446744073709551615",
+        )
+        .send_json(json!({"cue": "page"}))
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "{}",
+        r.body_mut().read_to_string().unwrap()
+    );
+    for path in [
+        "/v1/spaces/notes/memories?limit=abc",
+        "/v1/spaces/notes/memories?cursor=a&limit=-1",
+    ] {
+        let mut r = plain.get(format!("http://{http}{path}")).call().unwrap();
+        let body: Value = r.body_mut().read_json().unwrap();
+        assert_eq!(
+            (r.status().as_u16(), error(&body).0),
+            (400, "INVALID_ARGUMENT"),
+            "{path}"
+        );
+    }
+    let mut r = plain
+        .delete(format!(
+            "http://{http}/v1/spaces/notes/memories/a?ack=always"
+        ))
+        .call()
+        .unwrap();
+    let body: Value = r.body_mut().read_json().unwrap();
+    assert!(error(&body).1.contains("ack"), "{body}");
+}

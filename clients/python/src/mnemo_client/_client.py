@@ -336,8 +336,9 @@ def _cue(
 
 
 def _seg(s: str) -> str:
-    """`s` as one path segment (the node refuses what it cannot name)."""
-    return quote(s, safe="")
+    """`s` as one path segment. Dots are escaped too, so that "." and ".."
+    stay names instead of being resolved away by the URL library."""
+    return quote(s, safe="").replace(".", "%2E")
 
 
 class _Ops:
@@ -385,7 +386,9 @@ class _Ops:
 
     @staticmethod
     def list(space: str, cursor: str = "", limit: Optional[int] = None) -> _Op[Page]:
-        params = _drop_none({"cursor": cursor or None, "limit": str(limit) if limit else None})
+        params = _drop_none(
+            {"cursor": cursor or None, "limit": str(limit) if limit is not None else None}
+        )
         return _Op("GET", f"/v1/spaces/{_seg(space)}/memories", Page.from_json, params=params)
 
     @staticmethod
@@ -410,8 +413,12 @@ Cert = Union[str, Tuple[str, str]]
 
 
 def _settings(
-    ca: Optional[str], cert: Optional[Cert], token: Optional[str], timeout: float
+    url: str, ca: Optional[str], cert: Optional[Cert], token: Optional[str], timeout: float
 ) -> Json:
+    if token and not url.startswith("https://"):
+        raise ValueError("a token travels over https:// only (and an --insecure node takes none)")
+    if cert is not None and ca is None:
+        raise ValueError("a client certificate needs the cluster's CA too: pass ca=")
     headers = {"authorization": f"Bearer {token}"} if token else {}
     verify: Union[bool, ssl.SSLContext] = True
     if ca is not None:
@@ -439,7 +446,7 @@ class Mnemo:
         token: Optional[str] = None,
         timeout: float = 10.0,
     ) -> None:
-        self._http = httpx.Client(base_url=url, **_settings(ca, cert, token, timeout))
+        self._http = httpx.Client(base_url=url, **_settings(url, ca, cert, token, timeout))
 
     def _run(self, op: _Op[T]) -> T:
         r = self._http.request(op.method, op.path, json=op.body, params=op.params)
@@ -551,7 +558,7 @@ class AsyncMnemo:
         token: Optional[str] = None,
         timeout: float = 10.0,
     ) -> None:
-        self._http = httpx.AsyncClient(base_url=url, **_settings(ca, cert, token, timeout))
+        self._http = httpx.AsyncClient(base_url=url, **_settings(url, ca, cert, token, timeout))
 
     async def _run(self, op: _Op[T]) -> T:
         r = await self._http.request(op.method, op.path, json=op.body, params=op.params)

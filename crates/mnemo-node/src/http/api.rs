@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mnemo_proto::v1::{self, mnemo_server::Mnemo};
@@ -139,6 +140,44 @@ fn too_large() -> Response {
     response
 }
 
+/// Path parameters whose rejection answers like every other refusal.
+pub(crate) struct Segments<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for Segments<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| Segments(v))
+            .map_err(|e| {
+                ApiError(tonic::Status::invalid_argument(format!(
+                    "invalid path: {}",
+                    e.body_text()
+                )))
+            })
+    }
+}
+
+/// Query parameters whose rejection answers like every other refusal.
+pub(crate) struct Params<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Params(v))
+            .map_err(|e| {
+                ApiError(tonic::Status::invalid_argument(format!(
+                    "invalid query: {}",
+                    e.body_text()
+                )))
+            })
+    }
+}
+
 /// `message` as a request from `caller`, with the deadline the client
 /// asked for.
 fn grpc<T>(message: T, caller: Caller, headers: &HeaderMap) -> tonic::Request<T> {
@@ -149,7 +188,8 @@ fn grpc<T>(message: T, caller: Caller, headers: &HeaderMap) -> tonic::Request<T>
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
     {
-        r.set_timeout(Duration::from_millis(ms));
+        // As for gRPC's own header: less time than the default, never more.
+        r.set_timeout(Duration::from_millis(ms).min(mnemo_router::router::DEFAULT_DEADLINE));
     }
     r
 }
@@ -286,7 +326,7 @@ type Answer<T> = Result<Json<T>, ApiError>;
 async fn remember(
     State(svc): State<MnemoService>,
     caller: axum::Extension<Caller>,
-    Path(space): Path<String>,
+    Segments(space): Segments<String>,
     headers: HeaderMap,
     Body(b): Body<RememberBody>,
 ) -> Result<(StatusCode, Json<json::Remembered>), ApiError> {
@@ -324,8 +364,8 @@ async fn remember(
 async fn list(
     State(svc): State<MnemoService>,
     caller: axum::Extension<Caller>,
-    Path(space): Path<String>,
-    Query(p): Query<PageParams>,
+    Segments(space): Segments<String>,
+    Params(p): Params<PageParams>,
     headers: HeaderMap,
 ) -> Answer<json::Page> {
     let message = v1::ListRequest {
@@ -350,7 +390,7 @@ async fn list(
 async fn get_memory(
     State(svc): State<MnemoService>,
     caller: axum::Extension<Caller>,
-    Path((space, id)): Path<(String, String)>,
+    Segments((space, id)): Segments<(String, String)>,
     headers: HeaderMap,
 ) -> Answer<json::Got> {
     let r = svc
@@ -369,8 +409,8 @@ async fn get_memory(
 async fn forget(
     State(svc): State<MnemoService>,
     caller: axum::Extension<Caller>,
-    Path((space, id)): Path<(String, String)>,
-    Query(p): Query<AckParams>,
+    Segments((space, id)): Segments<(String, String)>,
+    Params(p): Params<AckParams>,
     headers: HeaderMap,
 ) -> Answer<json::Forgot> {
     let message = v1::ForgetRequest {
@@ -406,7 +446,7 @@ fn recall_request(space: String, b: RecallBody) -> v1::RecallRequest {
 async fn recall(
     State(svc): State<MnemoService>,
     caller: axum::Extension<Caller>,
-    Path(space): Path<String>,
+    Segments(space): Segments<String>,
     headers: HeaderMap,
     Body(b): Body<RecallBody>,
 ) -> Answer<json::Recalled> {
@@ -425,7 +465,7 @@ async fn recall(
 async fn consolidate(
     State(svc): State<MnemoService>,
     caller: axum::Extension<Caller>,
-    Path(space): Path<String>,
+    Segments(space): Segments<String>,
     headers: HeaderMap,
     Body(b): Body<ConsolidateBody>,
 ) -> Answer<json::Consolidated> {
@@ -477,7 +517,7 @@ async fn query(
 async fn space(
     State(svc): State<MnemoService>,
     caller: axum::Extension<Caller>,
-    Path(space): Path<String>,
+    Segments(space): Segments<String>,
     headers: HeaderMap,
 ) -> Answer<SpaceInfo> {
     let located = svc

@@ -107,6 +107,51 @@ async fn timed(request: Request, next: Next) -> Response {
     response
 }
 
+/// Refuses what a web browser sends on a page's behalf. The API is for
+/// programs; a page must not write to, or through DNS rebinding read from,
+/// a node on the developer's machine (an insecure node trusts every
+/// caller, and a client certificate in the browser would be presented
+/// for any page).
+fn from_a_program(gate: &Gate, request: &Request) -> Result<(), tonic::Status> {
+    let headers = request.headers();
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v != "same-origin" && v != "none");
+    if headers.contains_key(header::ORIGIN) || cross_site {
+        return Err(tonic::Status::permission_denied(
+            "requests from web pages (with an Origin header) are refused; call the API from a program",
+        ));
+    }
+    if !gate.is_secure() {
+        // HTTP/2 names the host in the URI's authority, HTTP/1.1 in Host.
+        let host = request.uri().authority().map_or_else(
+            || {
+                headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default()
+            },
+            |a| a.as_str(),
+        );
+        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        let loopback = name == "localhost"
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+            || name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(tonic::Status::permission_denied(format!(
+                "an insecure node answers requests for loopback host names only, not {host:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Records who calls a `/v1` route, by the same rules as gRPC, or refuses.
 async fn authenticate(
     State(gate): State<Gate>,
@@ -114,6 +159,9 @@ async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
+    if let Err(refusal) = from_a_program(&gate, &request) {
+        return api::ApiError(refusal).into_response();
+    }
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)

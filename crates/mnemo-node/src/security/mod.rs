@@ -319,6 +319,11 @@ impl Gate {
         Gate { security }
     }
 
+    /// True when callers must present credentials.
+    pub fn is_secure(&self) -> bool {
+        self.security.is_some()
+    }
+
     /// Who sent `request`, or why it is refused.
     fn identify<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let certs = request.peer_certs();
