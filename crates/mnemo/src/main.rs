@@ -21,6 +21,12 @@ use crate::args::{CertsCommand, Cli, Command, TokenCommand};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // A command whose output is piped into `head` ends quietly when the
+    // pipe closes, as Unix tools do. Not the long-running processes: a
+    // node must outlive a peer's closed connection.
+    if !matches!(cli.command, Command::Node(_) | Command::Dev(_)) {
+        sigpipe::reset();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MNEMO_LOG")

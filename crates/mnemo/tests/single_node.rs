@@ -579,3 +579,49 @@ fn empty_spaces_are_reported_with_their_own_exit_code() {
     let out = node.cli(&["forget", "--space", "full", "some-id"]);
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// Output piped into a reader that stops early (`| head -1`) ends the
+/// command quietly, as for any Unix tool.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    use std::io::{BufRead as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &[]);
+    // More than a pipe holds (64 KiB), so the export is still writing when
+    // the reader goes.
+    let lines = dir.path().join("big.jsonl");
+    let mut file = std::fs::File::create(&lines).unwrap();
+    for i in 0..400 {
+        let content = format!("memory {i} {}", "words ".repeat(60));
+        writeln!(
+            file,
+            "{}",
+            serde_json::json!({"id": format!("m{i:03}"), "content": content})
+        )
+        .unwrap();
+    }
+    let out = node.cli(&["import", "--space", "big", lines.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = node
+        .command()
+        .args(["export", "--space", "big", "--node", &node.node_flag()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("m000"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("error"),
+        "{stderr}"
+    );
+}
