@@ -21,6 +21,8 @@ pub(crate) async fn remember(
     r: v1::RememberRequest,
     timeout: Duration,
 ) -> Result<v1::RememberResponse, Status> {
+    // The caller's time runs from now: the write below spends some of it.
+    let until = tokio::time::Instant::now() + timeout;
     let memory = Memory {
         id: r.id,
         content: r.content,
@@ -37,7 +39,7 @@ pub(crate) async fn remember(
         .await
         .map_err(NodeError::from)?;
     let quorum = r.ack == v1::Ack::Quorum as i32;
-    replicate(node, &r.space, &written.elements, quorum, timeout, &id).await?;
+    replicate(node, &r.space, &written.elements, quorum, until, &id).await?;
     Ok(v1::RememberResponse {
         id,
         space: r.space,
@@ -54,7 +56,7 @@ async fn replicate(
     space: &str,
     elements: &[mnemo_store::Element],
     quorum: bool,
-    timeout: Duration,
+    until: tokio::time::Instant,
     what: &str,
 ) -> Result<(), Status> {
     // Cut off from the majority, only the nodes the space was placed on
@@ -95,7 +97,8 @@ async fn replicate(
     // Stop waiting a little before the caller's deadline, so that the
     // caller hears how far the write got ("durable here, N of M confirmed")
     // rather than a bare DEADLINE_EXCEEDED.
-    let wait = timeout.saturating_sub((timeout / 10).max(Duration::from_millis(20)));
+    let left = until.saturating_duration_since(tokio::time::Instant::now());
+    let wait = left.saturating_sub((left / 10).max(Duration::from_millis(20)));
     acks.wait(needed, wait).await.map_err(|have| {
         mnemo_router::error::refusal(
             "quorum-shortfall",
@@ -114,6 +117,7 @@ pub(crate) async fn forget(
     r: v1::ForgetRequest,
     timeout: Duration,
 ) -> Result<v1::ForgetResponse, Status> {
+    let until = tokio::time::Instant::now() + timeout;
     let space_existed = node.store.holds(&r.space);
     let written = node
         .store
@@ -121,7 +125,7 @@ pub(crate) async fn forget(
         .await
         .map_err(NodeError::from)?;
     let quorum = r.ack == v1::Ack::Quorum as i32;
-    replicate(node, &r.space, &written.elements, quorum, timeout, &r.id).await?;
+    replicate(node, &r.space, &written.elements, quorum, until, &r.id).await?;
     Ok(v1::ForgetResponse {
         space: r.space,
         id: r.id,
