@@ -63,21 +63,12 @@ fn check_twins(node: &Arc<Node>, view: &ClusterView, checked: &mut HashSet<(Stri
 /// True when the node at `addr` answers, as a serving node that is not
 /// leaving, with this node's id.
 async fn answers_as(node: &Node, addr: &str) -> bool {
-    let (scheme, tls) = match &node.config.security {
-        Some(s) => ("https", Some(s.peer_tls.clone())),
-        None => ("http", None),
-    };
-    let Ok(mut endpoint) = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
-    else {
+    // Dialled as the router dials any peer (scheme, TLS, timeouts).
+    let pool = crate::server::router_config(&node.config).pool;
+    let twin = Member::alive(node.id.as_str(), addr);
+    let Ok(endpoint) = mnemo_router::pool::endpoint(&twin, &pool) else {
         return false;
     };
-    endpoint = endpoint.connect_timeout(std::time::Duration::from_secs(1));
-    if let Some(tls) = tls {
-        let Ok(e) = endpoint.tls_config(tls) else {
-            return false;
-        };
-        endpoint = e;
-    }
     let Ok(channel) = endpoint.connect().await else {
         return false;
     };

@@ -109,7 +109,7 @@ async fn leave_when_stopped(
 }
 
 /// The routing layer's settings from the node's.
-fn router_config(config: &NodeConfig) -> RouterConfig {
+pub(crate) fn router_config(config: &NodeConfig) -> RouterConfig {
     let mut router_config = RouterConfig {
         replication_factor: config.replication_factor,
         hedge: match config.hedge_delay {

@@ -59,6 +59,31 @@ impl Default for PoolConfig {
     }
 }
 
+/// How `member` is dialled with `config`: scheme, TLS, connect timeout and
+/// keep-alive. The pool's channels use it, and so may a one-off call to a
+/// node that is not (or not yet) in the topology.
+pub fn endpoint(member: &Member, config: &PoolConfig) -> Result<Endpoint, RouterError> {
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let invalid = || RouterError::InvalidAddress {
+        node: member.id.clone(),
+        addr: member.addr.clone(),
+    };
+    let mut endpoint =
+        Endpoint::from_shared(format!("{scheme}://{}", member.addr)).map_err(|_| invalid())?;
+    if let Some(tls) = &config.tls {
+        endpoint = endpoint.tls_config(tls.clone()).map_err(|_| invalid())?;
+    }
+    Ok(endpoint
+        .connect_timeout(config.connect_timeout)
+        .http2_keep_alive_interval(config.keep_alive_interval)
+        .keep_alive_timeout(config.keep_alive_timeout)
+        .keep_alive_while_idle(true))
+}
+
 /// The channels of one remote node.
 #[derive(Debug)]
 pub struct NodeChannels {
@@ -72,25 +97,7 @@ pub struct NodeChannels {
 impl NodeChannels {
     /// Channels for `member` (none opened yet).
     pub fn new(member: &Member, config: &PoolConfig) -> Result<Self, RouterError> {
-        let scheme = if config.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let invalid = || RouterError::InvalidAddress {
-            node: member.id.clone(),
-            addr: member.addr.clone(),
-        };
-        let mut endpoint =
-            Endpoint::from_shared(format!("{scheme}://{}", member.addr)).map_err(|_| invalid())?;
-        if let Some(tls) = &config.tls {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(|_| invalid())?;
-        }
-        let endpoint = endpoint
-            .connect_timeout(config.connect_timeout)
-            .http2_keep_alive_interval(config.keep_alive_interval)
-            .keep_alive_timeout(config.keep_alive_timeout)
-            .keep_alive_while_idle(true);
+        let endpoint = endpoint(member, config)?;
         Ok(Self {
             id: member.id.clone(),
             addr: member.addr.clone(),

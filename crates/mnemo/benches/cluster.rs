@@ -33,15 +33,7 @@ fn recall(space: &str) -> v1::RecallRequest {
 async fn seed(cluster: &Cluster, space: &str) {
     let mut c = cluster.nodes[0].client().await;
     for i in 0..20 {
-        c.remember(v1::RememberRequest {
-            space: space.into(),
-            id: format!("m{i}"),
-            content: format!("meeting {i} is in room {}", i % 7),
-            ack: v1::Ack::Quorum as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        support::remember_meeting(&mut c, space, i).await;
     }
 }
 

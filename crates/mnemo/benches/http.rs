@@ -30,21 +30,6 @@ fn report(name: &str, times: &mut [Duration]) {
     );
 }
 
-async fn remember_in(
-    c: &mut v1::mnemo_client::MnemoClient<tonic::transport::Channel>,
-    space: &str,
-    i: usize,
-) {
-    c.remember(v1::RememberRequest {
-        space: space.into(),
-        id: format!("m{i}"),
-        content: format!("meeting {i} is in room {}", i % 7),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-}
-
 fn main() {
     let Some((args, rt)) = support::bench_setup() else {
         return;
@@ -60,7 +45,7 @@ fn main() {
         let node = &cluster.nodes[0];
         let mut grpc = node.client().await;
         for i in 0..100 {
-            remember_in(&mut grpc, "latency", i).await;
+            support::remember_meeting(&mut grpc, "latency", i).await;
         }
         let agent = support::https_agent(&certs, Some("client"));
         let base = format!("https://{}", node.http.clone().unwrap());
@@ -140,11 +125,11 @@ fn main() {
 
         // /metrics with 10, then 10,000 spaces.
         for i in 0..10 {
-            remember_in(&mut grpc, &format!("space-{i}"), i).await;
+            support::remember_meeting(&mut grpc, &format!("space-{i}"), i).await;
         }
         let small = metrics_size();
         for i in 10..10_000 {
-            remember_in(&mut grpc, &format!("space-{i}"), i).await;
+            support::remember_meeting(&mut grpc, &format!("space-{i}"), i).await;
         }
         let large = metrics_size();
         println!("/metrics: {small} bytes with 11 spaces, {large} bytes with 10,001 spaces");

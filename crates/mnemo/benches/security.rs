@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use mnemo_node::security::{Claims, token_key};
 use mnemo_proto::v1::{self, mnemo_client::MnemoClient};
 use support::{Cluster, NodeProcess, micros, percentile};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
 const SPACE: &str = "latency";
 
@@ -68,31 +68,10 @@ impl Way {
 async fn seeded(cluster: &Cluster) -> (&NodeProcess, &NodeProcess) {
     let mut c = cluster.nodes[0].client().await;
     for i in 0..100 {
-        c.remember(v1::RememberRequest {
-            space: SPACE.into(),
-            id: format!("m{i}"),
-            content: format!("meeting {i} is in room {}", i % 7),
-            ack: v1::Ack::Quorum as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        support::remember_meeting(&mut c, SPACE, i).await;
     }
     let primary = cluster.locate_everywhere(SPACE).await.primary.unwrap().id;
     (cluster.node(&primary), cluster.node_other_than(&[&primary]))
-}
-
-/// TLS to `node` checking it against the cluster's CA, no certificate.
-fn anonymous(node: &NodeProcess) -> Endpoint {
-    let ca = std::fs::read(node.certs.as_ref().unwrap().join("ca.crt")).unwrap();
-    Endpoint::from_shared(format!("https://{}", node.addr))
-        .unwrap()
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(ca))
-                .domain_name("localhost"),
-        )
-        .unwrap()
 }
 
 async fn steady(samples: usize) {
@@ -119,12 +98,12 @@ async fn steady(samples: usize) {
         way("TLS+cert forwarded", s_other.client().await, None),
         way(
             "TLS+token direct",
-            MnemoClient::new(anonymous(s_primary).connect().await.unwrap()),
+            MnemoClient::new(support::tls_channel(s_primary.addr, &certs, None).await),
             Some(&token),
         ),
         way(
             "TLS+token forwarded",
-            MnemoClient::new(anonymous(s_other).connect().await.unwrap()),
+            MnemoClient::new(support::tls_channel(s_other.addr, &certs, None).await),
             Some(&token),
         ),
     ];

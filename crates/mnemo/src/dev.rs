@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::process::{ChildStdin, Command};
 use tokio::sync::mpsc;
 
-use crate::args::DevArgs;
-use crate::client::Failure;
+use crate::args::{Common, DevArgs};
+use crate::client::{Failure, connect};
 
 /// How long a dead node stays down before it is started again.
 const RESTART_AFTER: Duration = Duration::from_secs(5);
@@ -279,17 +279,21 @@ fn banner(dev: &Dev) {
 /// Waits until every node sees all of them alive, so the first command a
 /// person types is routed by a complete cluster.
 async fn await_formed(addrs: &[String], certs_dir: &Path) -> Result<(), String> {
-    use mnemo_proto::v1::{StatusRequest, mnemo_client::MnemoClient};
-    let tls = mnemo_node::security::client_tls(certs_dir, true).map_err(|e| e.to_string())?;
+    use mnemo_proto::v1::StatusRequest;
     let deadline = tokio::time::Instant::now() + FORM_TIMEOUT;
     for addr in addrs {
+        // Asked as the command line asks, with the operator's certificate.
+        let common = Common {
+            node: addr.clone(),
+            json: false,
+            timeout: 1_000,
+            certs_dir: Some(certs_dir.to_path_buf()),
+            token: None,
+            insecure: false,
+        };
         loop {
             let formed = async {
-                let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
-                    .ok()?
-                    .tls_config(tls.clone())
-                    .ok()?;
-                let mut client = MnemoClient::new(endpoint.connect().await.ok()?);
+                let mut client = connect(&common).await.ok()?;
                 let s = client.status(StatusRequest {}).await.ok()?.into_inner();
                 let alive = s.members.iter().filter(|m| m.state == "alive").count();
                 (alive == addrs.len() && s.partition == "connected").then_some(())

@@ -16,51 +16,39 @@ async fn channel(node: &NodeProcess) -> Channel {
         .unwrap()
 }
 
-async fn services_v1(channel: Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut answers = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let answer = answers.message().await.unwrap().unwrap();
-    match answer.message_response.unwrap() {
-        MessageResponse::ListServicesResponse(list) => {
-            list.service.into_iter().map(|s| s.name).collect()
+/// `async fn $name(channel) -> Vec<String>`: the services reflection
+/// version `$version` lists (v1 and v1alpha are the same protocol in two
+/// packages).
+macro_rules! list_services {
+    ($name:ident, $version:ident) => {
+        async fn $name(channel: Channel) -> Vec<String> {
+            use tonic_reflection::pb::$version::{
+                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest,
+                server_reflection_response::MessageResponse,
+            };
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut answers = ServerReflectionClient::new(channel)
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .unwrap()
+                .into_inner();
+            let answer = answers.message().await.unwrap().unwrap();
+            match answer.message_response.unwrap() {
+                MessageResponse::ListServicesResponse(list) => {
+                    list.service.into_iter().map(|s| s.name).collect()
+                }
+                other => panic!("not a list of services: {other:?}"),
+            }
         }
-        other => panic!("not a list of services: {other:?}"),
-    }
+    };
 }
 
-async fn services_v1alpha(channel: Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut answers = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let answer = answers.message().await.unwrap().unwrap();
-    match answer.message_response.unwrap() {
-        MessageResponse::ListServicesResponse(list) => {
-            list.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("not a list of services: {other:?}"),
-    }
-}
+list_services!(services_v1, v1);
+list_services!(services_v1alpha, v1alpha);
 
 async fn grpc_health(node: &NodeProcess) -> ServingStatus {
     let status = HealthClient::new(channel(node).await)

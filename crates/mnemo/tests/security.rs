@@ -7,25 +7,15 @@ mod support;
 use mnemo_node::security::{Claims, token_key};
 use mnemo_proto::v1::{self, internal_client::InternalClient, mnemo_client::MnemoClient};
 use std::path::Path;
-use support::{Cluster, NodeProcess, client_as, eventually, ids, recall_all, remember};
+use support::{
+    Cluster, NodeProcess, client_as, eventually, ids, recall_all, remember, tls_channel,
+};
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
-/// A TLS channel to `node` that checks it against the CA and presents no
-/// certificate (a token holder's).
+/// A TLS channel to `node` that presents no certificate (a token holder's).
 async fn anonymous(node: &NodeProcess) -> Channel {
-    let ca = std::fs::read(node.certs.as_ref().unwrap().join("ca.crt")).unwrap();
-    Endpoint::from_shared(format!("https://{}", node.addr))
-        .unwrap()
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(ca))
-                .domain_name("localhost"),
-        )
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+    tls_channel(node.addr, node.certs.as_ref().unwrap(), None).await
 }
 
 fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
@@ -169,21 +159,7 @@ async fn only_nodes_call_the_internal_service_or_forward() {
 
 /// A channel to `node` presenting `certs/<name>.crt`.
 async fn channel_of(node: &NodeProcess, certs: &Path, name: &str) -> Channel {
-    let crt = std::fs::read(certs.join(format!("{name}.crt"))).unwrap();
-    let key = std::fs::read(certs.join(format!("{name}.key"))).unwrap();
-    let ca = std::fs::read(certs.join("ca.crt")).unwrap();
-    Endpoint::from_shared(format!("https://{}", node.addr))
-        .unwrap()
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(ca))
-                .identity(tonic::transport::Identity::from_pem(crt, key))
-                .domain_name("localhost"),
-        )
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+    tls_channel(node.addr, certs, Some(name)).await
 }
 
 /// The tokens of [`tokens_keep_tenants_apart`].
@@ -431,44 +407,34 @@ async fn a_stranger_cannot_join_or_gossip() {
     assert_eq!(members, ["n9"], "the stranger saw {members:?}");
 }
 
+/// Runs `command`, which must fail, and gives its stderr.
+fn refused(command: &mut std::process::Command) -> String {
+    let out = command.output().unwrap();
+    assert!(!out.status.success(), "{command:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn an_insecure_node_stays_on_loopback_and_a_node_needs_certificates() {
     let dir = tempfile::tempdir().unwrap();
-    let out = support::mnemo()
-        .args(["node", "--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let node = |args: &[&str]| {
+        let mut c = support::mnemo();
+        c.arg("node").args(args).arg("--data-dir").arg(dir.path());
+        c
+    };
+    let stderr = refused(&mut node(&["--listen", "0.0.0.0:0"]));
     assert!(
         stderr.contains("loopback") && stderr.contains("--listen 0.0.0.0:0"),
         "{stderr}"
     );
-
-    let out = support::mnemo()
-        .args([
-            "node",
-            "--http",
-            "0.0.0.0:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--http 0.0.0.0:0"));
-
-    let out = support::mnemo()
-        .env_remove("MNEMO_INSECURE")
-        .args(["node", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&mut node(&[
+        "--http",
+        "0.0.0.0:0",
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    assert!(stderr.contains("--http 0.0.0.0:0"), "{stderr}");
+    let stderr = refused(node(&["--listen", "127.0.0.1:0"]).env_remove("MNEMO_INSECURE"));
     assert!(
         stderr.contains("needs certificates") && stderr.contains("--insecure"),
         "{stderr}"
@@ -589,16 +555,13 @@ fn a_node_refuses_key_material_it_cannot_trust() {
     let certs = dir.path().join("certs");
     support::make_certs(&certs, 1);
     let start = |id: &str| {
-        support::mnemo_with_certs(&certs)
-            .args(["node", "--id", id, "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .output()
-            .unwrap()
+        let mut c = support::mnemo_with_certs(&certs);
+        c.args(["node", "--id", id, "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"));
+        c
     };
     // The client certificate is not a node's.
-    let out = start("client");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&mut start("client"));
     assert!(stderr.contains("not a node certificate"), "{stderr}");
 
     // A key others may read.
@@ -608,34 +571,30 @@ fn a_node_refuses_key_material_it_cannot_trust() {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(m)).unwrap();
     };
     mode(0o644);
-    let out = start("n1");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&mut start("n1"));
     assert!(stderr.contains("chmod 600"), "{stderr}");
     mode(0o600);
 
     // `certs create` without the CA's key makes no second CA.
     std::fs::remove_file(certs.join("ca.key")).unwrap();
-    let out = support::mnemo()
-        .args(["certs", "create", "--nodes", "n2", "--dir"])
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("without ca.key"));
+    let stderr = refused(
+        support::mnemo()
+            .args(["certs", "create", "--nodes", "n2", "--dir"])
+            .arg(&certs),
+    );
+    assert!(stderr.contains("without ca.key"), "{stderr}");
     assert!(!certs.join("n2.crt").exists());
 
     // --insecure from a config file is held to loopback too.
     let config = dir.path().join("node.toml");
     std::fs::write(&config, "insecure = true\nlisten = \"0.0.0.0:0\"\n").unwrap();
-    let out = support::mnemo()
-        .env_remove("MNEMO_INSECURE")
-        .args(["node", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    let stderr = refused(
+        support::mnemo()
+            .env_remove("MNEMO_INSECURE")
+            .args(["node", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&config),
+    );
+    assert!(stderr.contains("loopback"), "{stderr}");
 }

@@ -104,7 +104,7 @@ impl Security {
             read(dir, &format!("{node}.crt"))?,
             read_secret(dir, &format!("{node}.key"))?,
         );
-        let der = rustls_pemfile_first(&crt)
+        let der = first_certificate(&crt)
             .ok_or_else(|| format!("{}/{node}.crt holds no certificate", dir.display()))?;
         if !is_node_certificate(&der) {
             return Err(format!(
@@ -181,7 +181,7 @@ pub fn client_tls(dir: &Path, present_certificate: bool) -> Result<ClientTlsConf
 }
 
 /// The first certificate of a PEM file, as DER.
-fn rustls_pemfile_first(pem: &[u8]) -> Option<CertificateDer<'static>> {
+fn first_certificate(pem: &[u8]) -> Option<CertificateDer<'static>> {
     use rustls_pki_types::pem::PemObject;
     CertificateDer::pem_slice_iter(pem).next()?.ok()
 }

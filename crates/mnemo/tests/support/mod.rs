@@ -87,6 +87,21 @@ pub fn metric_sum(page: &str, metric: &str) -> f64 {
         .sum()
 }
 
+/// Meeting `i` of the benchmarks ("meeting i is in room i % 7", id `m{i}`)
+/// written into `space`, durable on a quorum.
+pub async fn remember_meeting(client: &mut MnemoClient<Channel>, space: &str, i: usize) {
+    client
+        .remember(mnemo_proto::v1::RememberRequest {
+            space: space.into(),
+            id: format!("m{i}"),
+            content: format!("meeting {i} is in room {}", i % 7),
+            ack: mnemo_proto::v1::Ack::Quorum as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 /// The `p` quantile (0..=1) of sorted durations, for benchmarks.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -192,23 +207,30 @@ pub async fn secure_client(addr: SocketAddr, certs: &Path) -> MnemoClient<Channe
 /// A client of a secure node at `addr` presenting `certs/<name>.crt`: a
 /// node certificate's name makes it a peer node.
 pub async fn client_as(addr: SocketAddr, certs: &Path, name: &str) -> MnemoClient<Channel> {
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(
-            std::fs::read(certs.join("ca.crt")).unwrap(),
-        ))
-        .identity(tonic::transport::Identity::from_pem(
-            std::fs::read(certs.join(format!("{name}.crt"))).unwrap(),
-            std::fs::read(certs.join(format!("{name}.key"))).unwrap(),
-        ))
+    MnemoClient::new(tls_channel(addr, certs, Some(name)).await)
+}
+
+/// A TLS channel to the node at `addr`, checked against `certs/ca.crt`
+/// whatever host name the address has, presenting `certs/<name>.crt` when
+/// given (none: a token holder's channel).
+pub async fn tls_channel(addr: SocketAddr, certs: &Path, name: Option<&str>) -> Channel {
+    let read = |file: &str| std::fs::read(certs.join(file)).unwrap();
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.crt")))
         .domain_name("localhost");
-    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+    if let Some(name) = name {
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            read(&format!("{name}.crt")),
+            read(&format!("{name}.key")),
+        ));
+    }
+    tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
         .unwrap()
         .tls_config(tls)
         .unwrap()
         .connect()
         .await
-        .expect("connect over TLS");
-    MnemoClient::new(channel)
+        .expect("connect over TLS")
 }
 
 enum Event {
