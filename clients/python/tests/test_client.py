@@ -87,6 +87,7 @@ def test_remember_recall_get_forget(node):
 
         got = m.get("notes", "car")
         assert got.memory is not None and got.memory.confidence == pytest.approx(0.8)
+        assert got.memory.written_confidence == pytest.approx(0.8)
         assert m.forget("notes", "car").existed is True
         with pytest.raises(NotFound):
             m.get("notes", "car")

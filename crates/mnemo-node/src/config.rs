@@ -26,6 +26,9 @@ pub struct NodeConfig {
     /// Similarity of client-supplied embeddings at or above which
     /// consolidation merges memories whose texts do not conflict.
     pub consolidate_threshold: f32,
+    /// How consolidation decays memories nobody recalls; `None`: it does
+    /// not.
+    pub decay: Option<mnemo_store::decay::Policy>,
     /// Cluster size the partition detector counts a majority of; `None`:
     /// the largest membership seen.
     pub expected_size: Option<usize>,
@@ -57,6 +60,12 @@ pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_SYNC_BYTES_PER_SEC: u64 = 64 * 1024 * 1024;
 
 impl NodeConfig {
+    /// Default [`NodeConfig::decay`]: half-life 30 days, floor 0.1.
+    pub const DEFAULT_DECAY: mnemo_store::decay::Policy = mnemo_store::decay::Policy {
+        half_life_ms: 30 * 24 * 60 * 60 * 1000,
+        floor: 0.1,
+    };
+
     /// A single node with defaults: id `n1` on 127.0.0.1:7401, data in `./mnemo-data`.
     pub fn new(id: impl Into<String>, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
         NodeConfig {
@@ -67,6 +76,7 @@ impl NodeConfig {
             replication_factor: 3,
             http: None,
             consolidate_threshold: mnemo_store::consolidate::DEFAULT_THRESHOLD,
+            decay: Some(Self::DEFAULT_DECAY),
             expected_size: None,
             breaker_open_timeout: Duration::from_secs(30),
             hedge_delay: None,

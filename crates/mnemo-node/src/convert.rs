@@ -3,12 +3,21 @@
 use mnemo_proto::v1;
 use mnemo_store::{Element, Memory, Scored};
 
+/// A memory on the wire: `confidence` is its current confidence, the one it
+/// was written with is `written_confidence`.
 pub(crate) fn memory_to_wire(m: &Memory) -> v1::Memory {
     v1::Memory {
         id: m.id.clone(),
         content: m.content.clone(),
         embedding: m.embedding.clone(),
-        confidence: m.confidence,
+        confidence: m.current_confidence(),
+        written_confidence: m.confidence,
+        recalled_at_ms: m.recalled_at_ms,
+        decay: m.decay.map(|d| v1::Decay {
+            as_of_ms: d.as_of_ms,
+            half_life_ms: d.half_life_ms,
+            floor: d.floor,
+        }),
         created_at_ms: m.created_at_ms,
         tags: m.tags.clone(),
         minority: m.minority,
@@ -26,12 +35,20 @@ pub(crate) fn memory_to_wire(m: &Memory) -> v1::Memory {
     }
 }
 
+/// A memory another holder sent, as stored: its current confidence is
+/// derived again from what it was written with and its use.
 pub(crate) fn memory_from_wire(m: v1::Memory) -> Memory {
     Memory {
         id: m.id,
         content: m.content,
         embedding: m.embedding,
-        confidence: m.confidence,
+        confidence: m.written_confidence,
+        recalled_at_ms: m.recalled_at_ms,
+        decay: m.decay.map(|d| mnemo_store::Decay {
+            as_of_ms: d.as_of_ms,
+            half_life_ms: d.half_life_ms,
+            floor: d.floor,
+        }),
         created_at_ms: m.created_at_ms,
         tags: m.tags,
         minority: m.minority,

@@ -14,15 +14,38 @@ pub struct Memory {
     pub id: String,
     /// The text.
     pub content: String,
-    /// How sure the writer was, in [0, 1] (lowered during a partition).
+    /// How much to trust it now, in [0, 1]: `written_confidence` lowered by
+    /// decay while nobody recalls it (and during a partition).
     pub confidence: f32,
+    /// How sure the writer was, in [0, 1].
+    pub written_confidence: f32,
     /// Milliseconds since the Unix epoch, set by the node that took it.
     pub created_at_ms: i64,
+    /// When a recall last returned it (recorded at most hourly; absent:
+    /// never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recalled_at_ms: Option<i64>,
+    /// The latest decay consolidation applied, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decay: Option<Decay>,
     /// Labels a recall may filter on.
     pub tags: Vec<String>,
     /// For a memory consolidation made: its inputs, as they were.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<MergedInput>,
+}
+
+/// A decay of confidence as of one consolidation: the confidence halves for
+/// every `half_life_ms` the memory went unused before `as_of_ms`, down to
+/// `floor`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Decay {
+    /// The consolidation's timestamp.
+    pub as_of_ms: i64,
+    /// Idle time that halves the confidence.
+    pub half_life_ms: i64,
+    /// The lowest confidence decay brings a memory to.
+    pub floor: f32,
 }
 
 /// One input of a consolidation, as it was.
@@ -46,7 +69,14 @@ impl From<&v1::Memory> for Memory {
             id: m.id.clone(),
             content: m.content.clone(),
             confidence: m.confidence,
+            written_confidence: m.written_confidence,
             created_at_ms: m.created_at_ms,
+            recalled_at_ms: (m.recalled_at_ms != 0).then_some(m.recalled_at_ms),
+            decay: m.decay.map(|d| Decay {
+                as_of_ms: d.as_of_ms,
+                half_life_ms: d.half_life_ms,
+                floor: d.floor,
+            }),
             tags: m.tags.clone(),
             merged_from: m
                 .merged_from
@@ -274,6 +304,17 @@ pub struct Consolidated {
     pub memories_after: u64,
     /// True when nothing was changed.
     pub dry_run: bool,
+    /// Memories whose confidence decayed (merged ones aside).
+    pub decayed: Vec<DecayedMemory>,
+}
+
+/// A memory a consolidation decayed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecayedMemory {
+    /// Its id.
+    pub id: String,
+    /// Its confidence after.
+    pub confidence: f32,
 }
 
 impl From<&v1::ConsolidateResponse> for Consolidated {
@@ -294,6 +335,14 @@ impl From<&v1::ConsolidateResponse> for Consolidated {
             memories_before: r.memories_before,
             memories_after: r.memories_after,
             dry_run: r.dry_run,
+            decayed: r
+                .decayed
+                .iter()
+                .map(|d| DecayedMemory {
+                    id: d.id.clone(),
+                    confidence: d.confidence,
+                })
+                .collect(),
         }
     }
 }

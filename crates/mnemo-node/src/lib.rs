@@ -45,12 +45,18 @@ mod telemetry;
 
 pub use config::NodeConfig;
 pub use error::NodeError;
+pub use mnemo_store::decay::Policy as DecayPolicy;
 pub use node::Node;
 pub use server::{Running, start};
 
 /// Checks a node id: the same rule as space names.
 pub fn validate_id(id: &str) -> Result<(), mnemo_store::StoreError> {
     mnemo_store::validate::id(id)
+}
+
+/// Checks a decay policy: a positive half-life, a floor in [0, 1].
+pub fn validate_decay(p: DecayPolicy) -> Result<(), mnemo_store::StoreError> {
+    mnemo_store::validate::decay_policy(p)
 }
 
 /// Checks a consolidation threshold: a similarity in (0, 1].

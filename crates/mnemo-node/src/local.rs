@@ -31,7 +31,7 @@ pub(crate) async fn remember(
         created_at_ms: 0,
         tags: r.tags,
         minority: node.router.partition().partitioned,
-        merged_from: Vec::new(),
+        ..Memory::default()
     };
     let (id, written) = node
         .store
@@ -253,9 +253,17 @@ pub(crate) async fn consolidate(
     r: v1::ConsolidateRequest,
     threshold: f32,
 ) -> Result<v1::ConsolidateResponse, Status> {
+    let how = mnemo_store::Consolidate {
+        threshold,
+        dry_run: r.dry_run,
+        decay: node.config.decay,
+        // The consolidation's own timestamp: the only clock decay reads,
+        // carried in what it writes, so every holder agrees.
+        as_of_ms: mnemo_store::store::now_ms(),
+    };
     let report = node
         .store
-        .consolidate(&r.space, threshold, r.dry_run)
+        .consolidate_with(&r.space, how)
         .await
         .map_err(NodeError::from)?;
     if !r.dry_run {
@@ -271,7 +279,7 @@ pub(crate) async fn consolidate(
             .map(|c| v1::Merge {
                 id: c.merged.as_ref().map(|m| m.id.clone()).unwrap_or_default(),
                 inputs: c.inputs.clone(),
-                confidence: c.merged.as_ref().map_or(0.0, |m| m.confidence),
+                confidence: c.merged.as_ref().map_or(0.0, Memory::current_confidence),
                 content: c
                     .merged
                     .as_ref()
@@ -282,5 +290,13 @@ pub(crate) async fn consolidate(
         memories_before: report.before,
         memories_after: report.after,
         dry_run: r.dry_run,
+        decayed: report
+            .decayed
+            .iter()
+            .map(|d| v1::DecayedMemory {
+                id: d.id.clone(),
+                confidence: d.confidence,
+            })
+            .collect(),
     })
 }

@@ -232,15 +232,37 @@ fn memory() -> impl Strategy<Value = v1::Memory> {
         prop::collection::vec(text(), 0..3),
         any::<bool>(),
         prop::collection::vec((text(), text(), any::<f32>()), 0..3),
+        any::<f32>(),
+        any::<i64>(),
+        prop::option::of((any::<i64>(), any::<i64>(), any::<f32>())),
     )
         .prop_map(
-            |(id, content, embedding, confidence, created_at_ms, tags, minority, inputs)| {
+            |(
+                id,
+                content,
+                embedding,
+                confidence,
+                created_at_ms,
+                tags,
+                minority,
+                inputs,
+                written_confidence,
+                recalled_at_ms,
+                decay,
+            )| {
                 v1::Memory {
                     id,
                     content,
                     embedding,
                     confidence,
+                    written_confidence,
                     created_at_ms,
+                    recalled_at_ms,
+                    decay: decay.map(|(as_of_ms, half_life_ms, floor)| v1::Decay {
+                        as_of_ms,
+                        half_life_ms,
+                        floor,
+                    }),
                     tags,
                     minority,
                     merged_from: inputs

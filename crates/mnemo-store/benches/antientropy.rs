@@ -26,9 +26,7 @@ fn memory(i: usize) -> Element {
         content,
         confidence: 1.0,
         created_at_ms: 1_700_000_000_000 + i as i64,
-        tags: Vec::new(),
-        minority: false,
-        merged_from: Vec::new(),
+        ..Memory::default()
     })
 }
 

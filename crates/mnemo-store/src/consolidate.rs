@@ -20,8 +20,10 @@
 //! - id: `c-` and the 128-bit xxh3 of the sorted input ids, so the same
 //!   inputs give the same id on any node;
 //! - content and embedding of the most confident input (ties: smallest id);
-//! - confidence: the highest of the inputs (repeating a statement does not
-//!   make it truer);
+//! - confidence: the highest the inputs were written with (repeating a
+//!   statement does not make it truer);
+//! - use: the latest recall of any input and its latest decay (joined as
+//!   in [`crate::decay`]), so the merge decays from the statement's last use;
 //! - tags of all inputs, sorted and deduplicated, the first [`MAX_TAGS`];
 //! - created_at: the latest of the inputs;
 //! - `merged_from`: every input as it was (id, text, confidence, time,
@@ -44,7 +46,7 @@ use unicode_normalization::UnicodeNormalization;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::embed::{dot, lexical};
-use crate::memory::{Consolidation, Memory, MergedInput};
+use crate::memory::{Consolidation, Memory, MergedInput, Usage};
 use crate::validate::{MAX_MERGED_FROM, MAX_PROVENANCE_BYTES, MAX_TAGS};
 
 /// Similarity of client-supplied embeddings at or above which two
@@ -242,6 +244,9 @@ fn merge(group: &[&Arc<Memory>]) -> Option<Consolidation> {
         return None;
     }
     let tags: BTreeSet<&String> = group.iter().flat_map(|m| &m.tags).collect();
+    let use_of = group
+        .iter()
+        .fold(Usage::default(), |u, m| crate::decay::join(&u, &m.usage()));
     let merged = Memory {
         id: merged_id(&inputs),
         content: lead.content.clone(),
@@ -251,6 +256,9 @@ fn merge(group: &[&Arc<Memory>]) -> Option<Consolidation> {
         tags: tags.into_iter().take(MAX_TAGS).cloned().collect(),
         minority: group.iter().any(|m| m.minority),
         merged_from,
+        // Use of the statement through any of its copies counts.
+        recalled_at_ms: use_of.recalled_at_ms,
+        decay: use_of.decay,
     };
     Some(Consolidation {
         merged: Some(merged),

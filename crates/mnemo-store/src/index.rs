@@ -64,7 +64,7 @@ impl SpaceIndex {
         normalize(&mut row);
         if let Some(&i) = self.row_of.get(&memory.id) {
             self.vectors[i * self.dim..(i + 1) * self.dim].copy_from_slice(&row);
-            self.confidences[i] = memory.confidence;
+            self.confidences[i] = memory.current_confidence();
             self.records[i] = memory;
             self.lexicon.replace(i, words);
             return;
@@ -72,7 +72,7 @@ impl SpaceIndex {
         self.lexicon.push(words);
         self.row_of.insert(memory.id.clone(), self.records.len());
         self.vectors.extend_from_slice(&row);
-        self.confidences.push(memory.confidence);
+        self.confidences.push(memory.current_confidence());
         self.records.push(memory);
     }
 
@@ -253,13 +253,13 @@ fn positive(scores: &[f32]) -> Vec<(u32, f32)> {
         .collect()
 }
 
-/// Best first: the higher score, then the more confident, the more recent
-/// memory, then the smaller id.
+/// Best first: the higher score, then the more confident now, the more
+/// recently used (written or recalled) memory, then the smaller id.
 fn best_first(a_score: f32, a: &Memory, b_score: f32, b: &Memory) -> Ordering {
     b_score
         .total_cmp(&a_score)
-        .then_with(|| b.confidence.total_cmp(&a.confidence))
-        .then_with(|| b.created_at_ms.cmp(&a.created_at_ms))
+        .then_with(|| b.current_confidence().total_cmp(&a.current_confidence()))
+        .then_with(|| b.last_used_ms().cmp(&a.last_used_ms()))
         .then_with(|| a.id.cmp(&b.id))
 }
 

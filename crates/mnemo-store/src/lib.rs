@@ -10,6 +10,7 @@
 //! - [`validate`]: the limits every request is checked against.
 //! - [`embed`]: the lexical embedding and vector arithmetic.
 //! - [`consolidate`]: the deterministic merge of memories that say the same thing.
+//! - [`decay`]: confidence of idle memories, and how holders join use.
 //! - `writer`: the single writer thread: decides each write, group commit.
 //! - `wal`: the write-ahead log that makes each batch durable.
 //! - `applier`: brings redb up to date with the log, and checkpoints.
@@ -27,6 +28,7 @@
 mod applier;
 mod bm25;
 pub mod consolidate;
+pub mod decay;
 pub mod embed;
 mod error;
 mod index;
@@ -42,9 +44,9 @@ mod wal;
 mod writer;
 
 pub use error::{Result, StoreError};
-pub use memory::{Consolidation, Memory, MergedInput, Op, Scored};
+pub use memory::{Consolidation, Decay, Memory, MergedInput, Op, Scored, Usage};
 pub use set::{Element, ElementId};
-pub use store::{ConsolidationReport, Cue, SpaceStats, Store, StoreOptions};
+pub use store::{Consolidate, ConsolidationReport, Cue, Decayed, SpaceStats, Store, StoreOptions};
 pub use writer::{Merged, Written};
 
 /// Gives the store's metrics their help texts and creates its counters at

@@ -33,6 +33,42 @@ pub struct Memory {
     /// they were (their ids are forgotten), sorted by id.
     #[prost(message, repeated, tag = "8")]
     pub merged_from: Vec<MergedInput>,
+    // The fields below are the memory's *use*: they change after it is
+    // written, and holders join them (see [`crate::decay`]). They must keep
+    // the highest tags, in this order, so that the encoding of a memory is
+    // the encoding of what was written followed by that of [`Usage`].
+    /// When a recall last returned it (milliseconds since the Unix epoch;
+    /// 0: never).
+    #[prost(int64, tag = "9")]
+    pub recalled_at_ms: i64,
+    /// The latest decay consolidation applied to it.
+    #[prost(message, optional, tag = "10")]
+    pub decay: Option<Decay>,
+}
+
+/// The use of a memory, encoded as the tail of [`Memory`] (same tags).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Usage {
+    /// As [`Memory::recalled_at_ms`].
+    #[prost(int64, tag = "9")]
+    pub recalled_at_ms: i64,
+    /// As [`Memory::decay`].
+    #[prost(message, optional, tag = "10")]
+    pub decay: Option<Decay>,
+}
+
+/// A decay of confidence, as of one consolidation (see [`crate::decay`]).
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct Decay {
+    /// The consolidation's timestamp (milliseconds since the Unix epoch).
+    #[prost(int64, tag = "1")]
+    pub as_of_ms: i64,
+    /// Idle time that halves the confidence, in milliseconds (positive).
+    #[prost(int64, tag = "2")]
+    pub half_life_ms: i64,
+    /// The lowest confidence decay brings a memory to, in [0, 1].
+    #[prost(float, tag = "3")]
+    pub floor: f32,
 }
 
 /// One input of a consolidation, kept in the merged memory.
@@ -56,8 +92,28 @@ pub struct MergedInput {
 }
 
 impl Memory {
+    /// How much to trust it now: its written confidence, lowered by decay
+    /// if it has been idle (see [`crate::decay`]).
+    pub fn current_confidence(&self) -> f32 {
+        crate::decay::confidence(self)
+    }
+
+    /// When it was last written or recalled.
+    pub fn last_used_ms(&self) -> i64 {
+        self.created_at_ms.max(self.recalled_at_ms)
+    }
+
+    /// Its use, as holders join it.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            recalled_at_ms: self.recalled_at_ms,
+            decay: self.decay,
+        }
+    }
+
     /// Whether two writes carry the same memory (the time it was stamped
-    /// with does not count: a retried write is stamped again).
+    /// with does not count: a retried write is stamped again; nor does its
+    /// use since).
     pub fn same_as(&self, other: &Memory) -> bool {
         self.id == other.id
             && self.content == other.content

@@ -14,7 +14,9 @@
 //!    taken by a node cut off from the majority (`minority`) loses to one
 //!    that was not, and otherwise a hash of the encoded memory decides, so
 //!    every node picks the same winner without clocks. Such conflicts are
-//!    counted (`mnemo_store_conflicts_total`).
+//!    counted (`mnemo_store_conflicts_total`). Versions of one written
+//!    memory that differ only in its use (when it was recalled, how it
+//!    decayed) are not a conflict: they join ([`crate::decay`]).
 //!
 //! Visible memories = memories − tombstones, which rule 1 keeps literally:
 //! the canonical state never holds both for one id.
@@ -28,9 +30,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use negentropy::{Id, NegentropyStorageVector};
-use xxhash_rust::xxh3::{Xxh3, xxh3_128};
+use prost::Message;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64, xxh3_128};
 
-use crate::memory::Memory;
+use crate::memory::{Memory, Usage};
 
 /// 32-byte identity of one element, as anti-entropy exchanges it.
 pub type ElementId = [u8; 32];
@@ -54,13 +57,39 @@ impl Element {
     }
 }
 
+/// Low bits of a [`version`] that tell uses of one written memory apart.
+const USE_BITS: u32 = 48;
+
 /// Version of memory `m`, whose encoding is `encoded`: what decides between
-/// two memories under one id (the larger wins). The top bit says whether it
-/// was taken with the majority, the rest is a hash of its bytes: a total
-/// order, so the merge is a maximum (commutative, associative, idempotent).
+/// two memories under one id. The top bit says whether it was taken with
+/// the majority, the next 79 bits are a hash of what was written, the low
+/// [`USE_BITS`] a hash of its use since (recalls, decay), or more of the
+/// written hash while it has none, so versions of unused memories stay what
+/// they were before use was recorded.
+///
+/// Two versions that differ above the use bits are two different writes:
+/// the larger wins, a total order, so the merge is a maximum. Two that
+/// differ only in use are one write used differently on two holders: they
+/// join (see [`crate::decay`]). Both rules are commutative, associative and
+/// idempotent.
 pub fn version(m: &Memory, encoded: &[u8]) -> u128 {
-    let hash = xxh3_128(encoded) >> 1;
+    let usage = m.usage();
+    // The use fields carry the highest tags, so they encode last: the
+    // written memory is a prefix of the encoding.
+    let written = &encoded[..encoded.len() - usage.encoded_len()];
+    let mut hash = xxh3_128(written) >> 1;
+    if usage != Usage::default() {
+        let used = u128::from(xxh3_64(&usage.encode_to_vec()));
+        let mask = (1u128 << USE_BITS) - 1;
+        hash = (hash & !mask) | (used & mask);
+    }
     if m.minority { hash } else { hash | 1 << 127 }
+}
+
+/// Whether two versions are of the same written memory (differing at most
+/// in its use).
+pub fn same_write(a: u128, b: u128) -> bool {
+    a >> USE_BITS == b >> USE_BITS
 }
 
 /// The 128-bit hash of `kind` followed by `id` (streamed: no copy).

@@ -1,6 +1,7 @@
 //! The store facade: opens the database, rebuilds the recall index, hands
 //! writes to the writer thread and answers reads from memory.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,10 +13,11 @@ use tokio::sync::oneshot;
 
 use crate::applier;
 use crate::consolidate::{self, MAX_CONSOLIDATE};
+use crate::decay::{self, Policy, STAMP_EVERY};
 use crate::embed;
 use crate::error::{Result, StoreError};
 use crate::index::Query;
-use crate::memory::{Memory, Op, Scored};
+use crate::memory::{Memory, Op, Scored, Usage};
 use crate::set::{Element, ElementId, Entry, empty_reconciliation, memory_element, version};
 use crate::space::{Effect, Shared};
 use crate::tables::{self, MEMORIES, TOMBSTONES};
@@ -76,11 +78,37 @@ pub struct SpaceStats {
     pub dimension: u32,
 }
 
+/// How to consolidate a space.
+#[derive(Debug, Clone, Copy)]
+pub struct Consolidate {
+    /// Similarity of client-supplied embeddings at or above which
+    /// memories whose texts do not conflict merge.
+    pub threshold: f32,
+    /// Only plan: change nothing.
+    pub dry_run: bool,
+    /// How idle memories decay; `None`: they do not.
+    pub decay: Option<Policy>,
+    /// The consolidation's timestamp (milliseconds since the Unix epoch),
+    /// the only clock decay reads.
+    pub as_of_ms: i64,
+}
+
+/// A memory whose confidence a consolidation decayed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decayed {
+    /// Its id.
+    pub id: String,
+    /// Its confidence after.
+    pub confidence: f32,
+}
+
 /// What a consolidation did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsolidationReport {
     /// The merges, sorted by their inputs.
     pub merged: Vec<crate::memory::Consolidation>,
+    /// The memories it decayed (other than merged ones), by id.
+    pub decayed: Vec<Decayed>,
     /// Live memories before.
     pub before: u64,
     /// Live memories after.
@@ -218,6 +246,14 @@ impl Store {
         self.write(space, Op::Forget(id.to_owned())).await
     }
 
+    /// Returns once every write submitted before it, including the stamps
+    /// recalls leave in the background, is published.
+    pub async fn settled(&self) -> Result<()> {
+        // An empty merge passes through the writer's queue in order and
+        // changes nothing.
+        self.submit("", Request::Merge(Vec::new())).await.map(drop)
+    }
+
     /// Merges elements another holder sent (see [`crate::set`]). Invalid
     /// elements are refused one by one; the others are applied.
     pub async fn merge(&self, space: &str, elements: Vec<Element>) -> Result<Merged> {
@@ -249,8 +285,34 @@ impl Store {
         threshold: f32,
         dry_run: bool,
     ) -> Result<ConsolidationReport> {
+        self.consolidate_with(
+            space,
+            Consolidate {
+                threshold,
+                dry_run,
+                decay: None,
+                as_of_ms: 0,
+            },
+        )
+        .await
+    }
+
+    /// Consolidates `space` as `how` says: merges memories that say the
+    /// same thing, then (with a decay policy) decays idle memories as of
+    /// the consolidation's timestamp (see [`crate::decay`]). Sees every
+    /// recall that returned before it was called.
+    pub async fn consolidate_with(
+        &self,
+        space: &str,
+        how: Consolidate,
+    ) -> Result<ConsolidationReport> {
         crate::validate::space(space)?;
-        crate::validate::threshold(threshold)?;
+        crate::validate::threshold(how.threshold)?;
+        if let Some(policy) = how.decay {
+            crate::validate::decay_policy(policy)?;
+            // Recalls stamp their memories through the writer.
+            self.settled().await?;
+        }
         let s = self
             .shared
             .space(space)
@@ -276,20 +338,50 @@ impl Store {
                 .collect()
         };
         let before = rows.len() as u64;
-        let merges = tokio::task::spawn_blocking(move || {
+        let (merges, decays) = tokio::task::spawn_blocking(move || {
             let items: Vec<(Arc<Memory>, &[f32])> = rows
                 .iter()
                 .map(|(m, row)| (Arc::clone(m), row.as_slice()))
                 .collect();
-            consolidate::plan(&items, threshold)
+            let mut merges = consolidate::plan(&items, how.threshold);
+            let Some(policy) = how.decay else {
+                return (merges, Vec::new());
+            };
+            // Merged memories decay as they are made; the others that
+            // stay decay in place.
+            for merge in &mut merges {
+                let made = merge.merged.as_mut().expect("a plan names its memory");
+                if let Some(d) = decay::decayed(made, policy, how.as_of_ms) {
+                    *made = d;
+                }
+            }
+            let inputs: HashSet<&str> = merges
+                .iter()
+                .flat_map(|m| m.inputs.iter().map(String::as_str))
+                .collect();
+            let staying: Vec<Arc<Memory>> = items
+                .into_iter()
+                .map(|(m, _)| m)
+                .filter(|m| !inputs.contains(m.id.as_str()))
+                .collect();
+            let decays = decay::plan(&staying, policy, how.as_of_ms);
+            (merges, decays)
         })
         .await
         .map_err(|e| StoreError::Storage(redb::Error::Io(std::io::Error::other(e.to_string()))))?;
-        if dry_run {
+        let decayed = decays
+            .iter()
+            .map(|m| Decayed {
+                id: m.id.clone(),
+                confidence: m.current_confidence(),
+            })
+            .collect();
+        if how.dry_run {
             let inputs: usize = merges.iter().map(|m| m.inputs.len()).sum();
             return Ok(ConsolidationReport {
                 after: before - inputs as u64 + merges.len() as u64,
                 merged: merges,
+                decayed,
                 before,
                 elements: Vec::new(),
             });
@@ -299,9 +391,16 @@ impl Store {
             let written = self.write(space, Op::Consolidate(merge.clone())).await?;
             elements.extend(written.elements);
         }
+        if !decays.is_empty() {
+            let decays: Vec<Element> = decays.into_iter().map(Element::Memory).collect();
+            let applied = self.merge(space, decays.clone()).await?;
+            debug_assert!(applied.refused.is_empty(), "planned decays are valid");
+            elements.extend(decays);
+        }
         let after = self.len(space) as u64;
         Ok(ConsolidationReport {
             merged: merges,
+            decayed,
             before,
             after,
             elements,
@@ -335,7 +434,40 @@ impl Store {
             include_unmatched: cue.include_unmatched,
             tags: cue.tags,
         };
-        Ok(ix.rank(&query, k, min_confidence))
+        let found = ix.rank(&query, k, min_confidence);
+        drop(ix);
+        self.stamp_recalled(space, &found);
+        Ok(found)
+    }
+
+    /// Records that a recall returned `found` (those with evidence of
+    /// relevance), for decay: each memory not used for [`STAMP_EVERY`] gets
+    /// a new use, written in the background (the recall does not wait for
+    /// it, and a full or closed writer just skips it). Other holders learn
+    /// it through anti-entropy.
+    fn stamp_recalled(&self, space: &str, found: &[Scored]) {
+        let now = now_ms();
+        let stamp = Usage {
+            recalled_at_ms: now,
+            decay: None,
+        };
+        let stale: Vec<Element> = found
+            .iter()
+            .filter(|s| s.score > 0.0 && now - s.memory.last_used_ms() >= STAMP_EVERY)
+            .map(|s| Element::Memory(decay::with_usage(&s.memory, &stamp)))
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let Some(jobs) = self.writer.jobs.as_ref() else {
+            return;
+        };
+        let (reply, _) = oneshot::channel();
+        let _ = jobs.send(Job {
+            space: space.to_owned(),
+            request: Request::Merge(stale),
+            reply,
+        });
     }
 
     /// Up to `limit` live memories of `space` whose ids sort after `after`,
@@ -487,7 +619,8 @@ fn cue_vector(space: &str, embedding: &[f32], dim: usize) -> Result<Option<Vec<f
     Ok(Some(v))
 }
 
-pub(crate) fn now_ms() -> i64 {
+/// This node's wall clock, in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

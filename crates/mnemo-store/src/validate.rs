@@ -204,7 +204,37 @@ pub fn stored_memory(space_name: &str, m: &crate::Memory, dim: usize) -> Result<
             ),
         ));
     }
+    if m.recalled_at_ms < 0 {
+        return Err(StoreError::invalid(
+            "recalled_at_ms",
+            "must not be negative",
+        ));
+    }
+    if let Some(d) = &m.decay {
+        if d.as_of_ms < 0 {
+            return Err(StoreError::invalid(
+                "decay.as_of_ms",
+                "must not be negative",
+            ));
+        }
+        decay_policy(crate::decay::Policy {
+            half_life_ms: d.half_life_ms,
+            floor: d.floor,
+        })?;
+    }
     Ok(())
+}
+
+/// How consolidation decays idle memories: a positive half-life, a floor
+/// in [0, 1].
+pub fn decay_policy(p: crate::decay::Policy) -> Result<()> {
+    if p.half_life_ms <= 0 {
+        return Err(StoreError::invalid(
+            "decay.half_life_ms",
+            format!("is {}; it must be positive", p.half_life_ms),
+        ));
+    }
+    unit_interval("decay.floor", p.floor)
 }
 
 /// The same checks as [`memory`], on fields not yet made into a `Memory`

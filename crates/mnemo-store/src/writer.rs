@@ -26,9 +26,10 @@ use prost::Message;
 use tokio::sync::oneshot;
 
 use crate::applier::{Done, Task};
+use crate::decay::with_usage;
 use crate::error::{Result, StoreError};
 use crate::memory::{Consolidation, Memory, Op};
-use crate::set::{Element, incoming_wins, memory_element, version};
+use crate::set::{Element, incoming_wins, memory_element, same_write, version};
 use crate::space::{Effect, Shared};
 use crate::wal::{Change, DropSpace, Log, PutMemory, PutTombstone, Record, Write};
 
@@ -406,6 +407,8 @@ struct Ctx<'a> {
 /// What storing one memory did.
 enum Stored {
     New,
+    /// The memory was there; its use was joined with the incoming one's.
+    Used,
     /// The same memory was there (perhaps stamped at another time): the
     /// stored one.
     Same(Memory),
@@ -462,7 +465,7 @@ impl Ctx<'_> {
     fn local(&mut self, op: &Op) -> Result<Written> {
         match op {
             Op::Remember(m) => match self.store_memory(m, false)? {
-                Stored::New => Ok(Written {
+                Stored::New | Stored::Used => Ok(Written {
                     changed: true,
                     existed: false,
                     elements: vec![Element::Memory(m.clone())],
@@ -496,7 +499,7 @@ impl Ctx<'_> {
                 crate::validate::memory(self.space, merged)?;
                 let mut elements = Vec::with_capacity(inputs.len() + 1);
                 let mut changed = match self.store_memory(merged, false)? {
-                    Stored::New => {
+                    Stored::New | Stored::Used => {
                         elements.push(Element::Memory(merged.clone()));
                         true
                     }
@@ -542,7 +545,7 @@ impl Ctx<'_> {
             }
             let applied = match element {
                 Element::Memory(m) => match self.store_memory(m, true)? {
-                    Stored::New => true,
+                    Stored::New | Stored::Used => true,
                     Stored::Same(_) | Stored::Forgotten => false,
                     Stored::Conflict { replaced } => {
                         out.conflicts += 1;
@@ -573,6 +576,20 @@ impl Ctx<'_> {
             Slot::Memory(stored, held) => {
                 if held == incoming {
                     return Ok(Stored::Same(m.clone()));
+                }
+                if same_write(held, incoming) && stored.same_as(m) {
+                    if !merging {
+                        return Ok(Stored::Same(Memory::clone(&stored)));
+                    }
+                    // One memory used differently on two holders: join.
+                    let joined = with_usage(&stored, &m.usage());
+                    if joined.usage() == stored.usage() {
+                        return Ok(Stored::Same(joined));
+                    }
+                    let encoded = joined.encode_to_vec();
+                    let v = version(&joined, &encoded);
+                    self.put(&joined, encoded, v);
+                    return Ok(Stored::Used);
                 }
                 if !merging {
                     return Ok(if stored.same_as(m) {

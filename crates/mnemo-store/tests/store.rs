@@ -383,7 +383,6 @@ async fn what_a_batch_shows_is_what_the_disk_keeps() {
             });
         }
         tasks.join_all().await;
-        let shown = store.spaces();
         let contents = |store: &Store| -> Vec<Vec<(String, String)>> {
             (0..3)
                 .map(|s| {
@@ -399,6 +398,9 @@ async fn what_a_batch_shows_is_what_the_disk_keeps() {
                 .collect()
         };
         let shown_contents = contents(&store);
+        // Those recalls stamp what they returned, in the background.
+        store.settled().await.unwrap();
+        let shown = store.spaces();
         drop(store);
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(

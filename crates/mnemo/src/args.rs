@@ -213,6 +213,14 @@ pub(crate) struct NodeArgs {
     /// merges memories whose texts do not conflict [default: 0.97].
     #[arg(long, env = "MNEMO_CONSOLIDATE_THRESHOLD", value_name = "SIMILARITY")]
     pub(crate) consolidate_threshold: Option<f32>,
+    /// Consolidation halves the confidence of a memory for every this long
+    /// it went unused (not written or recalled), e.g. `30d`, `12h`; `off`:
+    /// no decay [default: 30d].
+    #[arg(long, env = "MNEMO_DECAY_HALF_LIFE", value_name = "DURATION")]
+    pub(crate) decay_half_life: Option<String>,
+    /// The lowest confidence decay brings a memory to [default: 0.1].
+    #[arg(long, env = "MNEMO_DECAY_FLOOR", value_name = "CONFIDENCE")]
+    pub(crate) decay_floor: Option<f32>,
     /// Certificates directory with ca.crt, <id>.crt, <id>.key and
     /// cluster.key (`mnemo certs create`): TLS, node and client
     /// authentication, authenticated gossip.

@@ -355,8 +355,18 @@ pub(crate) async fn get(a: GetArgs) -> Outcome {
     let show = |m: &v1::Memory| {
         println!("id          {}", m.id);
         println!("content     {}", m.content);
-        println!("confidence  {:.2}", m.confidence);
+        if (m.confidence - m.written_confidence).abs() < 0.005 {
+            println!("confidence  {:.2}", m.confidence);
+        } else {
+            println!(
+                "confidence  {:.2} (written {:.2}, decayed while not recalled)",
+                m.confidence, m.written_confidence
+            );
+        }
         println!("created     {} ms", m.created_at_ms);
+        if m.recalled_at_ms != 0 {
+            println!("recalled    {} ms", m.recalled_at_ms);
+        }
         if !m.tags.is_empty() {
             println!("tags        {}", m.tags.join(", "));
         }
@@ -486,21 +496,25 @@ pub(crate) async fn consolidate(a: ConsolidateArgs) -> Outcome {
             .await
             .map_err(|s| failed(&a.common, &s))?
             .into_inner();
-        if a.dry_run || plan.merged.is_empty() {
+        if a.dry_run || plan.merged.is_empty() && plan.decayed.is_empty() {
             print_consolidation(&a.common, &plan);
             return Ok(());
         }
+        let changes = format!(
+            "{} merges and {} decays",
+            plan.merged.len(),
+            plan.decayed.len()
+        );
         if !std::io::stdin().is_terminal() {
             print_consolidation(&a.common, &plan);
             return Err(Failure(format!(
-                "consolidate would make {} merges in space {:?}; pass --yes to apply them \
+                "consolidate would make {changes} in space {:?}; pass --yes to apply them \
                  (or --dry-run to only look)",
-                plan.merged.len(),
                 plan.space
             )));
         }
         print_consolidation(&a.common, &plan);
-        eprint!("apply these {} merges? [y/N] ", plan.merged.len());
+        eprint!("apply these {changes}? [y/N] ");
         let mut answer = String::new();
         std::io::stdin()
             .read_line(&mut answer)
@@ -520,6 +534,8 @@ pub(crate) async fn consolidate(a: ConsolidateArgs) -> Outcome {
 }
 
 fn print_consolidation(common: &Common, r: &v1::ConsolidateResponse) {
+    /// Decays listed one by one; the rest are counted.
+    const SHOWN: usize = 10;
     if common.json {
         print_json(&json::Consolidated::from(r));
         return;
@@ -534,15 +550,37 @@ fn print_consolidation(common: &Common, r: &v1::ConsolidateResponse) {
             m.content
         );
     }
+    let verb = if r.dry_run { "would decay" } else { "decayed" };
+    for d in r.decayed.iter().take(SHOWN) {
+        println!(
+            "{verb} {} to confidence {:.2} (not recalled lately)",
+            d.id, d.confidence
+        );
+    }
+    if r.decayed.len() > SHOWN {
+        println!(
+            "{verb} {} more (--json lists them all)",
+            r.decayed.len() - SHOWN
+        );
+    }
     if r.dry_run {
         println!(
-            "{}: {} memories, {} after these merges (a plan: nothing changed; served by {})",
-            r.space, r.memories_before, r.memories_after, r.served_by
+            "{}: {} memories, {} after these merges, {} decayed (a plan: nothing changed; \
+             served by {})",
+            r.space,
+            r.memories_before,
+            r.memories_after,
+            r.decayed.len(),
+            r.served_by
         );
     } else {
         println!(
-            "{}: {} memories before, {} after (served by {})",
-            r.space, r.memories_before, r.memories_after, r.served_by
+            "{}: {} memories before, {} after, {} decayed (served by {})",
+            r.space,
+            r.memories_before,
+            r.memories_after,
+            r.decayed.len(),
+            r.served_by
         );
     }
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use mnemo_node::DecayPolicy as Policy;
 use mnemo_node::NodeConfig;
 use serde::Deserialize;
 
@@ -21,6 +22,8 @@ struct FileConfig {
     replication_factor: Option<usize>,
     http: Option<SocketAddr>,
     consolidate_threshold: Option<f32>,
+    decay_half_life: Option<String>,
+    decay_floor: Option<f32>,
     expected_size: Option<usize>,
     breaker_open_timeout_ms: Option<u64>,
     hedge_ms: Option<u64>,
@@ -98,6 +101,10 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
     if let Some(t) = args.consolidate_threshold.or(file.consolidate_threshold) {
         c.consolidate_threshold = t;
     }
+    c.decay = decay(
+        args.decay_half_life.or(file.decay_half_life).as_deref(),
+        args.decay_floor.or(file.decay_floor),
+    )?;
     mnemo_node::validate_id(&c.id).map_err(|e| Failure(format!("--id: {e}")))?;
     mnemo_node::validate_threshold(c.consolidate_threshold)
         .map_err(|e| Failure(format!("--consolidate-threshold: {e}")))?;
@@ -107,6 +114,37 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
     let certs_dir = args.certs_dir.or(file.certs_dir);
     c.security = security(&c, certs_dir.as_deref(), args.insecure || file.insecure)?;
     Ok(c)
+}
+
+/// How consolidation decays idle memories: `half_life` a duration (`30d`)
+/// or `off`.
+fn decay(half_life: Option<&str>, floor: Option<f32>) -> Result<Option<Policy>, Failure> {
+    let default = NodeConfig::DEFAULT_DECAY;
+    let half_life_ms = match half_life {
+        None => default.half_life_ms,
+        Some("off") => return Ok(None),
+        Some(text) => {
+            let d = humantime::parse_duration(text).map_err(|e| {
+                Failure(format!(
+                    "--decay-half-life {text:?}: {e} (give a duration such as 30d or 12h, or off)"
+                ))
+            })?;
+            i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+        }
+    };
+    let policy = Policy {
+        half_life_ms,
+        floor: floor.unwrap_or(default.floor),
+    };
+    mnemo_node::validate_decay(policy).map_err(|e| {
+        let flag = if e.to_string().contains("floor") {
+            "--decay-floor"
+        } else {
+            "--decay-half-life"
+        };
+        Failure(format!("{flag}: {e}"))
+    })?;
+    Ok(Some(policy))
 }
 
 /// A node's default id, from its listen address (`127.0.0.1-7401`): two

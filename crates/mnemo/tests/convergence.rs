@@ -285,3 +285,142 @@ async fn consolidating_many_tags_replicates_and_writes_keep_flowing() {
         );
     }
 }
+
+/// Decay through real nodes: a memory nobody recalled for 60 days loses
+/// confidence when the primary consolidates, one recalled on a replica
+/// does not (its use reaches the primary by anti-entropy), every holder
+/// ends with the same copy, and a later recall restores the written
+/// confidence everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decay_spares_what_any_holder_recalled_and_replicates() {
+    use mnemo_proto::v1::internal_client::InternalClient;
+
+    let cluster = Cluster::start(3).await;
+    let space = "decaying";
+    let holders = cluster.holders(space).await;
+    let day = 24 * 60 * 60 * 1000;
+    let written_at = mnemo_store::store::now_ms() - 60 * day;
+    // Two memories written 60 days ago, as a peer hands them over.
+    let old = |id: &str, content: &str| v1::Element {
+        kind: Some(v1::element::Kind::Memory(v1::Memory {
+            id: id.into(),
+            content: content.into(),
+            embedding: mnemo_store::embed::lexical(content),
+            written_confidence: 0.8,
+            created_at_ms: written_at,
+            ..Default::default()
+        })),
+    };
+    for h in &holders {
+        let node = cluster.node(h);
+        let mut internal = InternalClient::connect(format!("http://{}", node.addr))
+            .await
+            .unwrap();
+        let merged = internal
+            .merge(v1::MergeRequest {
+                space: space.into(),
+                from_node: "test".into(),
+                elements: vec![
+                    old("taxi", "Alice owes Tom 12 euros for the taxi"),
+                    old("keys", "the car keys are in the blue bowl"),
+                ],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(merged.applied, 2, "{h}: {merged:?}");
+    }
+    // A recall served by a replica's own copy stamps what it returned there
+    // (in the background), and anti-entropy carries the stamp to the others.
+    let replica = holders[1].clone();
+    let found = cluster
+        .node(&replica)
+        .recall_local(space, "where are the car keys")
+        .await
+        .unwrap();
+    assert_eq!(found.memories[0].memory.as_ref().unwrap().id, "keys");
+    eventually("the replica to record the recall", || async {
+        let got = copies(&cluster, &replica, space).await;
+        got.iter()
+            .any(|(id, _, _, at)| id == "keys" && *at != 0)
+            .then_some(())
+    })
+    .await;
+    cluster.await_converged(&[space.to_owned()]).await;
+
+    let mut primary = cluster.node(&holders[0]).client().await;
+    let consolidate = |dry_run| v1::ConsolidateRequest {
+        space: space.into(),
+        threshold: None,
+        dry_run,
+    };
+    let plan = primary
+        .consolidate(consolidate(true))
+        .await
+        .unwrap()
+        .into_inner();
+    let decayed: Vec<&str> = plan.decayed.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(decayed, ["taxi"], "only the idle memory decays: {plan:?}");
+    // 60 idle days at the default 30-day half-life: a quarter.
+    assert!((plan.decayed[0].confidence - 0.2).abs() < 0.01, "{plan:?}");
+    let done = primary
+        .consolidate(consolidate(false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.decayed.len(), 1, "{done:?}");
+    every_copy(&cluster, space, [("keys", 0.8), ("taxi", 0.2)]).await;
+
+    // Recalled again (routed to the primary): back to what was written.
+    let found = cluster.node(&holders[2]).recall(v1::RecallRequest {
+        space: space.into(),
+        cue: "how much does Alice owe Tom".into(),
+        k: Some(1),
+        ..Default::default()
+    });
+    assert_eq!(found.await.memories[0].memory.as_ref().unwrap().id, "taxi");
+    every_copy(&cluster, space, [("keys", 0.8), ("taxi", 0.8)]).await;
+}
+
+/// One holder's own copy of `space`: (id, confidence now, written
+/// confidence, recalled at), by id.
+async fn copies(cluster: &Cluster, holder: &str, space: &str) -> Vec<(String, f32, f32, i64)> {
+    let mut request = tonic::Request::new(v1::ListRequest {
+        space: space.into(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert(mnemo_proto::FORWARDED_BY, "test".parse().unwrap());
+    let node = cluster.node(holder);
+    let r = node.peer_client().await.list(request).await.unwrap();
+    r.into_inner()
+        .memories
+        .into_iter()
+        .map(|m| (m.id, m.confidence, m.written_confidence, m.recalled_at_ms))
+        .collect()
+}
+
+/// Waits until every holder's copy of `space` has exactly `expected`
+/// (id, current confidence), each written with 0.8, and they agree.
+async fn every_copy(cluster: &Cluster, space: &str, expected: [(&str, f32); 2]) {
+    let holders = cluster.holders(space).await;
+    eventually(&format!("every holder at {expected:?}"), || async {
+        for h in &holders {
+            let got = copies(cluster, h, space).await;
+            let matches = got.len() == expected.len()
+                && got
+                    .iter()
+                    .zip(&expected)
+                    .all(|((id, now, written, _), (want_id, want))| {
+                        id == want_id && (now - want).abs() < 0.01 && (written - 0.8).abs() < 1e-6
+                    });
+            if !matches {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    cluster.await_converged(&[space.to_owned()]).await;
+}

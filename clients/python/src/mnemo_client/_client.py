@@ -47,7 +47,8 @@ class MergedInput:
 
 @dataclass(frozen=True)
 class Memory:
-    """A memory."""
+    """A memory. ``confidence`` is what it is worth now: the
+    ``written_confidence``, lowered by decay while nobody recalls it."""
 
     id: str
     content: str
@@ -55,6 +56,8 @@ class Memory:
     created_at_ms: int
     tags: List[str]
     merged_from: List[MergedInput] = field(default_factory=list)
+    written_confidence: Optional[float] = None
+    recalled_at_ms: Optional[int] = None
 
     @classmethod
     def from_json(cls, j: Json) -> "Memory":
@@ -65,6 +68,8 @@ class Memory:
             j["created_at_ms"],
             list(j["tags"]),
             [MergedInput.from_json(i) for i in j.get("merged_from", [])],
+            j.get("written_confidence"),
+            j.get("recalled_at_ms"),
         )
 
 
@@ -86,6 +91,8 @@ class Scored(Memory):
             m.created_at_ms,
             m.tags,
             m.merged_from,
+            m.written_confidence,
+            m.recalled_at_ms,
             j["score"],
             j.get("space"),
             j.get("served_by"),
@@ -191,6 +198,8 @@ class Consolidated:
     memories_before: int
     memories_after: int
     dry_run: bool
+    # Memories whose confidence decayed: [{"id": ..., "confidence": ...}].
+    decayed: List[Json] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, j: Json) -> "Consolidated":
@@ -201,6 +210,7 @@ class Consolidated:
             j["memories_before"],
             j["memories_after"],
             j["dry_run"],
+            list(j.get("decayed", [])),
         )
 
 
