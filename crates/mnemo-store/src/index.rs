@@ -197,12 +197,11 @@ impl SpaceIndex {
 
     /// [`best_first`] of two (row, score) pairs.
     fn order(&self, a: (u32, f32), b: (u32, f32)) -> Ordering {
-        best_first(
-            a.1,
-            &self.records[a.0 as usize],
-            b.1,
-            &self.records[b.0 as usize],
-        )
+        let side = |(row, score): (u32, f32)| {
+            let row = row as usize;
+            (score, self.confidences[row], &*self.records[row])
+        };
+        best_first(side(a), side(b))
     }
 
     /// The `k` best matches of a unit-length `cue` with a positive
@@ -221,6 +220,7 @@ impl SpaceIndex {
             }
             let candidate = Candidate {
                 score,
+                confidence: self.confidences[i],
                 memory: &self.records[i],
                 row: i,
             };
@@ -253,12 +253,16 @@ fn positive(scores: &[f32]) -> Vec<(u32, f32)> {
         .collect()
 }
 
+/// One side of a comparison: a score, the memory's current confidence (as
+/// the index keeps it), the memory.
+type Ranked<'a> = (f32, f32, &'a Memory);
+
 /// Best first: the higher score, then the more confident now, the more
 /// recently used (written or recalled) memory, then the smaller id.
-fn best_first(a_score: f32, a: &Memory, b_score: f32, b: &Memory) -> Ordering {
+fn best_first((a_score, a_conf, a): Ranked<'_>, (b_score, b_conf, b): Ranked<'_>) -> Ordering {
     b_score
         .total_cmp(&a_score)
-        .then_with(|| b.current_confidence().total_cmp(&a.current_confidence()))
+        .then_with(|| b_conf.total_cmp(&a_conf))
         .then_with(|| b.last_used_ms().cmp(&a.last_used_ms()))
         .then_with(|| a.id.cmp(&b.id))
 }
@@ -267,13 +271,17 @@ fn best_first(a_score: f32, a: &Memory, b_score: f32, b: &Memory) -> Ordering {
 /// heap is a max-heap of this order, so its top is the worst one kept.
 struct Candidate<'a> {
     score: f32,
+    confidence: f32,
     memory: &'a Memory,
     row: usize,
 }
 
 impl Ord for Candidate<'_> {
     fn cmp(&self, other: &Self) -> Ordering {
-        best_first(self.score, self.memory, other.score, other.memory)
+        best_first(
+            (self.score, self.confidence, self.memory),
+            (other.score, other.confidence, other.memory),
+        )
     }
 }
 impl PartialOrd for Candidate<'_> {

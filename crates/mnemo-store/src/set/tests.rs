@@ -93,3 +93,43 @@ fn streaming_the_key_hashes_like_the_concatenation() {
     bytes.extend_from_slice(b"some-id");
     assert_eq!(keyed(b'm', "some-id"), xxh3_128(&bytes));
 }
+
+#[test]
+fn use_changes_only_the_low_bits_of_a_version() {
+    use crate::memory::Decay;
+    use prost::Message;
+    let written = Memory {
+        id: "x".into(),
+        content: "the car keys are in the blue bowl".into(),
+        embedding: vec![0.5, 0.25],
+        confidence: 0.8,
+        created_at_ms: 7,
+        ..Memory::default()
+    };
+    let used = Memory {
+        recalled_at_ms: 99,
+        decay: Some(Decay {
+            as_of_ms: 120,
+            half_life_ms: 10,
+            floor: 0.1,
+        }),
+        ..written.clone()
+    };
+    // The written memory is a prefix of the used one's encoding.
+    let (w, u) = (written.encode_to_vec(), used.encode_to_vec());
+    assert_eq!(&u[..w.len()], &w[..]);
+    assert_eq!(&u[w.len()..], &used.usage().encode_to_vec()[..]);
+    // An unused memory keeps the version it always had.
+    assert_eq!(version(&written, &w), xxh3_128(&w) >> 1 | 1 << 127);
+    let (vw, vu) = (version(&written, &w), version(&used, &u));
+    assert_ne!(vw, vu);
+    assert!(same_write(vw, vu));
+    // Another write under the same id is not the same write, used or not.
+    let other = Memory {
+        content: "the car keys are on the hook".into(),
+        ..used.clone()
+    };
+    let o = other.encode_to_vec();
+    assert!(!same_write(vu, version(&other, &o)));
+    assert!(!same_write(vw, version(&other, &o)));
+}
