@@ -5,7 +5,7 @@
 //! **open rejects** traffic, like an open electrical circuit.
 //!
 //! ```text
-//!   Closed --N consecutive retryable failures--> Open
+//!   Closed --N consecutive node faults--> Open
 //!   Open --open timeout elapsed, one caller admitted--> HalfOpen (probe in flight)
 //!   HalfOpen --probe succeeds--> Closed
 //!   HalfOpen --probe fails--> Open (new timeout)
@@ -17,8 +17,8 @@
 //! [`DEFAULT_OPEN_TIMEOUT`] = 30 s jittered by ±[`DEFAULT_JITTER`] (10%) so
 //! that breakers tripped by one event do not probe in lockstep.
 //!
-//! Only retryable failures count (see [`Classify`](crate::Classify)). A
-//! non-retryable answer leaves a closed breaker as it is, and closes a
+//! Only node faults count (see [`Failure`](crate::error::Failure)). A
+//! fatal or not-the-node's-fault answer leaves a closed breaker as it is, and closes a
 //! half-open one: the node answered, which is what the probe asks.
 //!
 //! The whole state is one `AtomicU64`, so admission is a load (closed) or a
@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use crate::clock::uniform_inclusive;
 
-/// Default consecutive retryable failures that open a breaker.
+/// Default consecutive node faults that open a breaker.
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
 /// Default time an open breaker rejects before admitting a probe.
 pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,7 +52,7 @@ const UNTIL_MAX: u64 = (1 << 48) - 1;
 /// Breaker settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerConfig {
-    /// Consecutive retryable failures that open the breaker (at least 1).
+    /// Consecutive node faults that open the breaker (at least 1).
     pub failure_threshold: u32,
     /// Time an open breaker rejects before one probe.
     pub open_timeout: Duration,
@@ -259,7 +259,7 @@ impl Permit<'_> {
         }
     }
 
-    /// A retryable failure at `now_ms`; `r` draws the open-timeout jitter.
+    /// A node fault at `now_ms`; `r` draws the open-timeout jitter.
     /// Counts toward the threshold; a probe re-opens the breaker.
     pub fn failure(mut self, now_ms: u64, r: u64) -> Option<Transition> {
         self.done = true;
@@ -282,7 +282,7 @@ impl Permit<'_> {
         }
     }
 
-    /// A non-retryable answer: no change when closed; a probe closes (the
+    /// An answer that is no node fault: no change when closed; a probe closes (the
     /// node answered).
     pub fn neutral(mut self) -> Option<Transition> {
         self.done = true;

@@ -2,14 +2,11 @@
 //!
 //! [`RouterError`] is what the router itself decides (no placement, no local
 //! data, every replica failed...). An operation's own error type `E` only has
-//! to say whether it is retryable ([`Classify`]); [`ExecError`] carries either
-//! a non-retryable operation error, returned at once, or a `RouterError` with
-//! the last operation error seen.
-//!
-//! Retryable (retried by the executor and counted by breakers): transport
-//! errors, `Unavailable`, per-attempt `DeadlineExceeded`. Everything else
-//! (`InvalidArgument`, `NotFound`, `AlreadyExists`, `PermissionDenied`,
-//! `Unauthenticated`, `FailedPrecondition`, ...) is returned at once.
+//! to say what a failure means ([`Classify`] into a [`Failure`]): a node
+//! fault (next target, counted by breakers and the retry budget), not a node
+//! fault (next target, nothing counted), or fatal (returned at once).
+//! [`ExecError`] carries either a fatal operation error or a `RouterError`
+//! with the last operation error seen.
 
 use tonic::{Code, Status};
 
@@ -22,18 +19,29 @@ use crate::topology::NodeId;
 /// breaker or the retry budget: it says nothing about the node's health.
 pub const REFUSAL_KEY: &str = "mnemo-refusal";
 
-/// Whether an operation error may succeed if tried again (here or on a
-/// replica).
-pub trait Classify {
-    /// True for transport failures, `Unavailable`, per-attempt
-    /// `DeadlineExceeded`.
-    fn is_retryable(&self) -> bool;
+/// What a failed attempt says about the node that made it, and so what the
+/// executor does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The node is in trouble: a transport error, `Unavailable` from the
+    /// node's own state. The next target is tried, and the fault counts
+    /// against the node's breaker and the shared retry budget.
+    NodeFault,
+    /// The node is fine but did not serve this: a refusal (it is catching
+    /// up, its view of placement differs, a quorum fell short; see
+    /// [`REFUSAL_KEY`]) or the caller's deadline ran out on the way. The
+    /// next target is tried if time is left; breakers and budget are left
+    /// alone.
+    NotNodeFault,
+    /// The request itself failed (invalid, not found, not allowed...):
+    /// returned to the caller at once, breakers and budget left alone.
+    Fatal,
+}
 
-    /// True for a refusal (see [`REFUSAL_KEY`]): try the next target, but
-    /// count no node fault. Implies nothing about [`is_retryable`](Self::is_retryable).
-    fn is_refusal(&self) -> bool {
-        false
-    }
+/// How an operation's error is classified (see [`Failure`]).
+pub trait Classify {
+    /// What this error says about the node that returned it.
+    fn classify(&self) -> Failure;
 }
 
 /// A refusal status: `Unavailable`, marked with [`REFUSAL_KEY`] = `why`.
@@ -47,36 +55,49 @@ pub fn refusal(why: &'static str, message: impl Into<String>) -> Status {
 }
 
 impl Classify for Status {
-    fn is_refusal(&self) -> bool {
-        self.metadata().contains_key(REFUSAL_KEY)
-    }
-
-    /// `Unavailable` and `DeadlineExceeded` from anywhere, and any status
-    /// made locally from a transport failure: tonic reports a connection
-    /// that broke mid-request as `Unknown` ("transport error") or
-    /// `Cancelled` ("operation was canceled", the connection task died)
-    /// with the underlying error as its source, whereas a status a server
-    /// sent never has a source.
-    fn is_retryable(&self) -> bool {
+    /// - a refusal ([`REFUSAL_KEY`]): not a node fault;
+    /// - `DeadlineExceeded`: the caller's deadline (the executor hands each
+    ///   attempt the time left as its gRPC timeout; a node that stalls is
+    ///   caught by the executor's own, shorter attempt timeout): not a node
+    ///   fault;
+    /// - `Unavailable`, and any status made locally from a transport failure
+    ///   (tonic reports a connection that broke mid-request as `Unknown`
+    ///   "transport error" or `Cancelled` "operation was canceled" with the
+    ///   underlying error as its source, whereas a status a server sent
+    ///   never has a source): a node fault;
+    /// - everything else: fatal.
+    fn classify(&self) -> Failure {
+        if self.metadata().contains_key(REFUSAL_KEY) {
+            return Failure::NotNodeFault;
+        }
         match self.code() {
-            Code::Unavailable | Code::DeadlineExceeded => true,
-            Code::Unknown | Code::Cancelled | Code::Internal => {
-                std::error::Error::source(self).is_some()
+            Code::DeadlineExceeded => Failure::NotNodeFault,
+            Code::Unavailable => Failure::NodeFault,
+            Code::Unknown | Code::Cancelled | Code::Internal
+                if std::error::Error::source(self).is_some() =>
+            {
+                Failure::NodeFault
             }
-            _ => false,
+            _ => Failure::Fatal,
         }
     }
 }
 
 impl Classify for tonic::transport::Error {
-    fn is_retryable(&self) -> bool {
-        true
+    fn classify(&self) -> Failure {
+        Failure::NodeFault
     }
 }
 
 impl Classify for RouterError {
-    fn is_retryable(&self) -> bool {
-        RouterError::is_retryable(self)
+    /// A nested router's failure: a fault where it may pass, fatal where
+    /// it cannot.
+    fn classify(&self) -> Failure {
+        if self.is_retryable() {
+            Failure::NodeFault
+        } else {
+            Failure::Fatal
+        }
     }
 }
 
@@ -105,7 +126,7 @@ pub enum RouterError {
         /// The space.
         space: String,
     },
-    /// Every candidate failed with a retryable error or had an open breaker.
+    /// Every candidate failed (or refused) or had an open breaker.
     /// Retryable (later).
     #[error("all replicas unavailable ({attempts} attempts, {rejected} rejected by open breakers)")]
     Unavailable {
@@ -180,7 +201,7 @@ impl From<RouterError> for Status {
 /// succeeded.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError<E> {
-    /// The operation returned a non-retryable error; returned at once,
+    /// The operation failed fatally (see [`Failure::Fatal`]); returned at once,
     /// breakers untouched.
     #[error("{0}")]
     Operation(E),
@@ -189,7 +210,7 @@ pub enum ExecError<E> {
     Router {
         /// Why.
         error: RouterError,
-        /// The last retryable operation error, if an attempt was made.
+        /// The last operation error seen, if an attempt was made.
         last: Option<E>,
     },
 }
@@ -227,9 +248,15 @@ mod tests {
 
     #[test]
     fn classification_and_codes() {
-        for c in [Code::Unavailable, Code::DeadlineExceeded] {
-            assert!(Status::new(c, "").is_retryable());
-        }
+        assert_eq!(Status::unavailable("").classify(), Failure::NodeFault);
+        assert_eq!(
+            Status::deadline_exceeded("").classify(),
+            Failure::NotNodeFault
+        );
+        assert_eq!(
+            refusal("quorum-shortfall", "only 1 of 3").classify(),
+            Failure::NotNodeFault
+        );
         for c in [
             Code::InvalidArgument,
             Code::NotFound,
@@ -238,22 +265,28 @@ mod tests {
             Code::Unauthenticated,
             Code::FailedPrecondition,
         ] {
-            assert!(!Status::new(c, "").is_retryable());
+            assert_eq!(Status::new(c, "").classify(), Failure::Fatal);
         }
         // A broken connection: tonic's local status carries the cause.
         let broken = Status::from_error(Box::new(std::io::Error::from(
             std::io::ErrorKind::ConnectionReset,
         )));
         assert_eq!(broken.code(), Code::Unknown);
-        assert!(broken.is_retryable());
+        assert_eq!(broken.classify(), Failure::NodeFault);
         let mut dropped = Status::cancelled("operation was canceled");
         dropped.set_source(std::sync::Arc::new(std::io::Error::from(
             std::io::ErrorKind::BrokenPipe,
         )));
-        assert!(dropped.is_retryable());
-        assert!(!Status::cancelled("client went away").is_retryable());
+        assert_eq!(dropped.classify(), Failure::NodeFault);
+        assert_eq!(
+            Status::cancelled("client went away").classify(),
+            Failure::Fatal
+        );
         // The same code sent by a server is its answer, not a transport failure.
-        assert!(!Status::new(Code::Unknown, "transport error").is_retryable());
+        assert_eq!(
+            Status::new(Code::Unknown, "transport error").classify(),
+            Failure::Fatal
+        );
         let e = RouterError::NoLocalData { space: "s".into() };
         assert!(e.is_retryable());
         let s: Status = e.into();

@@ -3,13 +3,14 @@
 //! For each target in order (primary, then fallbacks for recall and query):
 //! check the node's breaker (open: skip it without calling the operation),
 //! call the operation with [`Target::Remote`] (a pooled channel and the time
-//! left) or [`Target::Local`], and classify the result
-//! ([`Classify`]). A success returns at once, saying who served and whether
-//! it was a fallback; a non-retryable error returns at once and leaves
-//! breakers alone; a retryable one moves to the next target; a refusal
-//! ([`REFUSAL_KEY`](crate::error::REFUSAL_KEY): the node is catching up, or
-//! its view differs) moves to the next target too, but counts no fault
-//! against the node's breaker or the retry budget. When every
+//! left) or [`Target::Local`], and classify the result ([`Classify`] into a
+//! [`Failure`]). A success returns at once, saying who served and whether it
+//! was a fallback; a fatal error returns at once and leaves breakers alone; a
+//! node fault (or the attempt's own timeout passing) moves to the next target
+//! and counts against the node's breaker and the retry budget; what is not
+//! the node's fault (a refusal: catching up, a different view, a quorum
+//! shortfall; or the caller's deadline) moves to the next target too, but
+//! counts nothing. When every
 //! target was tried, a new round starts after a full-jitter backoff, up to
 //! `max_attempts_per_node` rounds (default 3), so no node sees more than that
 //! many attempts. Every attempt after the first needs the shared retry budget
@@ -38,7 +39,7 @@ use tonic::transport::Channel;
 
 use crate::breaker::{Permit, Transition};
 use crate::decision::{Operation, RoutingDecision, Strategy};
-use crate::error::{Classify, ExecError, RouterError};
+use crate::error::{Classify, ExecError, Failure, RouterError};
 use crate::metrics;
 use crate::placement::NodeIndex;
 use crate::placement::PreferenceList;
@@ -136,17 +137,20 @@ where
     all
 }
 
+/// What one attempt came to (see [`Failure`]).
 enum Outcome<T, E> {
     Ok(T),
     Fatal(E),
     /// A node fault: next target, counted by breaker and budget.
-    Retry(E),
-    /// The node answered but will not serve this: next target, no fault.
-    Refused(E),
+    Fault(E),
+    /// Not the node's fault (a refusal, the caller's deadline reported by
+    /// the node): next target, nothing counted.
+    Declined(E),
     /// The attempt's own timeout (from the node's usual latency) passed
     /// with time left: a node fault; next target.
     Stalled,
-    /// The operation's deadline passed.
+    /// The operation's deadline passed: the caller's time is spent, which
+    /// says nothing about the node.
     TimedOut,
 }
 
@@ -354,11 +358,11 @@ impl Router {
                         return Ok(served(d, by, value, hedged, tally.attempts));
                     }
                     Some(Outcome::Fatal(e)) => return Err(ExecError::Operation(e)),
-                    Some(Outcome::Retry(e)) => {
+                    Some(Outcome::Fault(e)) => {
                         tally.faults += 1;
                         tally.last = Some(e);
                     }
-                    Some(Outcome::Refused(e)) => tally.last = Some(e),
+                    Some(Outcome::Declined(e)) => tally.last = Some(e),
                     Some(Outcome::Stalled) => tally.faults += 1,
                     Some(Outcome::TimedOut) => return Err(tally.deadline()),
                     None => {} // both hedged requests failed retryably
@@ -439,11 +443,11 @@ impl Router {
             };
             let idx = if from_hedge { hedge_idx } else { 0 };
             match result {
-                Outcome::Retry(e) => {
+                Outcome::Fault(e) => {
                     tally.faults += 1;
                     tally.last = Some(e);
                 }
-                Outcome::Refused(e) => tally.last = Some(e),
+                Outcome::Declined(e) => tally.last = Some(e),
                 Outcome::Stalled => tally.faults += 1,
                 other => {
                     if from_hedge && matches!(other, Outcome::Ok(_)) {
@@ -493,15 +497,6 @@ impl Router {
             metrics::breaker_rejected(&member.id);
             return None;
         };
-        if permit.is_probe() {
-            metrics::breaker_transition(
-                &member.id,
-                Transition {
-                    from: crate::breaker::BreakerState::Open,
-                    to: crate::breaker::BreakerState::HalfOpen,
-                },
-            );
-        }
         let channel = remote.channels.as_ref()?.get().clone();
         Some(Prepared {
             permit: Some(permit),
@@ -541,6 +536,17 @@ impl Router {
         // The last attempt an operation has gets the whole deadline: a
         // cluster that turned slower than its estimates still answers.
         let probe = permit.as_ref().is_some_and(Permit::is_probe);
+        if probe {
+            // Counted when the probe is sent: one taken and then dropped
+            // unsent (a hedge not sent) went back to open.
+            metrics::breaker_transition(
+                &node,
+                Transition {
+                    from: crate::breaker::BreakerState::Open,
+                    to: crate::breaker::BreakerState::HalfOpen,
+                },
+            );
+        }
         let attempt = match estimate {
             Some(e) if !last_resort => {
                 crate::latency::Estimate::attempt_timeout(e.get(), &self.config.timeouts).min(left)
@@ -565,40 +571,41 @@ impl Router {
                 self.budget.on_success();
                 (Outcome::Ok(v), permit.and_then(Permit::success))
             }
-            Ok(Err(e)) if e.is_refusal() => {
-                answered(estimate);
-                (Outcome::Refused(e), permit.and_then(Permit::neutral))
-            }
-            Ok(Err(e)) if e.is_retryable() => {
+            Ok(Err(e)) => match e.classify() {
+                Failure::NodeFault => {
+                    self.budget.on_failure();
+                    let r = self.random.next_u64();
+                    (Outcome::Fault(e), permit.and_then(|p| p.failure(now, r)))
+                }
+                // The node answered; how long it took to refuse, or to let
+                // the caller's deadline run out, is no sample of its
+                // latency.
+                Failure::NotNodeFault => (Outcome::Declined(e), permit.and_then(Permit::neutral)),
+                Failure::Fatal => {
+                    answered(estimate);
+                    (Outcome::Fatal(e), permit.and_then(Permit::neutral))
+                }
+            },
+            Err(_) if attempt < left => {
                 self.budget.on_failure();
                 let r = self.random.next_u64();
-                (Outcome::Retry(e), permit.and_then(|p| p.failure(now, r)))
+                metrics::attempt_timeout(&node);
+                // A half-open probe that stalls backs the node's timeout
+                // off, so the next probe waits longer: a node that turned
+                // slower than its timeout is soon waited for, while a
+                // silent one costs one short timeout per probe.
+                if let (true, Some(e)) = (probe, estimate) {
+                    e.timed_out(attempt);
+                }
+                if let (Some(l), Operation::Recall | Operation::Query) = (latency, operation) {
+                    l.read_seen.timed_out(attempt);
+                }
+                (Outcome::Stalled, permit.and_then(|p| p.failure(now, r)))
             }
-            Ok(Err(e)) => {
-                answered(estimate);
-                (Outcome::Fatal(e), permit.and_then(Permit::neutral))
-            }
-            Err(_) => {
-                self.budget.on_failure();
-                let r = self.random.next_u64();
-                let outcome = if attempt < left {
-                    metrics::attempt_timeout(&node);
-                    // A half-open probe that stalls backs the node's timeout
-                    // off, so the next probe waits longer: a node that
-                    // turned slower than its timeout is soon waited for,
-                    // while a silent one costs one short timeout per probe.
-                    if let (true, Some(e)) = (probe, estimate) {
-                        e.timed_out(attempt);
-                    }
-                    if let (Some(l), Operation::Recall | Operation::Query) = (latency, operation) {
-                        l.read_seen.timed_out(attempt);
-                    }
-                    Outcome::Stalled
-                } else {
-                    Outcome::TimedOut
-                };
-                (outcome, permit.and_then(|p| p.failure(now, r)))
-            }
+            // The caller's deadline, not the node's doing: no verdict (a
+            // probe dropped unanswered leaves the breaker open for the next
+            // caller to probe).
+            Err(_) => (Outcome::TimedOut, None),
         };
         if let Some(t) = transition {
             metrics::breaker_transition(&node, t);

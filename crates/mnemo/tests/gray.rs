@@ -212,3 +212,80 @@ async fn reads_move_to_faster_replicas_of_a_slow_primary() {
         "the slow primary answered {by_primary} of 32 reads"
     );
 }
+
+/// A peer whose view of placement differs from the entry node's refuses the
+/// reads sent to it ("not a holder"): however many, they never count
+/// against its breaker, and every read is still answered. The views differ
+/// for good here: the peer runs with replication factor 1, so it holds only
+/// the spaces it leads, while the entry node counts it among the three
+/// holders of every space. The primary comes back slow, so the entry node
+/// asks the peer before it (or hedges to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_refusing_forwarded_reads_never_has_its_breaker_opened() {
+    let mut cluster = Cluster::start(3).await;
+    let space = "differing";
+    let holders = cluster.holders(space).await;
+    let (primary, peer, entry) = (holders[0].clone(), holders[1].clone(), holders[2].clone());
+    let mut c = cluster.node(&entry).client().await;
+    for i in 0..5 {
+        c.remember(support::remember(
+            space,
+            &format!("m{i}"),
+            "a note",
+            v1::Ack::Quorum,
+        ))
+        .await
+        .unwrap();
+    }
+    let through = cluster.node(&entry).addr.to_string();
+    cluster.node_mut(&peer).kill9();
+    cluster.start_again_with(
+        &peer,
+        &through,
+        &["--replication-factor", "1", "--http", "127.0.0.1:0"],
+    );
+    cluster.node_mut(&primary).kill9();
+    cluster.start_again_with(&primary, &through, &["--inject-latency-ms", "300"]);
+    cluster.await_formed().await;
+
+    // Read until the peer has refused more reads than it takes faults to
+    // open a breaker (5), twice over.
+    let peer_node = cluster.node(&peer);
+    let refused = || {
+        let page = support::http_get(peer_node.http.as_deref().unwrap(), "/metrics");
+        let series = page
+            .lines()
+            .filter(|l| {
+                l.starts_with("mnemo_request_duration_seconds_count{")
+                    && l.contains("operation=\"recall\"")
+                    && l.contains("role=\"serve\"")
+                    && l.contains("outcome=\"unavailable\"")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        support::metric_sum(&series, "mnemo_request_duration_seconds_count")
+    };
+    eventually(&format!("{peer} to refuse ten reads"), || {
+        let mut c = c.clone();
+        let peer = &peer;
+        let refused = &refused;
+        async move {
+            let r = c
+                .recall(support::recall_all(space, "note"))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(ids(&r).len(), 5, "every read is answered in full");
+            assert_ne!(&r.served_by, peer, "the peer holds none of it");
+            (refused() >= 10.0).then_some(())
+        }
+    })
+    .await;
+    let s = cluster.node(&entry).status().await;
+    let b = s.breakers.iter().find(|b| b.node == peer).unwrap();
+    assert_eq!(
+        (b.state.as_str(), b.consecutive_failures),
+        ("closed", 0),
+        "{entry}'s breaker for {peer}"
+    );
+}

@@ -781,3 +781,139 @@ async fn when_every_holder_turns_slow_the_last_attempt_waits_for_it() {
             .expect("a slow cluster still answers");
     }
 }
+
+/// (breaker state, consecutive failures) of `node`, and whether the retry
+/// budget is still full.
+fn untouched(r: &Router, node: &str) -> (BreakerState, u32, bool) {
+    let (_, state, failures) = breaker(r, node);
+    let full = (r.retry_budget_tokens() - BudgetConfig::default().max_tokens as f32).abs() < 1e-3;
+    (state, failures, full)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_callers_deadline_is_no_fault_of_the_node() {
+    let r = router(config());
+    let fake = Fake::default();
+    let d = r.route_recall(&space(&r, false)).unwrap();
+    let order = names(&d);
+    // The caller's own short deadline runs out while the primary works.
+    fake.set(&order[0], Act::After(200, true));
+    for _ in 0..10 {
+        let e = r
+            .execute(&d, Some(Duration::from_millis(50)), |t| fake.call(&t))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            e.router_error(),
+            Some(RouterError::DeadlineExceeded { .. })
+        ));
+    }
+    assert_eq!(untouched(&r, &order[0]), (BreakerState::Closed, 0, true));
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_that_are_no_fault_of_the_node_move_on_and_count_nothing() {
+    let r = router(config());
+    let d = r.route_store(&space(&r, false)).unwrap();
+    let order = names(&d);
+    // The primary reports the caller's deadline as passed, or a quorum that
+    // fell short, or that its view differs: the next holder serves, and
+    // however often it happens, the primary's breaker stays closed.
+    let answers = [
+        Status::deadline_exceeded("deadline passed while waiting for the quorum"),
+        crate::error::refusal("quorum-shortfall", "durable here, 1 of 3 confirmed"),
+        crate::error::refusal("not-a-holder", "views differ"),
+    ];
+    for i in 0..12 {
+        let answer = answers[i % answers.len()].clone();
+        let served = r
+            .execute(&d, None, |t| {
+                let from_primary = t.node().is_some_and(|n| n.as_str() == order[0]);
+                let answer = answer.clone();
+                async move { if from_primary { Err(answer) } else { Ok(()) } }
+            })
+            .await
+            .unwrap();
+        assert_eq!(served.node.as_str(), order[1]);
+    }
+    assert_eq!(untouched(&r, &order[0]), (BreakerState::Closed, 0, true));
+}
+
+#[tokio::test(start_paused = true)]
+async fn node_faults_still_open_breakers_and_spend_the_budget() {
+    let r = router(config());
+    let fake = Fake::default();
+    let d = r.route_store(&space(&r, false)).unwrap();
+    let order = names(&d);
+    fake.set(&order[0], Act::Unavailable);
+    for _ in 0..5 {
+        r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+    }
+    let (state, failures, full) = untouched(&r, &order[0]);
+    assert_eq!((state, failures), (BreakerState::Open, 5));
+    assert!(!full, "each fault took from the budget");
+}
+
+/// A probe is counted as a half-open transition when it is sent, not when
+/// it is taken: a hedge whose budget token went to a concurrent request
+/// between the check and the take drops the probe it prepared unsent.
+#[test]
+fn a_probe_is_counted_when_sent_not_when_taken() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let half_open = || {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, _, _, _)| {
+                key.key().name() == "mnemo_router_breaker_transitions_total"
+                    && key
+                        .key()
+                        .labels()
+                        .any(|l| l.key() == "to" && l.value() == "half_open")
+            })
+            .map(|(_, _, _, value)| match value {
+                DebugValue::Counter(n) => n,
+                _ => 0,
+            })
+            .sum::<u64>()
+    };
+    ::metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let r = router(config());
+            let fake = Fake::default();
+            let d = r.route_recall(&space(&r, false)).unwrap();
+            let order = names(&d);
+            let table = r.table();
+            let primary = &table.remote(d.targets()[0]).unwrap().breaker;
+            for _ in 0..5 {
+                let _ = primary.try_acquire(0).unwrap().failure(0, 0);
+            }
+            tokio::time::advance(Duration::from_secs(60)).await;
+            // Taken and dropped unsent: not counted, and the next caller
+            // still gets the probe.
+            let taken = r.prepare(&d, d.targets()[0], Duration::from_secs(1));
+            assert!(
+                taken
+                    .as_ref()
+                    .is_some_and(|p| p.permit.as_ref().is_some_and(Permit::is_probe))
+            );
+            drop(taken);
+            assert_eq!(half_open(), 0);
+            let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
+            assert_eq!(
+                served.node.as_str(),
+                order[0],
+                "the probe went out and closed it"
+            );
+            assert_eq!(half_open(), 1);
+        });
+    });
+}
