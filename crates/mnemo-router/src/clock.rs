@@ -2,17 +2,38 @@
 //!
 //! Core modules (placement, breaker, budget, backoff, decision) never read a
 //! clock or a random source themselves: they take `now` as `u64` milliseconds
-//! and random draws as `u64`. This module holds the two sources the adapters
-//! pass in. `std::time::Instant::now` is banned in this crate by
-//! `clippy.toml`; [`TokioClock`] reads tokio's clock, which tests pause and
-//! advance with `#[tokio::test(start_paused = true)]`.
+//! and random draws as `u64`. The adapters (executor, router) read time and
+//! sleep only through a [`Clock`]: deadlines, attempt timeouts, backoff,
+//! hedge delays and latency samples all come from the one injected clock.
+//! `clippy.toml` bans std's and tokio's `Instant::now`, `SystemTime::now`,
+//! and tokio's `sleep` and `timeout` everywhere else in this crate.
+//!
+//! [`TokioClock`] is the clock of a running node (tokio's, so tests may
+//! also pause and advance it); [`ManualClock`] moves only when told to, for
+//! tests that drive deadlines by hand and for benchmarks.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
-/// A monotonic clock in milliseconds since an arbitrary origin.
+/// A future that completes at a point of a [`Clock`]'s time.
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A monotonic clock, time measured from an arbitrary origin.
 pub trait Clock: Send + Sync + 'static {
-    /// Milliseconds since the clock's origin; never decreases.
-    fn now_millis(&self) -> u64;
+    /// Time since the clock's origin; never decreases.
+    fn now(&self) -> Duration;
+
+    /// Completes once [`now`](Self::now) reads `at` or later.
+    fn sleep_until(&self, at: Duration) -> Sleep;
+
+    /// [`now`](Self::now) in whole milliseconds (what the core takes).
+    fn now_millis(&self) -> u64 {
+        u64::try_from(self.now().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// tokio's clock (honours paused time in tests). Origin: construction.
@@ -23,6 +44,10 @@ pub struct TokioClock {
 
 impl TokioClock {
     /// A clock whose origin is now.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one place tokio's clock is read"
+    )]
     pub fn new() -> Self {
         Self {
             origin: tokio::time::Instant::now(),
@@ -37,30 +62,82 @@ impl Default for TokioClock {
 }
 
 impl Clock for TokioClock {
-    fn now_millis(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    #[allow(clippy::disallowed_methods, reason = "the one place tokio sleeps")]
+    fn sleep_until(&self, at: Duration) -> Sleep {
+        Box::pin(tokio::time::sleep_until(self.origin + at))
     }
 }
 
-/// A clock moved by hand; for tests and benchmarks.
+/// A clock moved by hand (tests and benchmarks): its sleeps complete when
+/// [`advance`](Self::advance) moves it past their time.
 #[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
+pub struct ManualClock(std::sync::Arc<Manual>);
+
+#[derive(Debug, Default)]
+struct Manual {
+    nanos: AtomicU64,
+    /// Sleeps not yet due: when each is due, and who to wake.
+    sleepers: Mutex<Vec<(Duration, Waker)>>,
+}
+
+impl Manual {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.nanos.load(Ordering::SeqCst))
+    }
+}
 
 impl ManualClock {
     /// A clock at `millis`.
     pub fn new(millis: u64) -> Self {
-        Self(AtomicU64::new(millis))
+        let clock = Self::default();
+        clock
+            .0
+            .nanos
+            .store(millis.saturating_mul(1_000_000), Ordering::SeqCst);
+        clock
     }
 
-    /// Moves the clock forward.
+    /// Moves the clock forward and wakes the sleeps that became due.
     pub fn advance(&self, millis: u64) {
-        self.0.fetch_add(millis, Ordering::Relaxed);
+        self.0
+            .nanos
+            .fetch_add(millis.saturating_mul(1_000_000), Ordering::SeqCst);
+        let now = self.0.now();
+        let due: Vec<(Duration, Waker)> = {
+            let mut sleepers = self.0.sleepers.lock().expect("lock poisoned");
+            let (due, waiting) = std::mem::take(&mut *sleepers)
+                .into_iter()
+                .partition(|(at, _)| *at <= now);
+            *sleepers = waiting;
+            due
+        };
+        for (_, waker) in due {
+            waker.wake();
+        }
     }
 }
 
 impl Clock for ManualClock {
-    fn now_millis(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+    fn now(&self) -> Duration {
+        self.0.now()
+    }
+
+    fn sleep_until(&self, at: Duration) -> Sleep {
+        let clock = std::sync::Arc::clone(&self.0);
+        Box::pin(std::future::poll_fn(move |cx: &mut Context<'_>| {
+            // The time is read under the lock `advance` wakes under, so a
+            // sleep either sees the new time or is woken by it.
+            let mut sleepers = clock.sleepers.lock().expect("lock poisoned");
+            if clock.now() >= at {
+                return Poll::Ready(());
+            }
+            sleepers.push((at, cx.waker().clone()));
+            Poll::Pending
+        }))
     }
 }
 

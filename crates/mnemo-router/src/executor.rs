@@ -26,15 +26,16 @@
 //! loser is dropped (a dropped breaker probe releases its slot). Dean &
 //! Barroso, "The Tail at Scale" (CACM 2013).
 //!
-//! This is an adapter: it sleeps and times out with tokio's clock, so tests
-//! run under `#[tokio::test(start_paused = true)]`.
+//! This is an adapter: every time it reads, sleeps or times out on comes
+//! from the router's injected [`Clock`](crate::clock::Clock) (times are
+//! durations since the clock's origin), so tests drive it with tokio's
+//! paused clock or a [`ManualClock`](crate::clock::ManualClock).
 
 use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::breaker::{Permit, Transition};
@@ -197,7 +198,7 @@ impl Router {
         Fut: Future<Output = Result<T, E>>,
         E: Classify,
     {
-        let until = Instant::now() + deadline.unwrap_or(self.config.deadline);
+        let until = self.clock.now() + deadline.unwrap_or(self.config.deadline);
         self.execute_until(decision, until, &mut op).await
     }
 
@@ -218,7 +219,7 @@ impl Router {
         E: Classify,
     {
         let plan = self.route_query(spaces)?;
-        let until = Instant::now() + deadline.unwrap_or(self.config.deadline);
+        let until = self.clock.now() + deadline.unwrap_or(self.config.deadline);
         let op = &op;
         let runs = plan.parts.into_iter().map(|(space, decision)| async move {
             let result = match decision {
@@ -251,7 +252,7 @@ impl Router {
     pub(crate) async fn execute_until<T, E, F, Fut>(
         &self,
         d: &RoutingDecision,
-        until: Instant,
+        until: Duration,
         op: &mut F,
     ) -> Result<Served<T>, ExecError<E>>
     where
@@ -276,7 +277,7 @@ impl Router {
     async fn run_rounds<T, E, F, Fut>(
         &self,
         d: &RoutingDecision,
-        until: Instant,
+        until: Duration,
         op: &mut F,
     ) -> Result<Served<T>, ExecError<E>>
     where
@@ -298,10 +299,11 @@ impl Router {
         for round in 0..rounds {
             if round > 0 {
                 let delay = self.config.backoff.delay(round - 1, self.random.next_u64());
-                if Instant::now() + delay >= until {
+                let wake = self.clock.now() + delay;
+                if wake >= until {
                     return Err(tally.deadline());
                 }
-                tokio::time::sleep(delay).await;
+                self.clock.sleep_until(wake).await;
             }
             let mut admitted = false;
             let mut i = 0;
@@ -311,7 +313,7 @@ impl Router {
                     let attempts = tally.attempts;
                     return Err(tally.fail(RouterError::BudgetExhausted { attempts }));
                 }
-                let left = until.saturating_duration_since(Instant::now());
+                let left = until.saturating_sub(self.clock.now());
                 if left.is_zero() {
                     return Err(tally.deadline());
                 }
@@ -390,7 +392,7 @@ impl Router {
         targets: &[NodeIndex],
         mut run: std::pin::Pin<&mut (impl Future<Output = Outcome<T, E>> + 'a)>,
         delay: Duration,
-        until: Instant,
+        until: Duration,
         op: &mut F,
         tally: &mut Tally<E>,
     ) -> (Option<Outcome<T, E>>, usize, bool, usize)
@@ -399,12 +401,12 @@ impl Router {
         Fut: Future<Output = Result<T, E>>,
         E: Classify,
     {
-        let started = Instant::now();
+        let started = self.clock.now();
         tokio::select! {
             res = &mut run => return (Some(res), 0, false, 1),
-            () = tokio::time::sleep(delay) => {}
+            () = self.clock.sleep_until(started + delay) => {}
         }
-        let left = until.saturating_duration_since(Instant::now());
+        let left = until.saturating_sub(self.clock.now());
         // The token is taken only when a replica is admitted: a hedge that
         // is not sent costs nothing (and no probe is taken for nothing).
         let hedge = if self.budget.can_retry() {
@@ -458,7 +460,10 @@ impl Router {
                         // took at least this long, which is all its
                         // estimate can learn (and enough to judge it slow).
                         if let Some(remote) = d.table().remote(targets[0]) {
-                            remote.latency.read_seen.record(started.elapsed());
+                            remote
+                                .latency
+                                .read_seen
+                                .record(self.clock.now().saturating_sub(started));
                         }
                     }
                     return (Some(other), idx, from_hedge, hedge_idx + 1);
@@ -553,12 +558,15 @@ impl Router {
             }
             _ => left,
         };
-        let started = Instant::now();
-        let result = tokio::time::timeout(attempt, fut).await;
+        let started = self.clock.now();
+        let result = tokio::select! {
+            r = fut => Ok(r),
+            () = self.clock.sleep_until(started + attempt) => Err(()),
+        };
         let now = self.clock.now_millis();
         let answered = |e: Option<&crate::latency::LatencyEstimate>| {
             if let Some(e) = e {
-                let took = started.elapsed();
+                let took = self.clock.now().saturating_sub(started);
                 e.record(took);
                 if let (Some(l), Operation::Recall | Operation::Query) = (latency, operation) {
                     l.read_seen.record(took);
@@ -586,7 +594,7 @@ impl Router {
                     (Outcome::Fatal(e), permit.and_then(Permit::neutral))
                 }
             },
-            Err(_) if attempt < left => {
+            Err(()) if attempt < left => {
                 self.budget.on_failure();
                 let r = self.random.next_u64();
                 metrics::attempt_timeout(&node);
@@ -605,7 +613,7 @@ impl Router {
             // The caller's deadline, not the node's doing: no verdict (a
             // probe dropped unanswered leaves the breaker open for the next
             // caller to probe).
-            Err(_) => (Outcome::TimedOut, None),
+            Err(()) => (Outcome::TimedOut, None),
         };
         if let Some(t) = transition {
             metrics::breaker_transition(&node, t);

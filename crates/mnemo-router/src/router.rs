@@ -254,10 +254,11 @@ impl Router {
             n.set(v);
             v % SAMPLE_EVERY == 0
         });
-        let start = sampled.then(tokio::time::Instant::now);
+        let start = sampled.then(|| self.clock.now());
         let decision = decide(&self.table.load(), operation, space, self.partition());
         if let Some(start) = start {
-            crate::metrics::decision_latency(operation.as_str(), start.elapsed().as_secs_f64());
+            let took = self.clock.now().saturating_sub(start);
+            crate::metrics::decision_latency(operation.as_str(), took.as_secs_f64());
         }
         if let Err(e) = &decision {
             crate::metrics::request(operation.as_str(), "none", error_label(e));

@@ -1,3 +1,7 @@
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the fake nodes answer on tokio's paused clock, which the router's TokioClock reads"
+)]
 //! Executor tests against a fake transport: a closure that counts calls per
 //! node and answers as told. Paused tokio time, seeded randomness.
 
@@ -113,12 +117,16 @@ fn defaults() -> RouterConfig {
 }
 
 fn router(cfg: RouterConfig) -> Router {
+    router_on(cfg, Arc::new(TokioClock::new()))
+}
+
+fn router_on(cfg: RouterConfig, clock: Arc<dyn crate::clock::Clock>) -> Router {
     let members = (0..5).map(|i| Member::alive(format!("n{i}"), format!("127.0.0.1:{}", 10 + i)));
     Router::with_sources(
         NodeId::from("n0"),
         members,
         cfg,
-        Arc::new(TokioClock::new()),
+        clock,
         Arc::new(SplitMix::seeded(42)),
     )
 }
@@ -312,7 +320,7 @@ async fn store_retries_every_holder_with_bounded_backoff() {
     for n in names(&d) {
         fake.set(&n, Act::Unavailable);
     }
-    let start = Instant::now();
+    let start = r.clock.now();
     let e = r.execute(&d, None, |t| fake.call(&t)).await.unwrap_err();
     assert_eq!(
         e.router_error(),
@@ -323,7 +331,7 @@ async fn store_retries_every_holder_with_bounded_backoff() {
     );
     assert_eq!(fake.total(), 9);
     // Two backoffs: at most 10 ms + 20 ms.
-    assert!(start.elapsed() <= Duration::from_millis(30));
+    assert!(r.clock.now().saturating_sub(start) <= Duration::from_millis(30));
 }
 
 #[tokio::test(start_paused = true)]
@@ -334,7 +342,7 @@ async fn every_attempt_fits_in_the_deadline() {
     for n in names(&d) {
         fake.set(&n, Act::After(3_000, false));
     }
-    let start = Instant::now();
+    let start = r.clock.now();
     let e = r
         .execute(&d, Some(Duration::from_secs(10)), |t| fake.call(&t))
         .await
@@ -343,7 +351,7 @@ async fn every_attempt_fits_in_the_deadline() {
         e.router_error(),
         Some(RouterError::DeadlineExceeded { attempts: 4 })
     ));
-    assert_eq!(start.elapsed(), Duration::from_secs(10));
+    assert_eq!(r.clock.now().saturating_sub(start), Duration::from_secs(10));
     let timeouts = fake.timeouts.lock().unwrap().clone();
     assert_eq!(timeouts.len(), 4);
     assert_eq!(timeouts[0], Duration::from_secs(10));
@@ -390,11 +398,14 @@ async fn hedged_recall_returns_the_faster_replica() {
     let order = names(&d);
     fake.set(&order[0], Act::After(1_000, true));
     fake.set(&order[1], Act::After(10, true));
-    let start = Instant::now();
+    let start = r.clock.now();
     let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
     assert_eq!(served.node.as_str(), order[1]);
     assert!(served.hedged && served.fallback);
-    assert_eq!(start.elapsed(), Duration::from_millis(60));
+    assert_eq!(
+        r.clock.now().saturating_sub(start),
+        Duration::from_millis(60)
+    );
 
     // A primary that answers before the hedge delay gets no hedge.
     fake.set(&order[0], Act::After(20, true));
@@ -618,10 +629,13 @@ async fn a_silent_node_costs_one_attempt_timeout_not_the_deadline() {
     }
     // Then it hangs: the write goes to the next holder after 50 ms.
     fake.set(&order[0], Act::Hang);
-    let start = Instant::now();
+    let start = r.clock.now();
     let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
     assert_eq!(served.node.as_str(), order[1]);
-    assert_eq!(start.elapsed(), Duration::from_millis(50));
+    assert_eq!(
+        r.clock.now().saturating_sub(start),
+        Duration::from_millis(50)
+    );
     let failures = breaker(&r, &order[0]).2;
     assert_eq!(failures, 1, "the stall counts against its breaker");
 }
@@ -642,11 +656,14 @@ async fn reads_hedge_after_the_adaptive_delay() {
     }
     // It turns slow (but not silent): the hedge goes out at the floor.
     fake.set(&order[0], Act::After(500, true));
-    let start = Instant::now();
+    let start = r.clock.now();
     let served = r.execute(&d, None, |t| fake.call(&t)).await.unwrap();
     assert!(served.hedged && served.fallback);
     assert_eq!(served.node.as_str(), order[1]);
-    assert_eq!(start.elapsed(), Duration::from_millis(20));
+    assert_eq!(
+        r.clock.now().saturating_sub(start),
+        Duration::from_millis(20)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -916,4 +933,80 @@ fn a_probe_is_counted_when_sent_not_when_taken() {
             assert_eq!(half_open(), 1);
         });
     });
+}
+
+/// Deadlines, backoff and attempt timeouts run on the injected clock: with
+/// a manual clock, an hour-long deadline passes the moment the clock is
+/// moved an hour on, and not before.
+#[tokio::test]
+async fn deadlines_run_on_the_injected_clock() {
+    let clock = Arc::new(crate::clock::ManualClock::new(0));
+    let r = Arc::new(router_on(config(), Arc::clone(&clock) as _));
+    let d = r.route_recall(&space(&r, false)).unwrap();
+    let called = Arc::new(tokio::sync::Notify::new());
+    let task = {
+        let (r, called) = (Arc::clone(&r), Arc::clone(&called));
+        tokio::spawn(async move {
+            r.execute(&d, Some(Duration::from_secs(3600)), |_| {
+                called.notify_one();
+                std::future::pending::<Result<(), Status>>()
+            })
+            .await
+        })
+    };
+    called.notified().await;
+    clock.advance(3_599_999);
+    tokio::task::yield_now().await;
+    assert!(!task.is_finished(), "a millisecond of the deadline is left");
+    clock.advance(1);
+    let e = task.await.unwrap().unwrap_err();
+    assert!(matches!(
+        e.router_error(),
+        Some(RouterError::DeadlineExceeded { attempts: 1 })
+    ));
+    // The node's time waited for was the caller's: no fault counted.
+    let order = names(&r.route_recall(&space(&r, false)).unwrap());
+    assert_eq!(untouched(&r, &order[0]), (BreakerState::Closed, 0, true));
+}
+
+/// Backoff between rounds sleeps on the injected clock too: a write whose
+/// every holder is down makes its rounds as the manual clock moves.
+#[tokio::test]
+async fn backoff_sleeps_on_the_injected_clock() {
+    let clock = Arc::new(crate::clock::ManualClock::new(0));
+    let r = Arc::new(router_on(config(), Arc::clone(&clock) as _));
+    let fake = Arc::new(Fake::default());
+    for i in 0..5 {
+        fake.set(&format!("n{i}"), Act::Unavailable);
+    }
+    fake.set("local", Act::Unavailable);
+    let d = r.route_store(&space(&r, false)).unwrap();
+    let holders = d.targets().len() as u32;
+    let task = {
+        let (r, fake) = (Arc::clone(&r), Arc::clone(&fake));
+        tokio::spawn(async move { r.execute(&d, None, |t| fake.call(&t)).await })
+    };
+    // The first round runs without the clock moving, then waits.
+    while fake.total() < holders {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        fake.total(),
+        holders,
+        "the second round waits for the clock"
+    );
+    while !task.is_finished() {
+        clock.advance(10);
+        tokio::task::yield_now().await;
+    }
+    let e = task.await.unwrap().unwrap_err();
+    assert!(
+        matches!(e.router_error(), Some(RouterError::Unavailable { .. })),
+        "{e:?}"
+    );
+    let rounds = RouterConfig::default().max_attempts_per_node;
+    assert_eq!(fake.total(), holders * rounds);
 }
