@@ -1,0 +1,256 @@
+//! What a hop costs: the same recall (k = 5 over 100 memories) sent straight
+//! to the space's primary, sent to another node that forwards it to the
+//! primary, and sent through nginx (`grpc_pass`, a dedicated proxy) to the
+//! primary. Rounds of the three are interleaved so they share the machine's
+//! conditions; each runs at concurrency 1 and 8 (one connection per
+//! concurrent caller). Prints p50 and p99 of each, and what each hop adds
+//! over the direct call. Numbers are printed, never asserted.
+//!
+//! `cargo bench -p mnemo --bench hop` (`-- --samples N` per path and
+//! concurrency, default 4000). nginx is Debian's `nginx-light`: found on
+//! `PATH` or in `/usr/sbin`, or installed with `apt-get` when running as
+//! root; when it cannot be had, its rows say why and the rest still runs.
+
+#![allow(missing_docs)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mnemo_proto::v1;
+use support::{Cluster, micros, percentile};
+use tonic::transport::Channel;
+
+type Client = v1::mnemo_client::MnemoClient<Channel>;
+
+const SPACE: &str = "hop";
+
+fn recall() -> v1::RecallRequest {
+    v1::RecallRequest {
+        space: SPACE.into(),
+        cue: "where is the meeting".into(),
+        k: Some(5),
+        ..Default::default()
+    }
+}
+
+/// nginx's binary: on the machine, or installed from Debian.
+fn nginx_binary() -> Result<PathBuf, String> {
+    let found = || {
+        ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+    };
+    if let Some(p) = found() {
+        return Ok(p);
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if !root {
+        return Err("nginx is not installed and this is not root (apt-get install nginx-light)".into());
+    }
+    eprintln!("installing nginx-light with apt-get ...");
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", "-q", "nginx-light"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    // A package's service may have started: this benchmark runs its own.
+    let _ = Command::new("nginx").args(["-s", "stop"]).status();
+    match found() {
+        Some(p) if installed => Ok(p),
+        _ => Err("apt-get install nginx-light failed".into()),
+    }
+}
+
+/// An nginx proxying gRPC (h2c) to one upstream; stopped when dropped.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn start_nginx(upstream: SocketAddr) -> Result<Nginx, String> {
+    let binary = nginx_binary()?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let d = dir.path().display();
+    // As nginx is deployed in front of gRPC services: a worker per core,
+    // connections kept alive both ways (without a cap on requests per
+    // connection), no logging on the request path.
+    let config = format!(
+        "daemon off;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         keepalive_requests 1000000;\n\
+         upstream primary {{ server {upstream}; keepalive 64; keepalive_requests 1000000; }}\n\
+         server {{\n    listen {addr} http2;\n    location / {{ grpc_pass grpc://primary; }}\n  }}\n}}\n"
+    );
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(&conf, config).map_err(|e| e.to_string())?;
+    let child = Command::new(&binary)
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let nginx = Nginx {
+        child,
+        addr,
+        _dir: dir,
+    };
+    // Serving once it accepts connections (a benchmark may poll).
+    let started = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err("nginx did not start listening within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(nginx)
+}
+
+async fn clients(addr: SocketAddr, n: usize) -> Vec<Client> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(
+            Client::connect(format!("http://{addr}"))
+                .await
+                .expect("connect"),
+        );
+    }
+    out
+}
+
+/// `per_client` recalls on each client at once; every latency.
+async fn measure(clients: &[Client], per_client: usize, primary: &str) -> Vec<Duration> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in clients {
+        let mut c = c.clone();
+        let primary = primary.to_owned();
+        tasks.spawn(async move {
+            let mut times = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                let start = Instant::now();
+                let r = c.recall(recall()).await.expect("recall").into_inner();
+                times.push(start.elapsed());
+                assert_eq!(r.served_by, primary);
+                assert_eq!(r.memories.len(), 5);
+            }
+            times
+        });
+    }
+    tasks.join_all().await.into_iter().flatten().collect()
+}
+
+struct Path {
+    name: &'static str,
+    clients: Vec<Client>,
+    times: Vec<Duration>,
+}
+
+fn main() {
+    let Some((args, rt)) = support::bench_setup() else {
+        return;
+    };
+    let samples: usize = support::bench_arg(&args, "--samples", 4000);
+    rt.block_on(async move {
+        let cluster = Cluster::start(3).await;
+        let mut c = cluster.nodes[0].client().await;
+        for i in 0..100 {
+            support::remember_meeting(&mut c, SPACE, i).await;
+        }
+        let primary = cluster.locate_everywhere(SPACE).await.primary.unwrap().id;
+        let direct = cluster.node(&primary).addr;
+        let forwarder = cluster.node_other_than(&[&primary]).addr;
+        let nginx = start_nginx(direct);
+        if let Err(why) = &nginx {
+            println!("nginx rows skipped: {why}");
+        }
+        println!(
+            "recall k=5 over 100 memories, {samples} samples per path and concurrency, \
+             interleaved rounds:"
+        );
+        println!(
+            "{:>5}  {:<10} {:>10} {:>10} {:>12} {:>12}",
+            "conc", "path", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs"
+        );
+        for concurrency in [1usize, 8] {
+            let mut paths = vec![
+                Path {
+                    name: "direct",
+                    clients: clients(direct, concurrency).await,
+                    times: Vec::new(),
+                },
+                Path {
+                    name: "forwarded",
+                    clients: clients(forwarder, concurrency).await,
+                    times: Vec::new(),
+                },
+            ];
+            if let Ok(n) = &nginx {
+                paths.push(Path {
+                    name: "nginx",
+                    clients: clients(n.addr, concurrency).await,
+                    times: Vec::new(),
+                });
+            }
+            let rounds = 10;
+            let per_client = (samples / rounds / concurrency).max(1);
+            for p in &paths {
+                measure(&p.clients, per_client, &primary).await; // warm-up
+            }
+            for _ in 0..rounds {
+                for p in &mut paths {
+                    let t = measure(&p.clients, per_client, &primary).await;
+                    p.times.extend(t);
+                }
+            }
+            for p in &mut paths {
+                p.times.sort();
+            }
+            let base = (
+                percentile(&paths[0].times, 0.5),
+                percentile(&paths[0].times, 0.99),
+            );
+            for p in &paths {
+                let (p50, p99) = (percentile(&p.times, 0.5), percentile(&p.times, 0.99));
+                let added = |a: Duration, b: Duration| micros(a) - micros(b);
+                println!(
+                    "{concurrency:>5}  {:<10} {:>10.1} {:>10.1} {:>12.1} {:>12.1}",
+                    p.name,
+                    micros(p50),
+                    micros(p99),
+                    added(p50, base.0),
+                    added(p99, base.1)
+                );
+            }
+        }
+    });
+}
