@@ -11,7 +11,7 @@ pub(crate) fn memory_to_wire(m: &Memory) -> v1::Memory {
         content: m.content.clone(),
         embedding: m.embedding.clone(),
         confidence: m.current_confidence(),
-        written_confidence: m.confidence,
+        written_confidence: Some(m.confidence),
         recalled_at_ms: m.recalled_at_ms,
         decay: m.decay.map(|d| v1::Decay {
             as_of_ms: d.as_of_ms,
@@ -36,13 +36,14 @@ pub(crate) fn memory_to_wire(m: &Memory) -> v1::Memory {
 }
 
 /// A memory another holder sent, as stored: its current confidence is
-/// derived again from what it was written with and its use.
+/// derived again from what it was written with and its use. A sender that
+/// predates decay sends no `written_confidence`: its `confidence` is that.
 pub(crate) fn memory_from_wire(m: v1::Memory) -> Memory {
     Memory {
         id: m.id,
         content: m.content,
         embedding: m.embedding,
-        confidence: m.written_confidence,
+        confidence: m.written_confidence.unwrap_or(m.confidence),
         recalled_at_ms: m.recalled_at_ms,
         decay: m.decay.map(|d| mnemo_store::Decay {
             as_of_ms: d.as_of_ms,
@@ -97,4 +98,45 @@ pub(crate) fn element_from_wire(e: v1::Element) -> Option<Element> {
         Kind::Memory(m) => Element::Memory(memory_from_wire(m)),
         Kind::Tombstone(id) => Element::Tombstone(id),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_confidence_crosses_the_wire_and_an_older_sender_still_counts() {
+        let m = Memory {
+            id: "a".into(),
+            content: "the car keys are in the blue bowl".into(),
+            embedding: vec![1.0],
+            confidence: 0.8,
+            created_at_ms: 1,
+            decay: Some(mnemo_store::Decay {
+                as_of_ms: 1 + 2 * 86_400_000,
+                half_life_ms: 86_400_000,
+                floor: 0.1,
+            }),
+            ..Memory::default()
+        };
+        let wire = memory_to_wire(&m);
+        assert!(
+            (wire.confidence - 0.2).abs() < 1e-6,
+            "current: {}",
+            wire.confidence
+        );
+        assert_eq!(wire.written_confidence, Some(0.8));
+        assert_eq!(memory_from_wire(wire.clone()), m);
+        // A node that predates decay sends what was written as `confidence`.
+        let older = v1::Memory {
+            written_confidence: None,
+            decay: None,
+            confidence: 0.8,
+            ..wire
+        };
+        assert_eq!(
+            memory_from_wire(older).confidence.to_bits(),
+            0.8f32.to_bits()
+        );
+    }
 }

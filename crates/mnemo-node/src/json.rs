@@ -69,7 +69,7 @@ impl From<&v1::Memory> for Memory {
             id: m.id.clone(),
             content: m.content.clone(),
             confidence: m.confidence,
-            written_confidence: m.written_confidence,
+            written_confidence: m.written_confidence.unwrap_or(m.confidence),
             created_at_ms: m.created_at_ms,
             recalled_at_ms: (m.recalled_at_ms != 0).then_some(m.recalled_at_ms),
             decay: m.decay.map(|d| Decay {

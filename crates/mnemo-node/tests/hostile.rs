@@ -232,7 +232,7 @@ fn memory() -> impl Strategy<Value = v1::Memory> {
         prop::collection::vec(text(), 0..3),
         any::<bool>(),
         prop::collection::vec((text(), text(), any::<f32>()), 0..3),
-        any::<f32>(),
+        prop::option::of(any::<f32>()),
         any::<i64>(),
         prop::option::of((any::<i64>(), any::<i64>(), any::<f32>())),
     )

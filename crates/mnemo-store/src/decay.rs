@@ -2,7 +2,8 @@
 //!
 //! A memory keeps the confidence it was written with. Its **use** changes:
 //! - `recalled_at_ms`: the last time a recall returned it (a recall stamps
-//!   the memories it returns, at most once per [`STAMP_EVERY`] each);
+//!   the memories it returns, at most once per [`STAMP_EVERY`] each, or
+//!   whenever a decay is in effect, which the stamp then lifts);
 //! - `decay`: the latest decay a consolidation applied, as of that
 //!   consolidation's own timestamp, with the half-life and floor it used.
 //!
@@ -83,6 +84,17 @@ pub fn join(a: &Usage, b: &Usage) -> Usage {
         recalled_at_ms: a.recalled_at_ms.max(b.recalled_at_ms),
         decay,
     }
+}
+
+/// Whether a recall at `at_ms` should be recorded on `m`: it was not used
+/// for [`STAMP_EVERY`], or a decay dated before the recall is in effect (a
+/// recall restores it).
+pub fn due_a_stamp(m: &Memory, at_ms: i64) -> bool {
+    let last = m.last_used_ms();
+    at_ms > m.recalled_at_ms
+        && (at_ms.saturating_sub(last) >= STAMP_EVERY
+            || m.decay
+                .is_some_and(|d| d.as_of_ms > last && d.as_of_ms <= at_ms))
 }
 
 /// `m` with its use joined with `usage`.
@@ -217,6 +229,30 @@ mod tests {
         .map(|m| m.id)
         .collect();
         assert_eq!(ids, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_recall_is_stamped_hourly_or_to_lift_a_decay() {
+        let hour = STAMP_EVERY;
+        let m = mem(0.8, 0, 10 * DAY);
+        assert!(
+            !due_a_stamp(&m, 10 * DAY + hour - 1),
+            "stamped within the hour"
+        );
+        assert!(due_a_stamp(&m, 10 * DAY + hour));
+        // Decayed since the last use: the next recall lifts it at once.
+        let decayed = Memory {
+            decay: Some(Decay {
+                as_of_ms: 10 * DAY + 10,
+                half_life_ms: 1,
+                floor: 0.1,
+            }),
+            ..m.clone()
+        };
+        assert!(due_a_stamp(&decayed, 10 * DAY + 20));
+        // Not by a decay dated after the recall, nor twice at one time.
+        assert!(!due_a_stamp(&decayed, 10 * DAY + 5));
+        assert!(!due_a_stamp(&m, 10 * DAY));
     }
 
     fn usage() -> impl Strategy<Value = Usage> {

@@ -77,6 +77,11 @@ pub fn version(m: &Memory, encoded: &[u8]) -> u128 {
     // The use fields carry the highest tags, so they encode last: the
     // written memory is a prefix of the encoding.
     let written = &encoded[..encoded.len() - usage.encoded_len()];
+    debug_assert_eq!(
+        &encoded[written.len()..],
+        &usage.encode_to_vec()[..],
+        "the use fields must carry Memory's highest tags"
+    );
     let mut hash = xxh3_128(written) >> 1;
     if usage != Usage::default() {
         let used = u128::from(xxh3_64(&usage.encode_to_vec()));

@@ -13,11 +13,11 @@ use tokio::sync::oneshot;
 
 use crate::applier;
 use crate::consolidate::{self, MAX_CONSOLIDATE};
-use crate::decay::{self, Policy, STAMP_EVERY};
+use crate::decay::{self, Policy};
 use crate::embed;
 use crate::error::{Result, StoreError};
 use crate::index::Query;
-use crate::memory::{Memory, Op, Scored, Usage};
+use crate::memory::{Memory, Op, Scored};
 use crate::set::{Element, ElementId, Entry, empty_reconciliation, memory_element, version};
 use crate::space::{Effect, Shared};
 use crate::tables::{self, MEMORIES, TOMBSTONES};
@@ -310,6 +310,7 @@ impl Store {
         crate::validate::threshold(how.threshold)?;
         if let Some(policy) = how.decay {
             crate::validate::decay_policy(policy)?;
+            crate::validate::use_time("as_of_ms", how.as_of_ms)?;
             // Recalls stamp their memories through the writer.
             self.settled().await?;
         }
@@ -441,22 +442,17 @@ impl Store {
     }
 
     /// Records that a recall returned `found` (those with evidence of
-    /// relevance), for decay: each memory not used for [`STAMP_EVERY`] gets
-    /// a new use, written in the background (the recall does not wait for
-    /// it, and a full or closed writer just skips it). Other holders learn
-    /// it through anti-entropy.
+    /// relevance), for decay: the writer stamps each memory still live and
+    /// due (see [`decay::due_a_stamp`]), in the background; the recall does
+    /// not wait. Other holders learn it through anti-entropy.
     fn stamp_recalled(&self, space: &str, found: &[Scored]) {
         let now = now_ms();
-        let stamp = Usage {
-            recalled_at_ms: now,
-            decay: None,
-        };
-        let stale: Vec<Element> = found
+        let ids: Vec<String> = found
             .iter()
-            .filter(|s| s.score > 0.0 && now - s.memory.last_used_ms() >= STAMP_EVERY)
-            .map(|s| Element::Memory(decay::with_usage(&s.memory, &stamp)))
+            .filter(|s| s.score > 0.0 && decay::due_a_stamp(&s.memory, now))
+            .map(|s| s.memory.id.clone())
             .collect();
-        if stale.is_empty() {
+        if ids.is_empty() {
             return;
         }
         let Some(jobs) = self.writer.jobs.as_ref() else {
@@ -465,7 +461,7 @@ impl Store {
         let (reply, _) = oneshot::channel();
         let _ = jobs.send(Job {
             space: space.to_owned(),
-            request: Request::Merge(stale),
+            request: Request::Stamp { ids, at_ms: now },
             reply,
         });
     }
@@ -651,4 +647,63 @@ fn load(shared: &Shared) -> Result<()> {
     shared.publish(effects);
     tracing::info!(memories = count, tombstones = forgotten, "store loaded");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn old_memory(id: &str) -> Memory {
+        let content = format!("the note {id}");
+        Memory {
+            id: id.into(),
+            embedding: embed::lexical(&content),
+            content,
+            confidence: 0.9,
+            created_at_ms: 1,
+            ..Memory::default()
+        }
+    }
+
+    async fn stamp(store: &Store, space: &str, ids: &[&str], at_ms: i64) -> Merged {
+        let ids = ids.iter().map(|s| (*s).to_owned()).collect();
+        match store.submit(space, Request::Stamp { ids, at_ms }).await {
+            Ok(Reply::Merged(m)) => m,
+            _ => panic!("a stamp is answered with Merged"),
+        }
+    }
+
+    /// A stamp whose recall ranked before the space was dropped, and which
+    /// reaches the writer after the drop, does not bring the space back.
+    #[tokio::test]
+    async fn a_stamp_after_a_drop_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.remember("s", old_memory("a")).await.unwrap();
+        let digest = store.stats("s").unwrap().digest;
+        assert!(store.drop_space("s", digest).await.unwrap());
+        let stamped = stamp(&store, "s", &["a"], now_ms()).await;
+        assert_eq!((stamped.applied, stamped.unchanged), (0, 1));
+        assert!(!store.holds("s"));
+        drop(store);
+        assert!(!Store::open(dir.path()).unwrap().holds("s"));
+    }
+
+    /// Stamps of one memory queued by concurrent recalls write it once; a
+    /// forgotten memory is not stamped.
+    #[tokio::test]
+    async fn concurrent_stamps_write_once_and_never_over_a_forget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.remember("s", old_memory("a")).await.unwrap();
+        store.remember("s", old_memory("b")).await.unwrap();
+        store.forget("s", "b").await.unwrap();
+        let now = now_ms();
+        let first = stamp(&store, "s", &["a", "b"], now).await;
+        let second = stamp(&store, "s", &["a"], now + 1).await;
+        assert_eq!((first.applied, first.unchanged), (1, 1));
+        assert_eq!((second.applied, second.unchanged), (0, 1));
+        assert_eq!(store.get("s", "a").unwrap().recalled_at_ms, now);
+        assert!(store.get("s", "b").is_none());
+    }
 }

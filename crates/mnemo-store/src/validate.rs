@@ -175,7 +175,7 @@ pub fn memory(space_name: &str, m: &crate::Memory) -> Result<()> {
             ));
         }
     }
-    Ok(())
+    usage(m)
 }
 
 /// A memory as a holder stores it: a client's checks, plus the fields the
@@ -204,19 +204,37 @@ pub fn stored_memory(space_name: &str, m: &crate::Memory, dim: usize) -> Result<
             ),
         ));
     }
-    if m.recalled_at_ms < 0 {
+    Ok(())
+}
+
+/// How far ahead of this node's clock a time another node recorded may be
+/// (clocks disagree a little): use is joined by its maximum, so one time
+/// far in the future would hold every holder's copy for good.
+pub const MAX_CLOCK_AHEAD_MS: i64 = 60 * 60 * 1000;
+
+/// A time recorded on a memory's use: not negative, not more than
+/// [`MAX_CLOCK_AHEAD_MS`] ahead of this node's clock.
+pub fn use_time(field: &'static str, ms: i64) -> Result<()> {
+    let latest = crate::store::now_ms().saturating_add(MAX_CLOCK_AHEAD_MS);
+    if !(0..=latest).contains(&ms) {
         return Err(StoreError::invalid(
-            "recalled_at_ms",
-            "must not be negative",
+            field,
+            format!(
+                "is {ms}; it must be a time in milliseconds since 1970, at most \
+                 {MAX_CLOCK_AHEAD_MS} ms ahead of this node's clock"
+            ),
         ));
     }
+    Ok(())
+}
+
+/// A memory's use (see [`crate::decay`]): its times, and its decay's policy.
+fn usage(m: &crate::Memory) -> Result<()> {
+    if m.recalled_at_ms != 0 {
+        use_time("recalled_at_ms", m.recalled_at_ms)?;
+    }
     if let Some(d) = &m.decay {
-        if d.as_of_ms < 0 {
-            return Err(StoreError::invalid(
-                "decay.as_of_ms",
-                "must not be negative",
-            ));
-        }
+        use_time("decay.as_of_ms", d.as_of_ms)?;
         decay_policy(crate::decay::Policy {
             half_life_ms: d.half_life_ms,
             floor: d.floor,

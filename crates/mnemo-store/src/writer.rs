@@ -60,6 +60,10 @@ pub(crate) enum Request {
     /// Remove every trace of the space from this node, if its digest is
     /// still this one (nothing arrived since the caller last looked).
     Drop { if_digest: u128 },
+    /// A recall at `at_ms` returned these memories: record it on each that
+    /// is still live here and due a stamp (see [`crate::decay`]). Never
+    /// creates anything; answered with `Merged`.
+    Stamp { ids: Vec<String>, at_ms: i64 },
 }
 
 impl Request {
@@ -77,6 +81,7 @@ impl Request {
                 c.merged.as_ref().map_or(0, memory) + c.inputs.len() * 64
             }
             Request::Local(Op::Forget(_)) | Request::Drop { .. } => 64,
+            Request::Stamp { ids, .. } => ids.len() * 64,
             Request::Merge(elements) => elements
                 .iter()
                 .map(|e| match e {
@@ -373,6 +378,7 @@ impl Decided {
         let result = match &job.request {
             Request::Local(op) => ctx.local(op).map(Reply::Written),
             Request::Merge(elements) => ctx.merge(elements).map(Reply::Merged),
+            Request::Stamp { ids, at_ms } => Ok(Reply::Merged(ctx.stamp(ids, *at_ms))),
             Request::Drop { if_digest } => {
                 let now = shared
                     .space(&job.space)
@@ -574,22 +580,21 @@ impl Ctx<'_> {
         match self.slot(&m.id) {
             Slot::Tombstone => return Ok(Stored::Forgotten),
             Slot::Memory(stored, held) => {
-                if held == incoming {
-                    return Ok(Stored::Same(m.clone()));
-                }
                 if same_write(held, incoming) && stored.same_as(m) {
                     if !merging {
                         return Ok(Stored::Same(Memory::clone(&stored)));
                     }
-                    // One memory used differently on two holders: join.
+                    // One memory used differently on two holders: join
+                    // (compared by use itself, not by its hash).
                     let joined = with_usage(&stored, &m.usage());
                     if joined.usage() == stored.usage() {
                         return Ok(Stored::Same(joined));
                     }
-                    let encoded = joined.encode_to_vec();
-                    let v = version(&joined, &encoded);
-                    self.put(&joined, encoded, v);
+                    self.put_used(&joined);
                     return Ok(Stored::Used);
+                }
+                if held == incoming {
+                    return Ok(Stored::Same(m.clone()));
                 }
                 if !merging {
                     return Ok(if stored.same_as(m) {
@@ -620,6 +625,37 @@ impl Ctx<'_> {
         }
         self.put(m, encoded, incoming);
         Ok(Stored::New)
+    }
+
+    /// Stores a new use of the live memory `m` (same write, joined use).
+    fn put_used(&mut self, m: &Memory) {
+        let encoded = m.encode_to_vec();
+        let v = version(m, &encoded);
+        self.put(m, encoded, v);
+    }
+
+    /// Stamps the live memories among `ids` that are due (see
+    /// [`crate::decay::due_a_stamp`]) as recalled at `at_ms`. Ids forgotten,
+    /// gone, or of a dropped space are left alone: a stamp never creates.
+    fn stamp(&mut self, ids: &[String], at_ms: i64) -> Merged {
+        let mut out = Merged::default();
+        for id in ids {
+            let Slot::Memory(stored, _) = self.slot(id) else {
+                out.unchanged += 1;
+                continue;
+            };
+            if !crate::decay::due_a_stamp(&stored, at_ms) {
+                out.unchanged += 1;
+                continue;
+            }
+            let stamp = crate::memory::Usage {
+                recalled_at_ms: at_ms,
+                decay: None,
+            };
+            self.put_used(&with_usage(&stored, &stamp));
+            out.applied += 1;
+        }
+        out
     }
 
     fn put(&mut self, m: &Memory, encoded: Vec<u8>, v: u128) {

@@ -247,6 +247,39 @@ async fn invalid_elements_are_refused_one_by_one() {
     assert_eq!(merged.refused[0].0, "bad");
     assert!(merged.refused[0].1.contains("tags"), "{:?}", merged.refused);
     assert!(store.get("s", "ok").is_some());
+
+    // A use dated far ahead of this node's clock would win every join for
+    // good: refused, naming the field, and the held copy is unchanged.
+    let ahead = mnemo_store::store::now_ms() + 2 * mnemo_store::validate::MAX_CLOCK_AHEAD_MS;
+    let held = store.get("s", "ok").unwrap();
+    let stamped = Memory {
+        recalled_at_ms: ahead,
+        ..Memory::clone(&held)
+    };
+    let decayed = Memory {
+        decay: Some(mnemo_store::Decay {
+            as_of_ms: ahead,
+            half_life_ms: 1000,
+            floor: 0.1,
+        }),
+        ..Memory::clone(&held)
+    };
+    let merged = store
+        .merge(
+            "s",
+            vec![Element::Memory(stamped), Element::Memory(decayed)],
+        )
+        .await
+        .unwrap();
+    let fields: Vec<&str> = merged
+        .refused
+        .iter()
+        .map(|(_, why)| why.split(':').next().unwrap_or_default())
+        .collect();
+    assert_eq!(merged.refused.len(), 2, "{merged:?}");
+    assert!(merged.refused[0].1.contains("recalled_at_ms"), "{fields:?}");
+    assert!(merged.refused[1].1.contains("decay.as_of_ms"), "{fields:?}");
+    assert_eq!(store.get("s", "ok").unwrap(), held);
 }
 
 #[tokio::test]

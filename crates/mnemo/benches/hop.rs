@@ -54,7 +54,9 @@ fn nginx_binary() -> Result<PathBuf, String> {
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0"));
     if !root {
-        return Err("nginx is not installed and this is not root (apt-get install nginx-light)".into());
+        return Err(
+            "nginx is not installed and this is not root (apt-get install nginx-light)".into(),
+        );
     }
     eprintln!("installing nginx-light with apt-get ...");
     let installed = Command::new("apt-get")
@@ -188,7 +190,14 @@ fn main() {
         }
         let primary = cluster.locate_everywhere(SPACE).await.primary.unwrap().id;
         let direct = cluster.node(&primary).addr;
-        let forwarder = cluster.node_other_than(&[&primary]).addr;
+        let forwarder = cluster.node_other_than(&[&primary]);
+        println!(
+            "primary {primary} (pid {}), forwarding node {} (pid {})",
+            cluster.node(&primary).pid(),
+            forwarder.id,
+            forwarder.pid()
+        );
+        let forwarder = forwarder.addr;
         let nginx = start_nginx(direct);
         if let Err(why) = &nginx {
             println!("nginx rows skipped: {why}");

@@ -355,12 +355,13 @@ pub(crate) async fn get(a: GetArgs) -> Outcome {
     let show = |m: &v1::Memory| {
         println!("id          {}", m.id);
         println!("content     {}", m.content);
-        if (m.confidence - m.written_confidence).abs() < 0.005 {
+        let written = m.written_confidence.unwrap_or(m.confidence);
+        if (m.confidence - written).abs() < 0.005 {
             println!("confidence  {:.2}", m.confidence);
         } else {
             println!(
-                "confidence  {:.2} (written {:.2}, decayed while not recalled)",
-                m.confidence, m.written_confidence
+                "confidence  {:.2} (written {written:.2}, decayed while not recalled)",
+                m.confidence
             );
         }
         println!("created     {} ms", m.created_at_ms);

@@ -306,7 +306,7 @@ async fn decay_spares_what_any_holder_recalled_and_replicates() {
             id: id.into(),
             content: content.into(),
             embedding: mnemo_store::embed::lexical(content),
-            written_confidence: 0.8,
+            written_confidence: Some(0.8),
             created_at_ms: written_at,
             ..Default::default()
         })),
@@ -397,7 +397,14 @@ async fn copies(cluster: &Cluster, holder: &str, space: &str) -> Vec<(String, f3
     r.into_inner()
         .memories
         .into_iter()
-        .map(|m| (m.id, m.confidence, m.written_confidence, m.recalled_at_ms))
+        .map(|m| {
+            (
+                m.id,
+                m.confidence,
+                m.written_confidence.unwrap_or(-1.0),
+                m.recalled_at_ms,
+            )
+        })
         .collect()
 }
 

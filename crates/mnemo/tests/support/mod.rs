@@ -343,6 +343,11 @@ impl NodeProcess {
         }
     }
 
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no chance to flush or say goodbye.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
