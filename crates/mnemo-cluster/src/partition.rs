@@ -25,29 +25,11 @@ use std::time::{Duration, Instant};
 /// Default time a new condition must hold before the state switches.
 pub const DEFAULT_HOLD: Duration = Duration::from_millis(1500);
 
-/// The outcome of partition detection, published in every cluster view.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PartitionState {
-    /// `true` when fewer than a majority of `expected` are reachable (after
-    /// hysteresis).
-    pub partitioned: bool,
-    /// Members reachable right now (alive or suspect, self included).
-    pub reachable: usize,
-    /// Expected cluster size the majority is counted against.
-    pub expected: usize,
-}
-
-impl PartitionState {
-    /// Members needed for a majority of `expected`.
-    pub fn quorum(&self) -> usize {
-        majority(self.expected)
-    }
-}
-
-/// Smallest count that is a strict majority of `n` (at least 1).
-pub fn majority(n: usize) -> usize {
-    n / 2 + 1
-}
+/// The outcome of partition detection, published in every cluster view:
+/// the routing core's type (`partitioned` after hysteresis, `reachable`
+/// members right now, self included, and the `expected` size the majority
+/// is counted against).
+pub use mnemo_routing::decision::{PartitionState, majority};
 
 /// Tracks expected size and applies hysteresis. See the module docs.
 #[derive(Debug, Clone)]

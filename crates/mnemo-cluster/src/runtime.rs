@@ -550,7 +550,7 @@ impl Driver {
                 .iter()
                 .any(|m| &m.id == id && m.state == MemberState::Alive)
         });
-        let reachable = members.iter().filter(|m| m.state.is_reachable()).count();
+        let reachable = members.iter().filter(|m| m.state.is_live()).count();
         let present = members
             .iter()
             .filter(|m| m.state != MemberState::Left)

@@ -19,43 +19,9 @@ use std::net::SocketAddr;
 use crate::identity::Identity;
 use crate::partition::PartitionState;
 
-/// Liveness of a member as seen by this node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum MemberState {
-    /// Answering probes.
-    Alive,
-    /// Missed a probe; still counted as reachable until declared down
-    /// (SWIM's suspicion period).
-    Suspect,
-    /// Declared down by the cluster (crashed or unreachable).
-    Down,
-    /// Left gracefully.
-    Left,
-}
-
-impl MemberState {
-    /// Alive and suspect members are reachable for routing and partition
-    /// purposes.
-    pub fn is_reachable(self) -> bool {
-        matches!(self, Self::Alive | Self::Suspect)
-    }
-
-    /// Lower-case name, as used in `mnemo status --json` and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Alive => "alive",
-            Self::Suspect => "suspect",
-            Self::Down => "down",
-            Self::Left => "left",
-        }
-    }
-}
-
-impl std::fmt::Display for MemberState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Liveness of a member as seen by this node: the routing core's type, so
+/// membership and routing speak of one thing.
+pub use mnemo_routing::topology::MemberState;
 
 /// One member of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,7 +80,7 @@ impl ClusterView {
 
     /// Members (self included) that are alive or suspect.
     pub fn reachable(&self) -> impl Iterator<Item = &MemberInfo> {
-        self.members.iter().filter(|m| m.state.is_reachable())
+        self.members.iter().filter(|m| m.state.is_live())
     }
 
     /// Number of members in the given state.
@@ -155,7 +121,7 @@ pub(crate) fn merge_members<'a>(
         let info = MemberInfo::from_identity(identity, member_state(identity, state, left));
         // Per id, a live identity over one that is not (a twin that left
         // must not hide the node it imitated), then the newest.
-        let rank = |m: &MemberInfo| (m.state.is_reachable(), m.incarnation);
+        let rank = |m: &MemberInfo| (m.state.is_live(), m.incarnation);
         match by_id.get(identity.id.as_str()) {
             Some(existing) if rank(existing) >= rank(&info) => {}
             _ => {

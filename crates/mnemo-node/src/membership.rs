@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use mnemo_cluster::{ClusterView, MemberState as Swim};
+use mnemo_cluster::ClusterView;
 use mnemo_proto::v1::mnemo_server::MnemoServer;
 use mnemo_router::{Member, MemberState, NodeId, PartitionState};
 use tokio::sync::watch;
@@ -87,22 +87,13 @@ pub(crate) fn members(view: &ClusterView) -> Vec<Member> {
         .map(|m| Member {
             id: NodeId::from(m.id.as_str()),
             addr: m.addr.to_string(),
-            state: match m.state {
-                Swim::Alive => MemberState::Alive,
-                Swim::Suspect => MemberState::Suspect,
-                Swim::Down => MemberState::Down,
-                Swim::Left => MemberState::Left,
-            },
+            state: m.state,
         })
         .collect()
 }
 
 pub(crate) fn partition(view: &ClusterView) -> PartitionState {
-    PartitionState {
-        partitioned: view.partition.partitioned,
-        reachable: view.partition.reachable,
-        expected: view.partition.expected,
-    }
+    view.partition
 }
 
 /// What changed among the other members between two views.
@@ -121,7 +112,7 @@ fn diff(me: &str, known: &mut HashMap<String, (u64, bool)>, view: &ClusterView) 
     let mut present = HashSet::new();
     for m in view.members.iter().filter(|m| m.id != me) {
         present.insert(m.id.as_str());
-        let live = m.state.is_reachable();
+        let live = m.state.is_live();
         match known.insert(m.id.clone(), (m.incarnation, live)) {
             None => {
                 c.new = true;
@@ -187,7 +178,7 @@ pub(crate) async fn follow(node: Arc<Node>, mut view: watch::Receiver<ClusterVie
         let met_someone = current
             .members
             .iter()
-            .any(|m| m.id != node.id && m.state.is_reachable());
+            .any(|m| m.id != node.id && m.state.is_live());
         if met_someone && !node.joined.swap(true, Ordering::AcqRel) {
             tracing::info!(id = %node.id, "joined the cluster");
             node.health.set_serving::<MnemoServer<MnemoService>>().await;
@@ -202,7 +193,7 @@ pub(crate) async fn follow(node: Arc<Node>, mut view: watch::Receiver<ClusterVie
                 .membership_changed();
         }
         for m in &current.members {
-            if m.state == Swim::Left && m.id != node.id {
+            if m.state == MemberState::Left && m.id != node.id {
                 node.replicator.forget_peer(&m.id);
             }
         }

@@ -1,25 +1,12 @@
-//! Routing decisions: DESIGN §3 as a pure function.
+//! Routed decisions: the pure decision of [`mnemo_routing::decision`] made
+//! over a [`RouteTable`], the topology together with each remote node's
+//! channels, breaker and latency estimates, which the executor needs to
+//! carry it out.
 //!
-//! | operation | strategy |
-//! | --- | --- |
-//! | store (remember, forget) | [`Strategy::PrimaryWithFallback`]: the primary, then the next holder (writes are idempotent by id and spaces merge, so any holder may take one) |
-//! | recall | [`Strategy::PrimaryWithFallback`]: primary, then replicas in placement order |
-//! | consolidation | [`Strategy::LocalOnly`]: never leaves this node; it must hold the space |
-//! | query | [`Strategy::ScatterGather`]: one recall per space, merged by score |
-//!
-//! Partition rule: a node that reaches at most half of the *expected* cluster
-//! (known size, not the live view that shrinks inside a minority) is
-//! partitioned; store and recall then run [`Strategy::LocalOnly`] for spaces
-//! this node holds, with confidences multiplied by
-//! `reachable / expected` (the penalty grows with the unreachable share) and
-//! the answer marked degraded; other spaces get
-//! [`RouterError::NoLocalData`]. Normal routing resumes as soon as the
-//! partition state says healed.
-//!
-//! A decision holds an `Arc` of the [`RouteTable`] it was made from and an
-//! inline [`PreferenceList`]: making one takes one atomic load of the table,
-//! one refcount increment and the placement lookup, and never allocates
-//! (errors excepted).
+//! A decision holds an `Arc` of the table it was made from and an inline
+//! [`PreferenceList`]: making one takes one atomic load of the table, one
+//! refcount increment and the placement lookup, and never allocates (errors
+//! excepted).
 
 use std::fmt;
 use std::sync::Arc;
@@ -31,91 +18,7 @@ use crate::placement::{NodeIndex, PreferenceList};
 use crate::pool::{NodeChannels, PoolConfig};
 use crate::topology::{Member, MemberState, Topology};
 
-/// Kind of request being routed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    /// remember / forget: writes.
-    Store,
-    /// recall: reads.
-    Recall,
-    /// consolidate: local maintenance.
-    Consolidation,
-    /// query over several spaces.
-    Query,
-}
-
-impl Operation {
-    /// Lower-case name, for metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Store => "store",
-            Self::Recall => "recall",
-            Self::Consolidation => "consolidation",
-            Self::Query => "query",
-        }
-    }
-}
-
-/// How a decision's targets are used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Strategy {
-    /// The primary, then replicas in placement order.
-    PrimaryWithFallback,
-    /// This node only; no remote call.
-    LocalOnly,
-    /// One routed recall per space.
-    ScatterGather,
-}
-
-impl Strategy {
-    /// Lower-case name, for metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PrimaryWithFallback => "primary_with_fallback",
-            Self::LocalOnly => "local_only",
-            Self::ScatterGather => "scatter_gather",
-        }
-    }
-}
-
-/// Input from the membership layer: how much of the cluster this node reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PartitionState {
-    /// True when this node is in a minority.
-    pub partitioned: bool,
-    /// Nodes reachable, this one included.
-    pub reachable: usize,
-    /// Known cluster size.
-    pub expected: usize,
-}
-
-impl PartitionState {
-    /// Not partitioned.
-    pub const HEALTHY: Self = Self {
-        partitioned: false,
-        reachable: 0,
-        expected: 0,
-    };
-
-    /// The majority rule: partitioned when `reachable` is not more than half
-    /// of `expected`.
-    pub fn from_counts(reachable: usize, expected: usize) -> Self {
-        Self {
-            partitioned: expected > 0 && reachable * 2 <= expected,
-            reachable,
-            expected,
-        }
-    }
-
-    /// Factor applied to confidences: 1 when healthy, else
-    /// `reachable / expected` in `[0, 1]`.
-    pub fn penalty(&self) -> f32 {
-        if !self.partitioned || self.expected == 0 {
-            return 1.0;
-        }
-        (self.reachable.min(self.expected) as f32) / (self.expected as f32)
-    }
-}
+pub use mnemo_routing::decision::{Decision, Operation, PartitionState, Strategy, Undecided};
 
 /// Per-remote-node state kept across topology updates.
 #[derive(Debug, Clone)]
@@ -202,42 +105,40 @@ impl RouteTable {
 #[derive(Clone)]
 pub struct RoutingDecision {
     table: Arc<RouteTable>,
-    targets: PreferenceList,
-    operation: Operation,
-    strategy: Strategy,
-    penalty: f32,
-    degraded: bool,
+    decision: Decision,
 }
 
 impl RoutingDecision {
     /// The operation routed.
     pub fn operation(&self) -> Operation {
-        self.operation
+        self.decision.operation
     }
 
     /// The strategy.
     pub fn strategy(&self) -> Strategy {
-        self.strategy
+        self.decision.strategy
     }
 
     /// The targets as a preference list (`Copy`, inline).
     pub fn preference(&self) -> &PreferenceList {
-        &self.targets
+        &self.decision.targets
     }
 
     /// Targets in order: primary first, then fallbacks.
     pub fn targets(&self) -> &[NodeIndex] {
-        self.targets.as_slice()
+        self.decision.targets.as_slice()
     }
 
     /// The member first tried.
     pub fn primary(&self) -> &Member {
-        self.table.topology.member(self.targets.as_slice()[0])
+        self.table
+            .topology
+            .member(self.decision.targets.as_slice()[0])
     }
 
     /// Members tried after the primary, in order.
     pub fn fallbacks(&self) -> impl Iterator<Item = &Member> {
-        self.targets.as_slice()[1..]
+        self.decision.targets.as_slice()[1..]
             .iter()
             .map(|&i| self.table.topology.member(i))
     }
@@ -249,12 +150,12 @@ impl RoutingDecision {
 
     /// Factor to multiply returned confidences by (1 unless partitioned).
     pub fn confidence_penalty(&self) -> f32 {
-        self.penalty
+        self.decision.penalty
     }
 
     /// True when the answer is degraded (partition).
     pub fn is_degraded(&self) -> bool {
-        self.degraded
+        self.decision.degraded
     }
 
     /// The table the decision was made from.
@@ -267,8 +168,8 @@ impl fmt::Debug for RoutingDecision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = &self.table.topology;
         f.debug_struct("RoutingDecision")
-            .field("operation", &self.operation)
-            .field("strategy", &self.strategy)
+            .field("operation", &self.decision.operation)
+            .field("strategy", &self.decision.strategy)
             .field(
                 "targets",
                 &self
@@ -277,8 +178,8 @@ impl fmt::Debug for RoutingDecision {
                     .map(|&i| &t.member(i).id)
                     .collect::<Vec<_>>(),
             )
-            .field("penalty", &self.penalty)
-            .field("degraded", &self.degraded)
+            .field("penalty", &self.decision.penalty)
+            .field("degraded", &self.decision.degraded)
             .field("epoch", &t.epoch())
             .finish()
     }
@@ -307,55 +208,18 @@ impl QueryPlan {
     }
 }
 
-/// Routes one operation on one space. Pure: reads `table` and `partition`.
-/// [`Operation::Query`] is routed like a recall (one per space).
+/// The decision for `operation` on `space` over `table` (see
+/// [`mnemo_routing::decision::decide`]).
 pub fn decide(
     table: &Arc<RouteTable>,
     operation: Operation,
     space: &str,
     partition: PartitionState,
 ) -> Result<RoutingDecision, RouterError> {
-    let topo = &table.topology;
-    let local_only = |strategy_err: fn(String) -> RouterError| {
-        // Partitioned: only where the space was placed over the whole
-        // cluster counts as local data (see `Topology::holds_as_placed`).
-        // Computed here, off the common path: each costs an HRW scan.
-        let holds = if partition.partitioned {
-            topo.holds_as_placed(space)
-        } else {
-            topo.holds(space)
-        };
-        match topo.local_index() {
-            Some(local) if holds => Ok(RoutingDecision {
-                table: Arc::clone(table),
-                targets: PreferenceList::single(local),
-                operation,
-                strategy: Strategy::LocalOnly,
-                penalty: partition.penalty(),
-                degraded: partition.partitioned,
-            }),
-            _ => Err(strategy_err(space.to_owned())),
-        }
-    };
-    if operation == Operation::Consolidation {
-        return local_only(|space| RouterError::NotLocal { space });
-    }
-    if partition.partitioned {
-        return local_only(|space| RouterError::NoLocalData { space });
-    }
-    let targets = topo.preference_list(space);
-    if targets.is_empty() {
-        return Err(RouterError::NoLiveNodes {
-            space: space.to_owned(),
-        });
-    }
+    let decision = mnemo_routing::decision::decide(&table.topology, operation, space, partition)?;
     Ok(RoutingDecision {
         table: Arc::clone(table),
-        targets,
-        operation,
-        strategy: Strategy::PrimaryWithFallback,
-        penalty: 1.0,
-        degraded: false,
+        decision,
     })
 }
 

@@ -191,6 +191,17 @@ impl RouterError {
     }
 }
 
+impl From<mnemo_routing::decision::Undecided> for RouterError {
+    fn from(e: mnemo_routing::decision::Undecided) -> Self {
+        use mnemo_routing::decision::Undecided;
+        match e {
+            Undecided::NoLiveNodes { space } => Self::NoLiveNodes { space },
+            Undecided::NoLocalData { space } => Self::NoLocalData { space },
+            Undecided::NotLocal { space } => Self::NotLocal { space },
+        }
+    }
+}
+
 impl From<RouterError> for Status {
     fn from(e: RouterError) -> Self {
         Status::new(e.code(), e.to_string())

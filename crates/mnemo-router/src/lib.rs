@@ -3,8 +3,11 @@
 //!
 //! No dependency on the store or the generated proto crate, so a client
 //! library can embed it. The core (placement, topology, breaker, backoff,
-//! budget, decision) is plain data and functions with injected time and
-//! randomness; tokio and tonic live in the adapters (pool, executor, router).
+//! budget, latency estimates, the decision and the partition rule) is the
+//! crate `mnemo-routing`, plain data and functions with injected time and
+//! randomness that cannot import tokio or tonic (its manifest has neither);
+//! this crate re-exports it and adds the adapters: the channel pool, the
+//! route table, the executor, the router.
 //!
 //! # Layout
 //!
@@ -12,23 +15,27 @@
 //!
 //! - [`router`]: [`Router`], the entry point: holds the current table, the
 //!   partition state, the retry budget; `route_*` make decisions.
-//! - [`decision`]: DESIGN §3 as a pure function: operation + space +
-//!   partition state → [`RoutingDecision`](decision::RoutingDecision).
+//! - [`decision`]: DESIGN §3 as a pure function (in the core): operation +
+//!   space + partition state → a decision; here made over the route table
+//!   (channels, breakers, latency per node) as a [`RoutingDecision`].
 //! - [`topology`]: the immutable cluster snapshot, swapped atomically.
 //! - [`placement`]: rendezvous hashing, space → `[primary, replicas..]`.
-//! - `placement_cache`: a lock-free memo of recent preference lists per
-//!   snapshot (seqlock slots), so hot spaces skip the O(N) HRW scan.
-//! - [`executor`]: runs an operation on a decision: breakers, attempts,
-//!   backoff, budget, fallback, hedging, deadline; scatter-gather queries.
+//! - [`executor`]: runs an operation on a decision, one layer per file:
+//!   `rounds` (fallback rounds, backoff, deadline, budget), `attempt` (one
+//!   call: breaker admission, attempt timeout, classification), `hedge`,
+//!   `scatter` (scatter-gather queries).
 //! - [`breaker`]: per-node circuit breaker, one `AtomicU64`.
 //! - [`latency`]: per-node latency estimates (RFC 6298), and the attempt
 //!   timeouts, hedge delays and slowness they give.
 //! - [`backoff`]: exponential backoff with full jitter.
 //! - [`budget`]: the shared retry budget (gRPC retry throttling).
 //! - [`pool`]: a few lazily connected tonic channels per node.
-//! - [`error`]: [`RouterError`], [`Classify`], and the one mapping to gRPC codes.
+//! - [`error`]: [`RouterError`], [`Classify`] (what a failure says about the
+//!   node: a fault, not its fault, or fatal), and the one mapping to gRPC
+//!   codes.
 //! - [`metrics`]: `mnemo_router_*` metric names.
-//! - [`clock`]: injected clock and random source.
+//! - [`clock`]: the one injected clock (every read, sleep and timeout) and
+//!   random source.
 //!
 //! # Use
 //!
@@ -58,20 +65,15 @@
 //! # }
 //! ```
 
-pub mod backoff;
-pub mod breaker;
-pub mod budget;
 pub mod clock;
 pub mod decision;
 pub mod error;
 pub mod executor;
-pub mod latency;
 pub mod metrics;
-pub mod placement;
-mod placement_cache;
 pub mod pool;
 pub mod router;
-pub mod topology;
+
+pub use mnemo_routing::{backoff, breaker, budget, latency, placement, topology};
 
 pub use breaker::BreakerState;
 pub use decision::{Operation, PartitionState, QueryPlan, RoutingDecision, Strategy};

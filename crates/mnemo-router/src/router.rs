@@ -266,26 +266,26 @@ impl Router {
         decision
     }
 
-    /// Routes a remember/forget: [`Strategy::PrimaryWithFallback`] (any
+    /// Routes a remember/forget: [`Strategy::PrimaryWithFallback`](crate::decision::Strategy::PrimaryWithFallback) (any
     /// holder may take a write), or
-    /// [`Strategy::LocalOnly`] during a partition.
+    /// [`Strategy::LocalOnly`](crate::decision::Strategy::LocalOnly) during a partition.
     pub fn route_store(&self, space: &str) -> Result<RoutingDecision, RouterError> {
         self.route(Operation::Store, space)
     }
 
-    /// Routes a recall: [`Strategy::PrimaryWithFallback`], or
-    /// [`Strategy::LocalOnly`] during a partition.
+    /// Routes a recall: [`Strategy::PrimaryWithFallback`](crate::decision::Strategy::PrimaryWithFallback), or
+    /// [`Strategy::LocalOnly`](crate::decision::Strategy::LocalOnly) during a partition.
     pub fn route_recall(&self, space: &str) -> Result<RoutingDecision, RouterError> {
         self.route(Operation::Recall, space)
     }
 
-    /// Routes a consolidation: always [`Strategy::LocalOnly`]; fails with
+    /// Routes a consolidation: always [`Strategy::LocalOnly`](crate::decision::Strategy::LocalOnly); fails with
     /// [`RouterError::NotLocal`] if this node does not hold the space.
     pub fn route_consolidation(&self, space: &str) -> Result<RoutingDecision, RouterError> {
         self.route(Operation::Consolidation, space)
     }
 
-    /// Routes a query ([`Strategy::ScatterGather`]): one recall decision per
+    /// Routes a query ([`Strategy::ScatterGather`](crate::decision::Strategy::ScatterGather)): one recall decision per
     /// space. Run it with [`query`](Self::query).
     pub fn route_query<S: AsRef<str>>(&self, spaces: &[S]) -> Result<QueryPlan, RouterError> {
         if spaces.is_empty() {

@@ -1,7 +1,7 @@
 //! Process-level measurements on a real 3-node cluster on loopback (not
-//! criterion: each needs whole clusters and a SIGKILL):
+//! criterion: each needs whole clusters and a SIGKILL; what a forwarded
+//! call costs is `benches/hop.rs`):
 //!
-//! - the latency a forwarded recall adds over a direct one (p50, p99);
 //! - after SIGKILL of a space's primary under steady recall and write load
 //!   through another node: how long until recalls and writes succeed
 //!   again, how many failed, how long until membership declares the node
@@ -19,7 +19,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use mnemo_proto::v1;
-use support::{Cluster, micros, percentile};
+use support::Cluster;
 
 fn recall(space: &str) -> v1::RecallRequest {
     v1::RecallRequest {
@@ -35,62 +35,6 @@ async fn seed(cluster: &Cluster, space: &str) {
     for i in 0..20 {
         support::remember_meeting(&mut c, space, i).await;
     }
-}
-
-async fn forwarding(samples: usize) {
-    let cluster = Cluster::start(3).await;
-    let space = "latency";
-    seed(&cluster, space).await;
-    let placement = cluster.locate_everywhere(space).await;
-    let primary = placement.primary.unwrap().id;
-    let other = cluster.node_other_than(&[&primary]);
-    let mut direct = cluster.node(&primary).client().await;
-    let mut forwarded = other.client().await;
-
-    let measure = async |client: &mut v1::mnemo_client::MnemoClient<_>| {
-        for _ in 0..samples / 10 {
-            client.recall(recall(space)).await.unwrap();
-        }
-        let mut times = Vec::with_capacity(samples);
-        for _ in 0..samples {
-            let start = Instant::now();
-            let r = client.recall(recall(space)).await.unwrap().into_inner();
-            times.push(start.elapsed());
-            assert_eq!(r.served_by, primary);
-        }
-        times.sort();
-        times
-    };
-    // Interleave rounds so both see the same machine conditions.
-    let (mut d, mut f) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        d.extend(measure(&mut direct).await);
-        f.extend(measure(&mut forwarded).await);
-    }
-    d.sort();
-    f.sort();
-    let (d50, d99, f50, f99) = (
-        percentile(&d, 0.5),
-        percentile(&d, 0.99),
-        percentile(&f, 0.5),
-        percentile(&f, 0.99),
-    );
-    println!("forwarded recall vs direct, {} samples each:", d.len());
-    println!(
-        "  direct     p50 {:>8.1} µs  p99 {:>8.1} µs",
-        micros(d50),
-        micros(d99)
-    );
-    println!(
-        "  forwarded  p50 {:>8.1} µs  p99 {:>8.1} µs",
-        micros(f50),
-        micros(f99)
-    );
-    println!(
-        "  added      p50 {:>8.1} µs  p99 {:>8.1} µs",
-        micros(f50.saturating_sub(d50)),
-        micros(f99.saturating_sub(d99))
-    );
 }
 
 /// What happened to one kind of operation across a kill.
@@ -359,9 +303,6 @@ fn main() {
     };
     let trials: usize = support::bench_arg(&args, "--trials", 10);
     rt.block_on(async move {
-        if !args.iter().any(|a| a == "--skip-forwarding") {
-            forwarding(2000).await;
-        }
         if trials == 0 {
             return;
         }

@@ -11,10 +11,13 @@ use std::sync::{Arc, Mutex};
 use tonic::Status;
 
 use super::*;
+use crate::breaker::Permit;
 use crate::breaker::{BreakerConfig, BreakerState};
 use crate::budget::BudgetConfig;
 use crate::clock::{SplitMix, TokioClock};
 use crate::decision::PartitionState;
+use crate::decision::Strategy;
+use crate::error::RouterError;
 use crate::router::{Hedge, RouterConfig};
 use crate::topology::{Member, MemberState};
 

@@ -111,7 +111,7 @@ impl PreferenceList {
     }
 
     /// Moves the first `by` members to the end.
-    pub(crate) fn rotate_left(&mut self, by: usize) {
+    pub fn rotate_left(&mut self, by: usize) {
         let len = usize::from(self.len);
         if len > 0 {
             self.nodes[..len].rotate_left(by % len);

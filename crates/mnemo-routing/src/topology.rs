@@ -32,7 +32,8 @@ impl NodeId {
         &self.0
     }
 
-    pub(crate) fn shared(&self) -> Arc<str> {
+    /// The id as a shared string (a refcount increment, no copy).
+    pub fn shared(&self) -> Arc<str> {
         Arc::clone(&self.0)
     }
 }
@@ -61,24 +62,42 @@ impl From<String> for NodeId {
     }
 }
 
-/// A member's state as reported by the membership layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
+/// A member's state as the membership layer (SWIM) reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MemberState {
     /// Answers probes.
     Alive,
-    /// Missed probes; still placed (see the module doc).
+    /// Missed probes; still placed and still counted as reachable until
+    /// declared down (SWIM's suspicion period; see the module doc).
     Suspect,
-    /// Declared failed; not placed, but still part of the expected cluster.
+    /// Declared failed (crashed or unreachable); not placed, but still part
+    /// of the expected cluster.
     Down,
     /// Left the cluster on purpose; not placed, not expected.
     Left,
 }
 
 impl MemberState {
-    /// True when spaces are placed on a member in this state.
+    /// True when spaces are placed on a member in this state, and it counts
+    /// as reachable for the partition rule.
     pub fn is_live(self) -> bool {
         matches!(self, Self::Alive | Self::Suspect)
+    }
+
+    /// Lower-case name, as used in `mnemo status --json` and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alive => "alive",
+            Self::Suspect => "suspect",
+            Self::Down => "down",
+            Self::Left => "left",
+        }
+    }
+}
+
+impl fmt::Display for MemberState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
