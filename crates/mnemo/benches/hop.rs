@@ -7,7 +7,8 @@
 //! over the direct call. Numbers are printed, never asserted.
 //!
 //! `cargo bench -p mnemo --bench hop` (`-- --samples N` per path and
-//! concurrency, default 4000). nginx is Debian's `nginx-light`: found on
+//! concurrency, default 4000; `-- --only forwarded` runs one path, to
+//! profile it). nginx is Debian's `nginx-light`: found on
 //! `PATH` or in `/usr/sbin`, or installed with `apt-get` when running as
 //! root; when it cannot be had, its rows say why and the rest still runs.
 
@@ -182,6 +183,7 @@ fn main() {
         return;
     };
     let samples: usize = support::bench_arg(&args, "--samples", 4000);
+    let only: String = support::bench_arg(&args, "--only", String::new());
     rt.block_on(async move {
         let cluster = Cluster::start(3).await;
         let mut c = cluster.nodes[0].client().await;
@@ -230,6 +232,7 @@ fn main() {
                     times: Vec::new(),
                 });
             }
+            paths.retain(|p| only.is_empty() || p.name == only);
             let rounds = 10;
             let per_client = (samples / rounds / concurrency).max(1);
             for p in &paths {
@@ -248,6 +251,11 @@ fn main() {
                 percentile(&paths[0].times, 0.5),
                 percentile(&paths[0].times, 0.99),
             );
+            let base = if paths[0].name == "direct" {
+                base
+            } else {
+                (Duration::ZERO, Duration::ZERO)
+            };
             for p in &paths {
                 let (p50, p99) = (percentile(&p.times, 0.5), percentile(&p.times, 0.99));
                 let added = |a: Duration, b: Duration| micros(a) - micros(b);
