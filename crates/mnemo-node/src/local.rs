@@ -259,7 +259,7 @@ pub(crate) async fn consolidate(
         decay: node.config.decay,
         // The consolidation's own timestamp: the only clock decay reads,
         // carried in what it writes, so every holder agrees.
-        as_of_ms: mnemo_store::store::now_ms(),
+        as_of_ms: mnemo_store::now_ms(),
     };
     let report = node
         .store

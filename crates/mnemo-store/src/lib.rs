@@ -17,7 +17,8 @@
 //! - `space`: what is kept in memory per space (index, element set).
 //! - `index`: the in-memory layout recall scans.
 //! - `bm25`, [`text`]: lexical ranking and the words it counts.
-//! - `tables`: the redb tables.
+//! - `tables`: the redb tables (the schema).
+//! - `time`: the wall clock, read in one place.
 //!
 //! Durability: every write is acknowledged only after the log record of the
 //! batch that holds it is synced to disk; concurrent writes share a batch.
@@ -39,6 +40,7 @@ mod space;
 pub mod store;
 mod tables;
 pub mod text;
+mod time;
 pub mod validate;
 mod wal;
 mod writer;
@@ -47,6 +49,7 @@ pub use error::{Result, StoreError};
 pub use memory::{Consolidation, Decay, Memory, MergedInput, Op, Scored, Usage};
 pub use set::{Element, ElementId};
 pub use store::{Consolidate, ConsolidationReport, Cue, Decayed, SpaceStats, Store, StoreOptions};
+pub use time::now_ms;
 pub use writer::{Merged, Written};
 
 /// Gives the store's metrics their help texts and creates its counters at

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, mpsc};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use negentropy::NegentropyStorageVector;
 use prost::Message;
@@ -21,6 +20,7 @@ use crate::memory::{Memory, Op, Scored};
 use crate::set::{Element, ElementId, Entry, empty_reconciliation, memory_element, version};
 use crate::space::{Effect, Shared};
 use crate::tables::{self, MEMORIES, TOMBSTONES};
+use crate::time::now_ms;
 use crate::wal::Log;
 use crate::writer::{self, Job, Merged, Reply, Request, Written};
 
@@ -613,13 +613,6 @@ fn cue_vector(space: &str, embedding: &[f32], dim: usize) -> Result<Option<Vec<f
     let mut v = embedding.to_vec();
     embed::normalize(&mut v);
     Ok(Some(v))
-}
-
-/// This node's wall clock, in milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Rebuilds every space's index and element set from the database.

@@ -215,7 +215,7 @@ pub const MAX_CLOCK_AHEAD_MS: i64 = 60 * 60 * 1000;
 /// A time recorded on a memory's use: not negative, not more than
 /// [`MAX_CLOCK_AHEAD_MS`] ahead of this node's clock.
 pub fn use_time(field: &'static str, ms: i64) -> Result<()> {
-    let latest = crate::store::now_ms().saturating_add(MAX_CLOCK_AHEAD_MS);
+    let latest = crate::time::now_ms().saturating_add(MAX_CLOCK_AHEAD_MS);
     if !(0..=latest).contains(&ms) {
         return Err(StoreError::invalid(
             field,

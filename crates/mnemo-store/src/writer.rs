@@ -680,7 +680,7 @@ impl Ctx<'_> {
         self.set_slot(id, Slot::Tombstone);
         self.change(Write::PutTombstone(PutTombstone {
             id: id.to_owned(),
-            at_ms: crate::store::now_ms() as u64,
+            at_ms: crate::time::now_ms() as u64,
         }));
         if existed {
             self.change(Write::RemoveMemory(id.to_owned()));

@@ -250,7 +250,7 @@ async fn invalid_elements_are_refused_one_by_one() {
 
     // A use dated far ahead of this node's clock would win every join for
     // good: refused, naming the field, and the held copy is unchanged.
-    let ahead = mnemo_store::store::now_ms() + 2 * mnemo_store::validate::MAX_CLOCK_AHEAD_MS;
+    let ahead = mnemo_store::now_ms() + 2 * mnemo_store::validate::MAX_CLOCK_AHEAD_MS;
     let held = store.get("s", "ok").unwrap();
     let stamped = Memory {
         recalled_at_ms: ahead,

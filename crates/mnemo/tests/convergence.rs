@@ -299,7 +299,7 @@ async fn decay_spares_what_any_holder_recalled_and_replicates() {
     let space = "decaying";
     let holders = cluster.holders(space).await;
     let day = 24 * 60 * 60 * 1000;
-    let written_at = mnemo_store::store::now_ms() - 60 * day;
+    let written_at = mnemo_store::now_ms() - 60 * day;
     // Two memories written 60 days ago, as a peer hands them over.
     let old = |id: &str, content: &str| v1::Element {
         kind: Some(v1::element::Kind::Memory(v1::Memory {
