@@ -1,19 +1,22 @@
-//! Forwarding: how a request that this node should not serve reaches the
-//! node that should, and how a forwarded request is recognised.
+//! Route or forward: how a request that this node should not serve reaches
+//! the node that should (the router's executor runs each attempt, here or
+//! on a peer), and how a forwarded request is recognised. Serving a
+//! request another node forwarded is `MnemoService::serve_forwarded`.
 //!
 //! A forwarded request carries `mnemo-forwarded-by: <node id>`. Its receiver
 //! never forwards it again, whatever its own view says: two nodes whose
 //! views of a space differ answer instead of bouncing the request between
 //! them.
 
+use std::future::Future;
 use std::time::Duration;
 
 use mnemo_proto::FORWARDED_BY;
 use mnemo_proto::v1::internal_client::InternalClient;
 use mnemo_proto::v1::mnemo_client::MnemoClient;
-use mnemo_router::{ExecError, RouterError};
+use mnemo_router::{ExecError, Router, RouterError, RoutingDecision, Served, Target};
 use tonic::transport::Channel;
-use tonic::{Request, Status};
+use tonic::{Request, Response, Status};
 
 use crate::config::MAX_MESSAGE_BYTES;
 use crate::security::Caller;
@@ -91,4 +94,78 @@ pub(crate) fn exec_status(e: ExecError<Status>) -> Status {
 /// The status for a routing error raised before any attempt.
 pub(crate) fn route_status(e: RouterError) -> Status {
     Status::from(e)
+}
+
+/// Who a forwarded request comes from: this node, on behalf of `caller`.
+#[derive(Clone, Copy)]
+pub(crate) struct Hop<'a> {
+    pub(crate) from: &'a str,
+    pub(crate) caller: &'a Caller,
+    /// The operation's name, for metrics.
+    pub(crate) operation: &'static str,
+}
+
+/// Runs `request` where `decision` says, within `deadline`: `local` on this
+/// node, or `remote` (a generated client call) on a peer, through the
+/// router's executor (breakers, fallback, retries, hedging).
+pub(crate) async fn run<Q, A, L, LF, R, RF>(
+    router: &Router,
+    decision: &RoutingDecision,
+    deadline: Option<Duration>,
+    request: &Q,
+    hop: Hop<'_>,
+    local: L,
+    remote: R,
+) -> Result<Served<A>, Status>
+where
+    Q: Clone,
+    L: Fn(Q) -> LF,
+    LF: Future<Output = Result<A, Status>>,
+    R: Fn(MnemoClient<Channel>, Request<Q>) -> RF,
+    RF: Future<Output = Result<Response<A>, Status>>,
+{
+    let (local, remote) = (&local, &remote);
+    router
+        .execute(decision, deadline, |target| {
+            dispatch(target, request.clone(), hop, local, remote)
+        })
+        .await
+        .map_err(exec_status)
+}
+
+/// Runs one attempt at `target`: `local` on this node, or `remote` (a
+/// generated client call) on a peer, marked as forwarded by this node,
+/// carrying the caller's credentials and given the time left of the
+/// deadline.
+pub(crate) async fn dispatch<Q, A, L, LF, R, RF>(
+    target: Target,
+    request: Q,
+    hop: Hop<'_>,
+    local: L,
+    remote: R,
+) -> Result<A, Status>
+where
+    L: FnOnce(Q) -> LF,
+    LF: Future<Output = Result<A, Status>>,
+    R: FnOnce(MnemoClient<Channel>, Request<Q>) -> RF,
+    RF: Future<Output = Result<Response<A>, Status>>,
+{
+    match target {
+        Target::Local => local(request).await,
+        Target::Remote {
+            channel, timeout, ..
+        } => {
+            let started = std::time::Instant::now();
+            let answer = remote(
+                client(channel),
+                self::request(request, hop.from, hop.caller, timeout),
+            )
+            .await;
+            let code = answer
+                .as_ref()
+                .map_or_else(Status::code, |_| tonic::Code::Ok);
+            crate::telemetry::request("public", hop.operation, "forward", code, started);
+            answer.map(Response::into_inner)
+        }
+    }
 }

@@ -1,10 +1,14 @@
 //! A mnemo node.
 //!
 //! Layout, in the order a request travels:
-//! - [`service`]: the public `Mnemo` gRPC service, where requests are
-//!   validated.
-//! - `forward`: sending a request on to the node that should serve it, and
-//!   the marker that stops it from travelling further.
+//! - [`service`]: the public `Mnemo` gRPC service: one shape for every call
+//!   routed to a space's holders (check; serve a forwarded request, or route
+//!   it), and query, consolidate, locate, status, decommission.
+//! - `calls`: what differs per routed call (remember, forget, recall, get,
+//!   list): its checks, where it goes, how it is served here and on a peer.
+//! - `forward`: route or forward: each attempt the router's executor makes,
+//!   here or on a peer, and the marker that stops a forwarded request from
+//!   travelling further.
 //! - `local`: serving from this node's store.
 //! - [`node`]: the node's state: identity, store, router, cluster view.
 //! - [`replication`]: the fast path: each write sent at once to the space's
@@ -25,6 +29,7 @@
 //! - `convert`: wire types to store records and back.
 
 pub mod antientropy;
+mod calls;
 pub mod catchup;
 pub mod config;
 mod convert;

@@ -2,19 +2,24 @@
 //! validated here, then routed (DESIGN §3): remember and forget to the
 //! primary, recall to the primary with replica fallback, consolidate local
 //! only, query scattered per space and gathered.
+//!
+//! Every call routed to the holders of one space (remember, forget, recall,
+//! get, list) has one shape, [`MnemoService::handle`]: checks, then either
+//! serve a request another node forwarded ([`MnemoService::serve_forwarded`])
+//! or route it and forward it where it belongs (`forward.rs`). What differs
+//! per call is its `Routed` impl (`calls.rs`); the work on this node's own
+//! copy is `local.rs`.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mnemo_proto::v1::{self, mnemo_client::MnemoClient, mnemo_server::Mnemo};
-use mnemo_router::{RoutingDecision, Served, Target};
+use mnemo_proto::v1::{self, mnemo_server::Mnemo};
+use mnemo_router::router::DEFAULT_DEADLINE;
 use mnemo_store::validate;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::error::NodeError;
-use crate::forward::{self, exec_status, is_forwarded, route_status};
+use crate::calls::{Context, Routed, check, recall_answer, validate_cue};
+use crate::forward::{self, Hop, exec_status, is_forwarded, route_status};
 use crate::local;
 use crate::node::Node;
 use crate::security::Caller;
@@ -52,66 +57,66 @@ impl MnemoService {
         MnemoService { node }
     }
 
-    /// Runs `request` where `decision` says: `local` on this node, or
-    /// `remote` (a generated client call) on a peer, marked as forwarded and
-    /// given the time left of the deadline.
-    async fn run<Q, A, L, LF, R, RF>(
-        &self,
-        from: &Origin,
-        decision: &RoutingDecision,
-        request: &Q,
-        local: L,
-        remote: R,
-    ) -> Result<Served<A>, Status>
-    where
-        Q: Clone,
-        L: Fn(Q) -> LF,
-        LF: Future<Output = Result<A, Status>>,
-        R: Fn(MnemoClient<Channel>, Request<Q>) -> RF,
-        RF: Future<Output = Result<Response<A>, Status>>,
-    {
-        let (local, remote) = (&local, &remote);
+    /// The one shape of a call routed to the holders of one space: the
+    /// node must have joined; the request is checked (invalid or not
+    /// allowed: refused before anything else); then a forwarded request is
+    /// served here or refused, any other is routed.
+    async fn handle<Q: Routed>(&self, request: Request<Q>) -> Result<Response<Q::Answer>, Status> {
+        self.node.ensure_joined()?;
+        self.injected_latency().await;
+        let from = Origin::of(&request, Q::OPERATION);
+        let mut r = request.into_inner();
+        r.check(&from.caller)?;
+        let answer = if from.forwarded {
+            self.serve_forwarded(&from, r).await?
+        } else {
+            self.route(&from, &r).await?
+        };
+        Ok(Response::new(answer))
+    }
+
+    /// A request another node forwarded: served from this node's copy if
+    /// it holds the space in its view (during a partition: as placed over
+    /// the whole cluster), else refused. Never sent on: two nodes whose
+    /// views differ answer instead of bouncing a request between them, and
+    /// the refusal is no fault of this node (the router moves on).
+    async fn serve_forwarded<Q: Routed>(&self, from: &Origin, r: Q) -> Result<Q::Answer, Status> {
+        let node = &self.node;
+        if !node.accepts_writes_for(r.space()) {
+            return Err(self.refuse_forwarded(r.space()));
+        }
+        let context = Context {
+            budget: from.deadline.unwrap_or(DEFAULT_DEADLINE),
+            penalty: node.router.partition().penalty(),
+        };
+        Q::serve(node, r, context).await
+    }
+
+    /// A request from a client: routed, then served here or forwarded to
+    /// the node the decision names (see `forward.rs`).
+    async fn route<Q: Routed>(&self, from: &Origin, r: &Q) -> Result<Q::Answer, Status> {
+        let node = &self.node;
+        let decision = Q::route(node, r.space()).map_err(route_status)?;
+        let context = Context {
+            budget: from.deadline.unwrap_or(DEFAULT_DEADLINE),
+            penalty: decision.confidence_penalty(),
+        };
         let hop = Hop {
-            from: &self.node.id,
+            from: &node.id,
             caller: &from.caller,
             operation: from.operation,
         };
-        self.node
-            .router
-            .execute(decision, from.deadline, |target| {
-                dispatch(target, request.clone(), hop, local, remote)
-            })
-            .await
-            .map_err(exec_status)
-    }
-
-    /// A read answered from a holder's own copy of `space`: a forwarded
-    /// request here (if this node holds the space), any other by the
-    /// space's primary, then the other holders.
-    async fn read<Q, A, R, RF>(
-        &self,
-        from: &Origin,
-        space: &str,
-        request: &Q,
-        local: fn(&Node, &Q) -> Result<A, Status>,
-        remote: R,
-    ) -> Result<A, Status>
-    where
-        Q: Clone,
-        R: Fn(MnemoClient<Channel>, Request<Q>) -> RF,
-        RF: Future<Output = Result<Response<A>, Status>>,
-    {
-        let node = &self.node;
-        if from.forwarded {
-            if !node.accepts_writes_for(space) {
-                return Err(self.refuse_forwarded(space));
-            }
-            return local(node, request);
-        }
-        let decision = node.router.route_recall(space).map_err(route_status)?;
-        let local = |r: Q| std::future::ready(local(node, &r));
-        let served = self.run(from, &decision, request, local, remote).await?;
-        Ok(served.value)
+        let served = forward::run(
+            &node.router,
+            &decision,
+            from.deadline,
+            r,
+            hop,
+            |r| Q::serve(node, r, context),
+            Q::call,
+        )
+        .await?;
+        Ok(Q::served(served))
     }
 
     /// The test-only delay of a node made slow on purpose.
@@ -119,16 +124,6 @@ impl MnemoService {
         let delay = self.node.config.inject_latency;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
-        }
-    }
-
-    /// A forwarded write is served only by a holder of the space (during a
-    /// partition: a holder as placed over the whole cluster).
-    fn accept_forwarded_write(&self, space: &str) -> Result<(), Status> {
-        if self.node.accepts_writes_for(space) {
-            Ok(())
-        } else {
-            Err(self.refuse_forwarded(space))
         }
     }
 
@@ -146,257 +141,41 @@ impl MnemoService {
     }
 }
 
-/// Who a forwarded request comes from: this node, on behalf of `caller`.
-#[derive(Clone, Copy)]
-struct Hop<'a> {
-    from: &'a str,
-    caller: &'a Caller,
-    /// The operation's name, for metrics.
-    operation: &'static str,
-}
-
-/// Runs one attempt at `target`: `local` on this node, or `remote` (a
-/// generated client call) on a peer, marked as forwarded by this node,
-/// carrying the caller's credentials and given the time left of the
-/// deadline.
-async fn dispatch<Q, A, L, LF, R, RF>(
-    target: Target,
-    request: Q,
-    hop: Hop<'_>,
-    local: L,
-    remote: R,
-) -> Result<A, Status>
-where
-    L: FnOnce(Q) -> LF,
-    LF: Future<Output = Result<A, Status>>,
-    R: FnOnce(MnemoClient<Channel>, Request<Q>) -> RF,
-    RF: Future<Output = Result<Response<A>, Status>>,
-{
-    match target {
-        Target::Local => local(request).await,
-        Target::Remote {
-            channel, timeout, ..
-        } => {
-            let started = std::time::Instant::now();
-            let answer = remote(
-                forward::client(channel),
-                forward::request(request, hop.from, hop.caller, timeout),
-            )
-            .await;
-            let code = answer
-                .as_ref()
-                .map_or_else(Status::code, |_| tonic::Code::Ok);
-            crate::telemetry::request("public", hop.operation, "forward", code, started);
-            answer.map(Response::into_inner)
-        }
-    }
-}
-
-fn check<T>(result: mnemo_store::Result<T>) -> Result<T, Status> {
-    result.map_err(|e| NodeError::from(e).into())
-}
-
-fn validate_remember(r: &v1::RememberRequest) -> Result<(), Status> {
-    check(validate::memory_fields(
-        &r.space,
-        &r.id,
-        &r.content,
-        &r.embedding,
-        r.confidence.unwrap_or(1.0),
-        &r.tags,
-    ))?;
-    check_ack(r.ack)
-}
-
-fn check_ack(ack: i32) -> Result<(), Status> {
-    if v1::Ack::try_from(ack).is_err() {
-        return Err(Status::invalid_argument(format!(
-            "invalid ack: {ack} is not primary (0) or quorum (1)"
-        )));
-    }
-    Ok(())
-}
-
-fn validate_cue(
-    cue: &str,
-    embedding: &[f32],
-    k: Option<u32>,
-    min: Option<f32>,
-) -> Result<(), Status> {
-    check(validate::cue(cue, embedding))?;
-    check(validate::k(k))?;
-    check(validate::unit_interval(
-        "min_confidence",
-        min.unwrap_or(0.0),
-    ))
-}
-
-/// Sets `fallback` and `degraded` of a recall answer from how it was served.
-fn recall_answer(served: Served<v1::RecallResponse>) -> v1::RecallResponse {
-    let mut r = served.value;
-    r.fallback |= served.fallback;
-    r.degraded |= served.degraded;
-    r
-}
-
 #[tonic::async_trait]
 impl Mnemo for MnemoService {
     async fn remember(
         &self,
         request: Request<v1::RememberRequest>,
     ) -> Result<Response<v1::RememberResponse>, Status> {
-        self.node.ensure_joined()?;
-        self.injected_latency().await;
-        let from = Origin::of(&request, "remember");
-        let (caller, forwarded, deadline) = (&from.caller, from.forwarded, from.deadline);
-        let mut r = request.into_inner();
-        validate_remember(&r)?;
-        caller.may_write(&r.space)?;
-        if r.id.is_empty() {
-            // Named here, at the edge, so a retried or forwarded write
-            // stays one write (writes are idempotent by id).
-            r.id = uuid::Uuid::now_v7().to_string();
-        }
-        let node = &self.node;
-        let budget = deadline.unwrap_or(mnemo_router::router::DEFAULT_DEADLINE);
-        if forwarded {
-            self.accept_forwarded_write(&r.space)?;
-            return local::remember(node, r, budget).await.map(Response::new);
-        }
-        let decision = node.router.route_store(&r.space).map_err(route_status)?;
-        let served = self
-            .run(
-                &from,
-                &decision,
-                &r,
-                |r| local::remember(node, r, budget),
-                |mut peer, r| async move { peer.remember(r).await },
-            )
-            .await?;
-        Ok(Response::new(served.value))
+        self.handle(request).await
     }
 
     async fn recall(
         &self,
         request: Request<v1::RecallRequest>,
     ) -> Result<Response<v1::RecallResponse>, Status> {
-        self.node.ensure_joined()?;
-        self.injected_latency().await;
-        let from = Origin::of(&request, "recall");
-        let (caller, forwarded) = (&from.caller, from.forwarded);
-        let r = request.into_inner();
-        check(validate::space(&r.space))?;
-        validate_cue(&r.cue, &r.cue_embedding, r.k, r.min_confidence)?;
-        check(validate::tags(&r.tags))?;
-        caller.may_read(&r.space)?;
-        let node = &self.node;
-        if forwarded {
-            // A leftover copy on a node that no longer holds the space is
-            // not an answer: refuse, and the forwarder asks a holder.
-            if !node.accepts_writes_for(&r.space) {
-                return Err(self.refuse_forwarded(&r.space));
-            }
-            let penalty = node.router.partition().penalty();
-            return local::recall(node, &r, penalty).map(Response::new);
-        }
-        let decision = node.router.route_recall(&r.space).map_err(route_status)?;
-        let penalty = decision.confidence_penalty();
-        let served = self
-            .run(
-                &from,
-                &decision,
-                &r,
-                |r| std::future::ready(local::recall(node, &r, penalty)),
-                |mut peer, r| async move { peer.recall(r).await },
-            )
-            .await?;
-        Ok(Response::new(recall_answer(served)))
+        self.handle(request).await
     }
 
     async fn get(
         &self,
         request: Request<v1::GetRequest>,
     ) -> Result<Response<v1::GetResponse>, Status> {
-        self.node.ensure_joined()?;
-        self.injected_latency().await;
-        let from = Origin::of(&request, "get");
-        let r = request.into_inner();
-        check(validate::space(&r.space))?;
-        check(validate::id(&r.id))?;
-        from.caller.may_read(&r.space)?;
-        let answer = self
-            .read(&from, &r.space, &r, local::get, |mut peer, r| async move {
-                peer.get(r).await
-            })
-            .await?;
-        if answer.memory.is_none() && answer.merged_into.is_none() {
-            return Err(Status::not_found(format!(
-                "space {:?} has no memory {:?} (served by {})",
-                r.space, r.id, answer.served_by
-            )));
-        }
-        Ok(Response::new(answer))
+        self.handle(request).await
     }
 
     async fn list(
         &self,
         request: Request<v1::ListRequest>,
     ) -> Result<Response<v1::ListResponse>, Status> {
-        self.node.ensure_joined()?;
-        self.injected_latency().await;
-        let from = Origin::of(&request, "list");
-        let r = request.into_inner();
-        check(validate::space(&r.space))?;
-        from.caller.may_read(&r.space)?;
-        if !r.cursor.is_empty() && validate::id(&r.cursor).is_err() {
-            return Err(Status::invalid_argument(
-                "invalid cursor: is not a memory id (pass a page's next_cursor)",
-            ));
-        }
-        if let Some(limit) = r.limit
-            && !(1..=local::MAX_LIST).contains(&limit)
-        {
-            return Err(Status::invalid_argument(format!(
-                "invalid limit: is {limit}; it must be 1..={}",
-                local::MAX_LIST
-            )));
-        }
-        self.read(&from, &r.space, &r, local::list, |mut peer, r| async move {
-            peer.list(r).await
-        })
-        .await
-        .map(Response::new)
+        self.handle(request).await
     }
 
     async fn forget(
         &self,
         request: Request<v1::ForgetRequest>,
     ) -> Result<Response<v1::ForgetResponse>, Status> {
-        self.node.ensure_joined()?;
-        let from = Origin::of(&request, "forget");
-        let (caller, forwarded, deadline) = (&from.caller, from.forwarded, from.deadline);
-        let r = request.into_inner();
-        check(validate::space(&r.space))?;
-        check(validate::id(&r.id))?;
-        check_ack(r.ack)?;
-        caller.may_write(&r.space)?;
-        let node = &self.node;
-        let budget = deadline.unwrap_or(mnemo_router::router::DEFAULT_DEADLINE);
-        if forwarded {
-            self.accept_forwarded_write(&r.space)?;
-            return local::forget(node, r, budget).await.map(Response::new);
-        }
-        let decision = node.router.route_store(&r.space).map_err(route_status)?;
-        let served = self
-            .run(
-                &from,
-                &decision,
-                &r,
-                |r| local::forget(node, r, budget),
-                |mut peer, r| async move { peer.forget(r).await },
-            )
-            .await?;
-        Ok(Response::new(served.value))
+        self.handle(request).await
     }
 
     async fn consolidate(
@@ -456,7 +235,7 @@ impl Mnemo for MnemoService {
                     include_unmatched: r.include_unmatched,
                     tags: r.tags.clone(),
                 };
-                dispatch(
+                forward::dispatch(
                     target,
                     sub,
                     Hop {
