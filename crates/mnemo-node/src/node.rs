@@ -44,7 +44,7 @@ pub struct Node {
 
 /// Where one space lives, by node id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placement {
+pub struct Location {
     /// The primary, if any node is live.
     pub primary: Option<v1::NodeRef>,
     /// The replicas in preference order.
@@ -74,7 +74,7 @@ impl Node {
     }
 
     /// Where `space` lives in this node's current view.
-    pub fn placement(&self, space: &str) -> Placement {
+    pub fn location(&self, space: &str) -> Location {
         let table = self.topology();
         let topology: &Topology = table.topology();
         let mut nodes = topology
@@ -90,7 +90,7 @@ impl Node {
             })
             .collect::<Vec<_>>()
             .into_iter();
-        Placement {
+        Location {
             primary: nodes.next(),
             replicas: nodes.collect(),
         }

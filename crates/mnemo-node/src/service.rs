@@ -197,7 +197,7 @@ impl Mnemo for MnemoService {
             .route_consolidation(&r.space)
             .map_err(route_status)?;
         if !node.consolidates(&r.space) {
-            let primary = node.placement(&r.space).primary.unwrap_or_default();
+            let primary = node.location(&r.space).primary.unwrap_or_default();
             return Err(Status::failed_precondition(format!(
                 "node {} holds a replica of space {:?}; consolidation runs on the space's \
                  primary {} ({}), e.g. with --node {}",
@@ -297,7 +297,7 @@ impl Mnemo for MnemoService {
         let r = request.into_inner();
         check(validate::space(&r.space))?;
         caller.may_read(&r.space)?;
-        let placement = self.node.placement(&r.space);
+        let placement = self.node.location(&r.space);
         Ok(Response::new(v1::LocateResponse {
             space: r.space,
             primary: placement.primary,
