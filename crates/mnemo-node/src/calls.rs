@@ -4,7 +4,6 @@
 //! [`MnemoService::handle`](crate::service::MnemoService).
 
 use std::future::Future;
-use std::time::Duration;
 
 use mnemo_proto::v1::{self, mnemo_client::MnemoClient};
 use mnemo_router::{RouterError, RoutingDecision, Served};
@@ -20,9 +19,10 @@ use crate::security::Caller;
 /// What a call served here may use besides its request.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Context {
-    /// The caller's time (its deadline, or the default), for a write's
-    /// quorum wait.
-    pub(crate) budget: Duration,
+    /// When the caller's time runs out (its deadline, or the default,
+    /// counted from the request's arrival): a write's quorum wait ends
+    /// then, so the caller hears how far the write got.
+    pub(crate) until: tokio::time::Instant,
     /// Factor for the confidences a recall returns (1 unless partitioned).
     pub(crate) penalty: f32,
 }
@@ -135,7 +135,7 @@ impl Routed for v1::RememberRequest {
         request: Self,
         context: Context,
     ) -> impl Future<Output = Result<Self::Answer, Status>> + Send {
-        local::remember(node, request, context.budget)
+        local::remember(node, request, context.until)
     }
 
     async fn call(
@@ -170,7 +170,7 @@ impl Routed for v1::ForgetRequest {
         request: Self,
         context: Context,
     ) -> impl Future<Output = Result<Self::Answer, Status>> + Send {
-        local::forget(node, request, context.budget)
+        local::forget(node, request, context.until)
     }
 
     async fn call(

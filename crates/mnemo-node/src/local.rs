@@ -19,10 +19,8 @@ const INLINE_SCAN_LIMIT: usize = 20_000;
 pub(crate) async fn remember(
     node: &Node,
     r: v1::RememberRequest,
-    timeout: Duration,
+    until: tokio::time::Instant,
 ) -> Result<v1::RememberResponse, Status> {
-    // The caller's time runs from now: the write below spends some of it.
-    let until = tokio::time::Instant::now() + timeout;
     let memory = Memory {
         id: r.id,
         content: r.content,
@@ -115,9 +113,8 @@ async fn replicate(
 pub(crate) async fn forget(
     node: &Node,
     r: v1::ForgetRequest,
-    timeout: Duration,
+    until: tokio::time::Instant,
 ) -> Result<v1::ForgetResponse, Status> {
-    let until = tokio::time::Instant::now() + timeout;
     let space_existed = node.store.holds(&r.space);
     let written = node
         .store

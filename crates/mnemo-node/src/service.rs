@@ -67,10 +67,12 @@ impl MnemoService {
         let from = Origin::of(&request, Q::OPERATION);
         let mut r = request.into_inner();
         r.check(&from.caller)?;
+        // The caller's time runs from here, wherever the call is served.
+        let until = tokio::time::Instant::now() + from.deadline.unwrap_or(DEFAULT_DEADLINE);
         let answer = if from.forwarded {
-            self.serve_forwarded(&from, r).await?
+            self.serve_forwarded(r, until).await?
         } else {
-            self.route(&from, &r).await?
+            self.route(&from, &r, until).await?
         };
         Ok(Response::new(answer))
     }
@@ -80,13 +82,17 @@ impl MnemoService {
     /// the whole cluster), else refused. Never sent on: two nodes whose
     /// views differ answer instead of bouncing a request between them, and
     /// the refusal is no fault of this node (the router moves on).
-    async fn serve_forwarded<Q: Routed>(&self, from: &Origin, r: Q) -> Result<Q::Answer, Status> {
+    async fn serve_forwarded<Q: Routed>(
+        &self,
+        r: Q,
+        until: tokio::time::Instant,
+    ) -> Result<Q::Answer, Status> {
         let node = &self.node;
         if !node.accepts_writes_for(r.space()) {
             return Err(self.refuse_forwarded(r.space()));
         }
         let context = Context {
-            budget: from.deadline.unwrap_or(DEFAULT_DEADLINE),
+            until,
             penalty: node.router.partition().penalty(),
         };
         Q::serve(node, r, context).await
@@ -94,11 +100,16 @@ impl MnemoService {
 
     /// A request from a client: routed, then served here or forwarded to
     /// the node the decision names (see `forward.rs`).
-    async fn route<Q: Routed>(&self, from: &Origin, r: &Q) -> Result<Q::Answer, Status> {
+    async fn route<Q: Routed>(
+        &self,
+        from: &Origin,
+        r: &Q,
+        until: tokio::time::Instant,
+    ) -> Result<Q::Answer, Status> {
         let node = &self.node;
         let decision = Q::route(node, r.space()).map_err(route_status)?;
         let context = Context {
-            budget: from.deadline.unwrap_or(DEFAULT_DEADLINE),
+            until,
             penalty: decision.confidence_penalty(),
         };
         let hop = Hop {

@@ -56,10 +56,11 @@ pub fn refusal(why: &'static str, message: impl Into<String>) -> Status {
 
 impl Classify for Status {
     /// - a refusal ([`REFUSAL_KEY`]): not a node fault;
-    /// - `DeadlineExceeded`: the caller's deadline (the executor hands each
-    ///   attempt the time left as its gRPC timeout; a node that stalls is
-    ///   caught by the executor's own, shorter attempt timeout): not a node
-    ///   fault;
+    /// - `DeadlineExceeded`, and tonic's `CANCELLED "Timeout expired"` (what
+    ///   a tonic server answers when the request's `grpc-timeout` passes):
+    ///   the caller's deadline (the executor hands each attempt the time left
+    ///   as its gRPC timeout; a node that stalls is caught by the executor's
+    ///   own attempt timeout): not a node fault;
     /// - `Unavailable`, and any status made locally from a transport failure
     ///   (tonic reports a connection that broke mid-request as `Unknown`
     ///   "transport error" or `Cancelled` "operation was canceled" with the
@@ -72,6 +73,9 @@ impl Classify for Status {
         }
         match self.code() {
             Code::DeadlineExceeded => Failure::NotNodeFault,
+            Code::Cancelled if self.message() == tonic::TimeoutExpired(()).to_string() => {
+                Failure::NotNodeFault
+            }
             Code::Unavailable => Failure::NodeFault,
             Code::Unknown | Code::Cancelled | Code::Internal
                 if std::error::Error::source(self).is_some() =>
@@ -268,6 +272,10 @@ mod tests {
             refusal("quorum-shortfall", "only 1 of 3").classify(),
             Failure::NotNodeFault
         );
+        // What a tonic server answers when the request's grpc-timeout passes.
+        let server_timeout = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(server_timeout.code(), Code::Cancelled);
+        assert_eq!(server_timeout.classify(), Failure::NotNodeFault);
         for c in [
             Code::InvalidArgument,
             Code::NotFound,

@@ -43,8 +43,14 @@ pub struct ManualClock(std::sync::Arc<Manual>);
 #[derive(Debug, Default)]
 struct Manual {
     nanos: AtomicU64,
-    /// Sleeps not yet due: when each is due, and who to wake.
-    sleepers: Mutex<Vec<(Duration, Waker)>>,
+    /// Sleeps not yet due, by id: when each is due, and who to wake.
+    sleepers: Mutex<Sleepers>,
+}
+
+#[derive(Debug, Default)]
+struct Sleepers {
+    next_id: u64,
+    waiting: Vec<(u64, Duration, Waker)>,
 }
 
 impl Manual {
@@ -70,15 +76,15 @@ impl ManualClock {
             .nanos
             .fetch_add(millis.saturating_mul(1_000_000), Ordering::SeqCst);
         let now = self.0.now();
-        let due: Vec<(Duration, Waker)> = {
+        let due: Vec<Waker> = {
             let mut sleepers = self.0.sleepers.lock().expect("lock poisoned");
-            let (due, waiting) = std::mem::take(&mut *sleepers)
+            let (due, waiting) = std::mem::take(&mut sleepers.waiting)
                 .into_iter()
-                .partition(|(at, _)| *at <= now);
-            *sleepers = waiting;
-            due
+                .partition(|(_, at, _)| *at <= now);
+            sleepers.waiting = waiting;
+            due.into_iter().map(|(_, _, w)| w).collect()
         };
-        for (_, waker) in due {
+        for waker in due {
             waker.wake();
         }
     }
@@ -90,17 +96,50 @@ impl Clock for ManualClock {
     }
 
     fn sleep_until(&self, at: Duration) -> Sleep {
-        let clock = std::sync::Arc::clone(&self.0);
-        Box::pin(std::future::poll_fn(move |cx: &mut Context<'_>| {
-            // The time is read under the lock `advance` wakes under, so a
-            // sleep either sees the new time or is woken by it.
-            let mut sleepers = clock.sleepers.lock().expect("lock poisoned");
-            if clock.now() >= at {
-                return Poll::Ready(());
-            }
-            sleepers.push((at, cx.waker().clone()));
-            Poll::Pending
-        }))
+        let id = {
+            let mut sleepers = self.0.sleepers.lock().expect("lock poisoned");
+            sleepers.next_id += 1;
+            sleepers.next_id
+        };
+        Box::pin(ManualSleep {
+            clock: std::sync::Arc::clone(&self.0),
+            at,
+            id,
+        })
+    }
+}
+
+/// A sleep on a [`ManualClock`]: one waiting entry however often it is
+/// polled, removed when it completes or is dropped.
+struct ManualSleep {
+    clock: std::sync::Arc<Manual>,
+    at: Duration,
+    id: u64,
+}
+
+impl Future for ManualSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // The time is read under the lock `advance` wakes under, so a sleep
+        // either sees the new time or is woken by it.
+        let mut sleepers = self.clock.sleepers.lock().expect("lock poisoned");
+        sleepers.waiting.retain(|(id, _, _)| *id != self.id);
+        if self.clock.now() >= self.at {
+            return Poll::Ready(());
+        }
+        sleepers
+            .waiting
+            .push((self.id, self.at, cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+impl Drop for ManualSleep {
+    fn drop(&mut self) {
+        if let Ok(mut sleepers) = self.clock.sleepers.lock() {
+            sleepers.waiting.retain(|(id, _, _)| *id != self.id);
+        }
     }
 }
 

@@ -97,6 +97,18 @@ impl Estimate {
         }
     }
 
+    /// How long a node may stay silent before the silence is its own
+    /// fault, even when the caller's deadline ran out first: its attempt
+    /// timeout once it has answered something, else the floor (a node with
+    /// no history gets no benefit of the doubt beyond what a healthy node
+    /// needs).
+    pub fn blame_after(estimate: Option<Estimate>, t: &Timeouts) -> Duration {
+        match estimate {
+            None => t.attempt_floor,
+            some => Self::attempt_timeout(some, t),
+        }
+    }
+
     /// The hedge delay this estimate gives (`None`: no sample yet, hedge
     /// at the floor); `None` when it would exceed the cap (do not hedge).
     pub fn hedge_delay(estimate: Option<Estimate>, t: &Timeouts) -> Option<Duration> {

@@ -10,6 +10,7 @@ use super::Target;
 use crate::breaker::{Permit, Transition};
 use crate::decision::{Operation, RoutingDecision};
 use crate::error::{Classify, Failure};
+use crate::latency::Estimate;
 use crate::metrics;
 use crate::placement::NodeIndex;
 use crate::router::Router;
@@ -113,14 +114,16 @@ impl Router {
                 },
             );
         }
+        let timeouts = &self.config.timeouts;
+        let seen = estimate.and_then(crate::latency::LatencyEstimate::get);
         let attempt = match estimate {
-            Some(e) if !last_resort => {
-                crate::latency::Estimate::attempt_timeout(e.get(), &self.config.timeouts).min(left)
-            }
+            Some(_) if !last_resort => Estimate::attempt_timeout(seen, timeouts).min(left),
             _ => left,
         };
         let started = self.clock.now();
         let result = tokio::select! {
+            // An answer that is in wins over a timer that fired meanwhile.
+            biased;
             r = fut => Ok(r),
             () = self.clock.sleep_until(started + attempt) => Err(()),
         };
@@ -155,26 +158,46 @@ impl Router {
                     (Outcome::Fatal(e), permit.and_then(Permit::neutral))
                 }
             },
-            Err(()) if attempt < left => {
-                self.budget.on_failure();
+            Err(()) => {
+                // Silent past its blame time: the node's fault, whether or
+                // not the caller's deadline also ran out. Silent for less,
+                // with the caller's time spent: not its fault, except for a
+                // probe, which only asks whether it answers (it reopens the
+                // breaker with a fresh timeout instead of handing the probe
+                // to the next caller).
+                let silent = estimate.is_some() && attempt >= Estimate::blame_after(seen, timeouts);
+                let outcome = if attempt < left {
+                    Outcome::Stalled
+                } else {
+                    Outcome::TimedOut
+                };
+                if silent {
+                    self.budget.on_failure();
+                    metrics::attempt_timeout(&node);
+                    // A half-open probe that stalls backs the node's
+                    // timeout off, so the next probe waits longer: a node
+                    // that turned slower than its timeout is soon waited
+                    // for, while a silent one costs one short timeout per
+                    // probe.
+                    if let (true, Some(e)) = (probe, estimate) {
+                        e.timed_out(attempt);
+                    }
+                    if let (Some(l), Operation::Recall | Operation::Query) = (latency, operation) {
+                        l.read_seen.timed_out(attempt);
+                    }
+                }
+                let verdict = silent || probe;
                 let r = self.random.next_u64();
-                metrics::attempt_timeout(&node);
-                // A half-open probe that stalls backs the node's timeout
-                // off, so the next probe waits longer: a node that turned
-                // slower than its timeout is soon waited for, while a
-                // silent one costs one short timeout per probe.
-                if let (true, Some(e)) = (probe, estimate) {
-                    e.timed_out(attempt);
-                }
-                if let (Some(l), Operation::Recall | Operation::Query) = (latency, operation) {
-                    l.read_seen.timed_out(attempt);
-                }
-                (Outcome::Stalled, permit.and_then(|p| p.failure(now, r)))
+                let transition = permit.and_then(|p| {
+                    if verdict {
+                        p.failure(now, r)
+                    } else {
+                        drop(p);
+                        None
+                    }
+                });
+                (outcome, transition)
             }
-            // The caller's deadline, not the node's doing: no verdict (a
-            // probe dropped unanswered leaves the breaker open for the next
-            // caller to probe).
-            Err(()) => (Outcome::TimedOut, None),
         };
         if let Some(t) = transition {
             metrics::breaker_transition(&node, t);

@@ -816,11 +816,12 @@ async fn the_callers_deadline_is_no_fault_of_the_node() {
     let fake = Fake::default();
     let d = r.route_recall(&space(&r, false)).unwrap();
     let order = names(&d);
-    // The caller's own short deadline runs out while the primary works.
+    // The caller's own deadline, shorter than any node is given to answer
+    // (the attempt floor), runs out while the primary works.
     fake.set(&order[0], Act::After(200, true));
     for _ in 0..10 {
         let e = r
-            .execute(&d, Some(Duration::from_millis(50)), |t| fake.call(&t))
+            .execute(&d, Some(Duration::from_millis(20)), |t| fake.call(&t))
             .await
             .unwrap_err();
         assert!(matches!(
@@ -967,9 +968,9 @@ async fn deadlines_run_on_the_injected_clock() {
         e.router_error(),
         Some(RouterError::DeadlineExceeded { attempts: 1 })
     ));
-    // The node's time waited for was the caller's: no fault counted.
+    // Silent for an hour, far past what it needs to answer: its fault.
     let order = names(&r.route_recall(&space(&r, false)).unwrap());
-    assert_eq!(untouched(&r, &order[0]), (BreakerState::Closed, 0, true));
+    assert_eq!(untouched(&r, &order[0]), (BreakerState::Closed, 1, false));
 }
 
 /// Backoff between rounds sleeps on the injected clock too: a write whose
@@ -1012,4 +1013,61 @@ async fn backoff_sleeps_on_the_injected_clock() {
     );
     let rounds = RouterConfig::default().max_attempts_per_node;
     assert_eq!(fake.total(), holders * rounds);
+}
+
+/// A node silent for longer than it needs to answer is at fault even when
+/// every caller's deadline runs out before its attempt timeout would: its
+/// breaker opens, and reads go to the replicas.
+#[tokio::test(start_paused = true)]
+async fn a_silent_node_is_blamed_even_when_callers_give_up_first() {
+    let r = router(config());
+    let fake = Fake::default();
+    let d = r.route_recall(&space(&r, false)).unwrap();
+    let order = names(&d);
+    fake.set(&order[0], Act::Hang);
+    for _ in 0..5 {
+        let e = r
+            .execute(&d, Some(Duration::from_millis(500)), |t| fake.call(&t))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            e.router_error(),
+            Some(RouterError::DeadlineExceeded { .. })
+        ));
+    }
+    assert_eq!(breaker(&r, &order[0]).1, BreakerState::Open);
+    let served = r
+        .execute(&d, Some(Duration::from_millis(500)), |t| fake.call(&t))
+        .await
+        .unwrap();
+    assert_eq!(served.node.as_str(), order[1]);
+}
+
+/// A probe that gets no answer within its caller's short deadline reopens
+/// the breaker with a fresh timeout: the next callers do not each spend
+/// their deadline on the silent node.
+#[tokio::test(start_paused = true)]
+async fn a_probe_cut_short_by_its_callers_deadline_reopens_the_breaker() {
+    let r = router(config());
+    let fake = Fake::default();
+    let d = r.route_recall(&space(&r, false)).unwrap();
+    let order = names(&d);
+    let table = r.table();
+    let primary = &table.remote(d.targets()[0]).unwrap().breaker;
+    for _ in 0..5 {
+        let _ = primary.try_acquire(0).unwrap().failure(0, 0);
+    }
+    tokio::time::advance(Duration::from_secs(60)).await;
+    fake.set(&order[0], Act::Hang);
+    let short = Some(Duration::from_millis(20));
+    assert!(r.execute(&d, short, |t| fake.call(&t)).await.is_err());
+    assert_eq!(fake.calls(&order[0]), 1, "the probe went out");
+    assert_eq!(breaker(&r, &order[0]).1, BreakerState::Open);
+    let served = r.execute(&d, short, |t| fake.call(&t)).await.unwrap();
+    assert_eq!(served.node.as_str(), order[1]);
+    assert_eq!(
+        fake.calls(&order[0]),
+        1,
+        "no second caller spent its deadline there"
+    );
 }
