@@ -210,6 +210,7 @@ impl QueryPlan {
 
 /// The decision for `operation` on `space` over `table` (see
 /// [`mnemo_routing::decision::decide`]).
+#[inline]
 pub fn decide(
     table: &Arc<RouteTable>,
     operation: Operation,

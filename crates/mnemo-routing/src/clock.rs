@@ -95,6 +95,10 @@ impl Clock for ManualClock {
         self.0.now()
     }
 
+    fn now_millis(&self) -> u64 {
+        self.0.nanos.load(Ordering::SeqCst) / 1_000_000
+    }
+
     fn sleep_until(&self, at: Duration) -> Sleep {
         let id = {
             let mut sleepers = self.0.sleepers.lock().expect("lock poisoned");

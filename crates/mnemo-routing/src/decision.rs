@@ -156,6 +156,9 @@ pub struct Decision {
 }
 
 /// The decision for `operation` on `space` over `topo` in `partition`.
+/// (`#[inline]`: it is the router's hot path, called across the crate
+/// boundary.)
+#[inline]
 pub fn decide(
     topo: &Topology,
     operation: Operation,
