@@ -152,6 +152,15 @@ fn breaker(r: &Router, node: &str) -> (NodeId, BreakerState, u32) {
         .unwrap()
 }
 
+/// Opens the breaker of target `idx` of `d` by hand (five faults at time 0).
+fn trip(r: &Router, d: &RoutingDecision, idx: usize) {
+    let table = r.table();
+    let breaker = &table.remote(d.targets()[idx]).unwrap().breaker;
+    for _ in 0..5 {
+        let _ = breaker.try_acquire(0).unwrap().failure(0, 0);
+    }
+}
+
 fn names(d: &RoutingDecision) -> Vec<String> {
     d.targets()
         .iter()
@@ -726,12 +735,8 @@ async fn a_hedge_that_is_not_sent_spends_no_token() {
     let d = r.route_recall(&space(&r, false)).unwrap();
     let order = names(&d);
     // Both replicas' breakers open: no hedge can be admitted.
-    let table = r.table();
-    for &idx in &d.targets()[1..] {
-        let breaker = &table.remote(idx).unwrap().breaker;
-        for _ in 0..5 {
-            let _ = breaker.try_acquire(0).unwrap().failure(0, 0);
-        }
+    for idx in 1..d.targets().len() {
+        trip(&r, &d, idx);
     }
     fake.set(&order[0], Act::After(50, true));
     let before = r.retry_budget_tokens();
@@ -912,11 +917,7 @@ fn a_probe_is_counted_when_sent_not_when_taken() {
             let fake = Fake::default();
             let d = r.route_recall(&space(&r, false)).unwrap();
             let order = names(&d);
-            let table = r.table();
-            let primary = &table.remote(d.targets()[0]).unwrap().breaker;
-            for _ in 0..5 {
-                let _ = primary.try_acquire(0).unwrap().failure(0, 0);
-            }
+            trip(&r, &d, 0);
             tokio::time::advance(Duration::from_secs(60)).await;
             // Taken and dropped unsent: not counted, and the next caller
             // still gets the probe.
@@ -1052,11 +1053,7 @@ async fn a_probe_cut_short_by_its_callers_deadline_reopens_the_breaker() {
     let fake = Fake::default();
     let d = r.route_recall(&space(&r, false)).unwrap();
     let order = names(&d);
-    let table = r.table();
-    let primary = &table.remote(d.targets()[0]).unwrap().breaker;
-    for _ in 0..5 {
-        let _ = primary.try_acquire(0).unwrap().failure(0, 0);
-    }
+    trip(&r, &d, 0);
     tokio::time::advance(Duration::from_secs(60)).await;
     fake.set(&order[0], Act::Hang);
     let short = Some(Duration::from_millis(20));
