@@ -340,6 +340,83 @@ fn cli_consolidation_shows_its_plan_and_asks() {
     );
 }
 
+/// Decay from the command line: a memory nobody recalled for 60 days is
+/// in the plan, is decayed only with `--yes`, and `get` shows both its
+/// current and its written confidence.
+#[test]
+fn cli_consolidation_decays_idle_memories_and_asks_first() {
+    use mnemo_proto::v1::internal_client::InternalClient;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &[]);
+    // Written 60 days ago, as a peer hands a memory over.
+    let content = "Alice parked on level 3";
+    let old = v1::Memory {
+        id: "old".into(),
+        content: content.into(),
+        embedding: mnemo_store::embed::lexical(content),
+        written_confidence: Some(0.8),
+        created_at_ms: mnemo_store::now_ms() - 60 * 24 * 60 * 60 * 1000,
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let merged = rt.block_on(async {
+        let mut internal = InternalClient::connect(format!("http://{}", node.addr))
+            .await
+            .unwrap();
+        internal
+            .merge(v1::MergeRequest {
+                space: "facts".into(),
+                from_node: "test".into(),
+                elements: vec![v1::Element {
+                    kind: Some(v1::element::Kind::Memory(old)),
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    assert_eq!(merged.applied, 1);
+    let text = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+
+    let plan = node.cli(&["consolidate", "--space", "facts", "--dry-run"]);
+    assert!(plan.status.success(), "{plan:?}");
+    assert!(
+        text(&plan).contains("would decay old to confidence 0.20"),
+        "{}",
+        text(&plan)
+    );
+    let refused = node.cli(&["consolidate", "--space", "facts"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("0 merges and 1 decays") && stderr.contains("--yes"),
+        "{stderr}"
+    );
+    let unchanged = node.cli(&["get", "--space", "facts", "old"]);
+    assert!(
+        text(&unchanged).contains("confidence  0.80\n"),
+        "{}",
+        text(&unchanged)
+    );
+
+    let done = node.cli(&["consolidate", "--space", "facts", "--yes"]);
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        text(&done).contains("decayed old to confidence 0.20"),
+        "{}",
+        text(&done)
+    );
+    let got = node.cli(&["get", "--space", "facts", "old"]);
+    assert!(
+        text(&got).contains("confidence  0.20 (written 0.80, decayed while not recalled)"),
+        "{}",
+        text(&got)
+    );
+}
+
 /// Embeddings a client brings, from files or standard input, as JSON or
 /// raw little-endian f32.
 #[test]
