@@ -41,8 +41,18 @@ pub(crate) trait Routed: Clone + Send + Sync + 'static {
     /// and the limit; may complete the request (a write's id).
     fn check(&mut self, caller: &Caller) -> Result<(), Status>;
 
+    /// A write (to the primary, then the next holder) or a read (the
+    /// primary with replica fallback).
+    const WRITES: bool;
+
     /// Where it goes.
-    fn route(node: &Node, space: &str) -> Result<RoutingDecision, RouterError>;
+    fn route(node: &Node, space: &str) -> Result<RoutingDecision, RouterError> {
+        if Self::WRITES {
+            node.router.route_store(space)
+        } else {
+            node.router.route_recall(space)
+        }
+    }
 
     /// Served from this node's own copy.
     fn serve(
@@ -102,6 +112,7 @@ pub(crate) fn recall_answer(served: Served<v1::RecallResponse>) -> v1::RecallRes
 impl Routed for v1::RememberRequest {
     type Answer = v1::RememberResponse;
     const OPERATION: &'static str = "remember";
+    const WRITES: bool = true;
 
     fn space(&self) -> &str {
         &self.space
@@ -126,10 +137,6 @@ impl Routed for v1::RememberRequest {
         Ok(())
     }
 
-    fn route(node: &Node, space: &str) -> Result<RoutingDecision, RouterError> {
-        node.router.route_store(space)
-    }
-
     fn serve(
         node: &Node,
         request: Self,
@@ -149,6 +156,7 @@ impl Routed for v1::RememberRequest {
 impl Routed for v1::ForgetRequest {
     type Answer = v1::ForgetResponse;
     const OPERATION: &'static str = "forget";
+    const WRITES: bool = true;
 
     fn space(&self) -> &str {
         &self.space
@@ -159,10 +167,6 @@ impl Routed for v1::ForgetRequest {
         check(validate::id(&self.id))?;
         check_ack(self.ack)?;
         caller.may_write(&self.space)
-    }
-
-    fn route(node: &Node, space: &str) -> Result<RoutingDecision, RouterError> {
-        node.router.route_store(space)
     }
 
     fn serve(
@@ -184,6 +188,7 @@ impl Routed for v1::ForgetRequest {
 impl Routed for v1::RecallRequest {
     type Answer = v1::RecallResponse;
     const OPERATION: &'static str = "recall";
+    const WRITES: bool = false;
 
     fn space(&self) -> &str {
         &self.space
@@ -194,10 +199,6 @@ impl Routed for v1::RecallRequest {
         validate_cue(&self.cue, &self.cue_embedding, self.k, self.min_confidence)?;
         check(validate::tags(&self.tags))?;
         caller.may_read(&self.space)
-    }
-
-    fn route(node: &Node, space: &str) -> Result<RoutingDecision, RouterError> {
-        node.router.route_recall(space)
     }
 
     fn serve(
@@ -223,6 +224,7 @@ impl Routed for v1::RecallRequest {
 impl Routed for v1::GetRequest {
     type Answer = v1::GetResponse;
     const OPERATION: &'static str = "get";
+    const WRITES: bool = false;
 
     fn space(&self) -> &str {
         &self.space
@@ -232,10 +234,6 @@ impl Routed for v1::GetRequest {
         check(validate::space(&self.space))?;
         check(validate::id(&self.id))?;
         caller.may_read(&self.space)
-    }
-
-    fn route(node: &Node, space: &str) -> Result<RoutingDecision, RouterError> {
-        node.router.route_recall(space)
     }
 
     /// A `get` of nothing is NOT_FOUND, said by the holder that looked.
@@ -266,6 +264,7 @@ impl Routed for v1::GetRequest {
 impl Routed for v1::ListRequest {
     type Answer = v1::ListResponse;
     const OPERATION: &'static str = "list";
+    const WRITES: bool = false;
 
     fn space(&self) -> &str {
         &self.space
@@ -288,10 +287,6 @@ impl Routed for v1::ListRequest {
             )));
         }
         Ok(())
-    }
-
-    fn route(node: &Node, space: &str) -> Result<RoutingDecision, RouterError> {
-        node.router.route_recall(space)
     }
 
     fn serve(

@@ -53,8 +53,13 @@ pub struct Policy {
 
 /// Current confidence of `m` (see the module documentation).
 pub fn confidence(m: &Memory) -> f32 {
+    confidence_under(m, m.decay)
+}
+
+/// What the confidence of `m` would be under `decay` instead of its own.
+fn confidence_under(m: &Memory, decay: Option<Decay>) -> f32 {
     let written = m.confidence;
-    let Some(d) = m.decay else {
+    let Some(d) = decay else {
         return written;
     };
     let idle = d.as_of_ms.saturating_sub(m.last_used_ms());
@@ -119,12 +124,13 @@ pub fn decayed(m: &Memory, policy: Policy, as_of_ms: i64) -> Option<Memory> {
     if m.decay.is_some_and(|held| !later(&decay, &held)) {
         return None;
     }
-    let next = Memory {
+    // Judged before anything is copied: most idle memories of a frequent
+    // consolidation do not move a step.
+    let moved = (confidence_under(m, Some(decay)) - confidence(m)).abs();
+    (moved >= STEP).then(|| Memory {
         decay: Some(decay),
         ..m.clone()
-    };
-    let moved = (confidence(&next) - confidence(m)).abs();
-    (moved >= STEP).then_some(next)
+    })
 }
 
 /// The decays a consolidation as of `as_of_ms` records: every memory of

@@ -33,7 +33,7 @@ use negentropy::{Id, NegentropyStorageVector};
 use prost::Message;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64, xxh3_128};
 
-use crate::memory::{Memory, Usage};
+use crate::memory::Memory;
 
 /// 32-byte identity of one element, as anti-entropy exchanges it.
 pub type ElementId = [u8; 32];
@@ -75,16 +75,16 @@ const USE_BITS: u32 = 48;
 pub fn version(m: &Memory, encoded: &[u8]) -> u128 {
     let usage = m.usage();
     // The use fields carry the highest tags, so they encode last: the
-    // written memory is a prefix of the encoding.
-    let written = &encoded[..encoded.len() - usage.encoded_len()];
+    // encoding is what was written, then the use.
+    let (written, used) = encoded.split_at(encoded.len() - usage.encoded_len());
     debug_assert_eq!(
-        &encoded[written.len()..],
+        used,
         &usage.encode_to_vec()[..],
         "the use fields must carry Memory's highest tags"
     );
     let mut hash = xxh3_128(written) >> 1;
-    if usage != Usage::default() {
-        let used = u128::from(xxh3_64(&usage.encode_to_vec()));
+    if !used.is_empty() {
+        let used = u128::from(xxh3_64(used));
         let mask = (1u128 << USE_BITS) - 1;
         hash = (hash & !mask) | (used & mask);
     }

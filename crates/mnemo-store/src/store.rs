@@ -249,9 +249,7 @@ impl Store {
     /// Returns once every write submitted before it, including the stamps
     /// recalls leave in the background, is published.
     pub async fn settled(&self) -> Result<()> {
-        // An empty merge passes through the writer's queue in order and
-        // changes nothing.
-        self.submit("", Request::Merge(Vec::new())).await.map(drop)
+        self.submit("", Request::Settle).await.map(drop)
     }
 
     /// Merges elements another holder sent (see [`crate::set`]). Invalid

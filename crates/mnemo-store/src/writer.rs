@@ -64,6 +64,8 @@ pub(crate) enum Request {
     /// is still live here and due a stamp (see [`crate::decay`]). Never
     /// creates anything; answered with `Merged`.
     Stamp { ids: Vec<String>, at_ms: i64 },
+    /// Nothing: answered once every job queued before it is published.
+    Settle,
 }
 
 impl Request {
@@ -81,6 +83,7 @@ impl Request {
                 c.merged.as_ref().map_or(0, memory) + c.inputs.len() * 64
             }
             Request::Local(Op::Forget(_)) | Request::Drop { .. } => 64,
+            Request::Settle => 0,
             Request::Stamp { ids, .. } => ids.len() * 64,
             Request::Merge(elements) => elements
                 .iter()
@@ -99,6 +102,8 @@ pub(crate) enum Reply {
     Merged(Merged),
     /// Whether the space was dropped (its digest had not changed).
     Dropped(bool),
+    /// Every earlier job is published.
+    Settled,
 }
 
 pub(crate) struct Job {
@@ -359,6 +364,11 @@ struct Decided {
 
 impl Decided {
     fn job(&mut self, shared: &Shared, job: &Job) -> Result<Reply> {
+        if matches!(job.request, Request::Settle) {
+            // Answered with the batch, after what came before it is
+            // published; touches no space.
+            return Ok(Reply::Settled);
+        }
         // The published digest is current only for a space this batch has
         // not touched yet: a drop after a write in the same batch does not
         // happen.
@@ -379,6 +389,7 @@ impl Decided {
             Request::Local(op) => ctx.local(op).map(Reply::Written),
             Request::Merge(elements) => ctx.merge(elements).map(Reply::Merged),
             Request::Stamp { ids, at_ms } => Ok(Reply::Merged(ctx.stamp(ids, *at_ms))),
+            Request::Settle => unreachable!("answered above"),
             Request::Drop { if_digest } => {
                 let now = shared
                     .space(&job.space)

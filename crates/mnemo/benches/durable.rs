@@ -139,11 +139,7 @@ fn redis(seconds: f64) {
         return;
     }
     let dir = tempfile::tempdir().expect("a directory");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-        .to_string();
+    let port = support::free_port().to_string();
     let mut server = Command::new("redis-server")
         .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
         .args(["--appendonly", "yes", "--appendfsync", "always"])

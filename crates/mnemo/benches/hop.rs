@@ -88,17 +88,10 @@ impl Drop for Nginx {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn start_nginx(upstream: SocketAddr) -> Result<Nginx, String> {
     let binary = nginx_binary()?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let addr = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let d = dir.path().display();
     // As nginx is deployed in front of gRPC services: a worker per core,
     // connections kept alive both ways (without a cap on requests per
@@ -247,15 +240,12 @@ fn main() {
             for p in &mut paths {
                 p.times.sort();
             }
-            let base = (
-                percentile(&paths[0].times, 0.5),
-                percentile(&paths[0].times, 0.99),
-            );
-            let base = if paths[0].name == "direct" {
-                base
-            } else {
-                (Duration::ZERO, Duration::ZERO)
-            };
+            // What each path adds over the direct call (when it ran).
+            let base = paths
+                .iter()
+                .find(|p| p.name == "direct")
+                .map(|p| (percentile(&p.times, 0.5), percentile(&p.times, 0.99)))
+                .unwrap_or_default();
             for p in &paths {
                 let (p50, p99) = (percentile(&p.times, 0.5), percentile(&p.times, 0.99));
                 let added = |a: Duration, b: Duration| micros(a) - micros(b);

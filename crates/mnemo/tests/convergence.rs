@@ -385,17 +385,8 @@ async fn decay_spares_what_any_holder_recalled_and_replicates() {
 /// One holder's own copy of `space`: (id, confidence now, written
 /// confidence, recalled at), by id.
 async fn copies(cluster: &Cluster, holder: &str, space: &str) -> Vec<(String, f32, f32, i64)> {
-    let mut request = tonic::Request::new(v1::ListRequest {
-        space: space.into(),
-        ..Default::default()
-    });
-    request
-        .metadata_mut()
-        .insert(mnemo_proto::FORWARDED_BY, "test".parse().unwrap());
-    let node = cluster.node(holder);
-    let r = node.peer_client().await.list(request).await.unwrap();
-    r.into_inner()
-        .memories
+    let r = cluster.node(holder).list_local(space).await.unwrap();
+    r.memories
         .into_iter()
         .map(|m| {
             (

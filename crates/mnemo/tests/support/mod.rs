@@ -102,6 +102,25 @@ pub async fn remember_meeting(client: &mut MnemoClient<Channel>, space: &str, i:
         .unwrap();
 }
 
+/// A TCP port on 127.0.0.1 that is free right now (for a peer program a
+/// benchmark starts: Redis, nginx).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `message` marked as forwarded by a node: served from the receiver's own
+/// copy, never routed on.
+fn forwarded<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert(mnemo_proto::FORWARDED_BY, "test".parse().unwrap());
+    request
+}
+
 /// The `p` quantile (0..=1) of sorted durations, for benchmarks.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -490,17 +509,27 @@ impl NodeProcess {
         space: &str,
         cue: &str,
     ) -> Result<mnemo_proto::v1::RecallResponse, tonic::Status> {
-        let mut request = tonic::Request::new(mnemo_proto::v1::RecallRequest {
+        let request = forwarded(mnemo_proto::v1::RecallRequest {
             space: space.into(),
             cue: cue.into(),
             k: Some(1000),
             include_unmatched: true,
             ..Default::default()
         });
-        request
-            .metadata_mut()
-            .insert(mnemo_proto::FORWARDED_BY, "test".parse().unwrap());
         Ok(self.peer_client().await.recall(request).await?.into_inner())
+    }
+
+    /// The first page of this node's own copy of `space` (forwarded, so
+    /// never routed elsewhere; a list stamps nothing, unlike a recall).
+    pub async fn list_local(
+        &self,
+        space: &str,
+    ) -> Result<mnemo_proto::v1::ListResponse, tonic::Status> {
+        let request = forwarded(mnemo_proto::v1::ListRequest {
+            space: space.into(),
+            ..Default::default()
+        });
+        Ok(self.peer_client().await.list(request).await?.into_inner())
     }
 
     /// Waits until this node holds at least `n` live memories of `space`.
