@@ -33,7 +33,7 @@ pub(crate) fn deadline<T>(request: &Request<T>) -> Option<Duration> {
     requested(request).map(|d| d.min(mnemo_router::router::DEFAULT_DEADLINE))
 }
 
-fn requested<T>(request: &Request<T>) -> Option<Duration> {
+pub(crate) fn requested<T>(request: &Request<T>) -> Option<Duration> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (amount, unit) = value.split_at(value.len().checked_sub(1)?);
     let amount: u64 = amount.parse().ok()?;

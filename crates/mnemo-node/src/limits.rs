@@ -20,10 +20,25 @@ fn over_limit(mut response: Response<tonic::body::Body>) -> Response<tonic::body
         && headers
             .get("grpc-message")
             .and_then(|m| m.to_str().ok())
-            .is_some_and(|m| m.contains("length too large") || m.contains("length%20too%20large"));
+            .is_some_and(|m| is_too_large(m) || m.contains("length%20too%20large"));
     if oversized {
         let code = tonic::Code::ResourceExhausted as i32;
         headers.insert("grpc-status", HeaderValue::from(code));
     }
     response
+}
+
+/// The decoder's words for a message over the limit.
+fn is_too_large(message: &str) -> bool {
+    message.contains("length too large")
+}
+
+/// The same rewrite for a message of a stream, whose refusal comes after
+/// the answers to earlier messages (in trailers the layer does not see).
+pub(crate) fn resource_exhausted(status: tonic::Status) -> tonic::Status {
+    if status.code() == tonic::Code::OutOfRange && is_too_large(status.message()) {
+        tonic::Status::resource_exhausted(status.message())
+    } else {
+        status
+    }
 }

@@ -24,6 +24,8 @@ use crate::local;
 use crate::node::Node;
 use crate::security::Caller;
 
+mod stream;
+
 /// Where a request comes from: the caller, whether another node forwarded
 /// it, and the deadline it carries.
 struct Origin {
@@ -62,19 +64,24 @@ impl MnemoService {
     /// allowed: refused before anything else); then a forwarded request is
     /// served here or refused, any other is routed.
     async fn handle<Q: Routed>(&self, request: Request<Q>) -> Result<Response<Q::Answer>, Status> {
+        let from = Origin::of(&request, Q::OPERATION);
+        let answer = self.handle_one(&from, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    /// [`MnemoService::handle`] for one request from `from` (a unary call,
+    /// or one message of a stream).
+    async fn handle_one<Q: Routed>(&self, from: &Origin, mut r: Q) -> Result<Q::Answer, Status> {
         self.node.ensure_joined()?;
         self.injected_latency().await;
-        let from = Origin::of(&request, Q::OPERATION);
-        let mut r = request.into_inner();
         r.check(&from.caller)?;
         // The caller's time runs from here, wherever the call is served.
         let until = tokio::time::Instant::now() + from.deadline.unwrap_or(DEFAULT_DEADLINE);
-        let answer = if from.forwarded {
-            self.serve_forwarded(r, until).await?
+        if from.forwarded {
+            self.serve_forwarded(r, until).await
         } else {
-            self.route(&from, &r, until).await?
-        };
-        Ok(Response::new(answer))
+            self.route(from, &r, until).await
+        }
     }
 
     /// A request another node forwarded: served from this node's copy if
@@ -159,6 +166,16 @@ impl Mnemo for MnemoService {
         request: Request<v1::RememberRequest>,
     ) -> Result<Response<v1::RememberResponse>, Status> {
         self.handle(request).await
+    }
+
+    type RememberStreamStream = stream::RememberAnswers;
+
+    async fn remember_stream(
+        &self,
+        request: Request<tonic::Streaming<v1::RememberRequest>>,
+    ) -> Result<Response<Self::RememberStreamStream>, Status> {
+        self.node.ensure_joined()?;
+        Ok(Response::new(stream::remember(self.clone(), request)))
     }
 
     async fn recall(

@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 
 use bytes::{Buf, BufMut};
 use mnemo_node::{NodeConfig, Running};
+use mnemo_proto::v1::remember_stream_response::Outcome;
 use mnemo_proto::v1::{self, internal_client::InternalClient, mnemo_client::MnemoClient};
 use proptest::prelude::*;
 use tonic::Code;
@@ -112,6 +113,50 @@ where
         assert_clear(status, what);
         prop_assert_eq!(&snapshot(), &before, "{} changed state: {:?}", what, status);
     }
+    still_serving(what)
+}
+
+/// Sends `messages` (encoded or not) as one `RememberStream`. Each answer
+/// comes in order; one that is an error is as clear as a unary refusal; a
+/// stream's own error (a message that cannot be decoded) is clear too; and
+/// a stream that acknowledged nothing changed nothing.
+fn check_stream(what: &str, messages: Vec<Vec<u8>>) -> Result<(), TestCaseError> {
+    let before = snapshot();
+    let sent = messages.len();
+    let (answers, ended) = fixture().rt.block_on(raw_stream(messages));
+    if let Some(status) = &ended {
+        assert_clear(status, what);
+    } else {
+        prop_assert_eq!(answers.len(), sent, "{}: one answer per message", what);
+    }
+    let mut acknowledged = 0;
+    for (seq, answer) in answers.iter().enumerate() {
+        prop_assert_eq!(answer.seq, seq as u64, "{}: answers out of order", what);
+        match &answer.outcome {
+            Some(Outcome::Remembered(_)) => acknowledged += 1,
+            Some(Outcome::Error(e)) => {
+                assert_clear(
+                    &tonic::Status::new(Code::from(e.code), e.message.clone()),
+                    what,
+                );
+            }
+            None => prop_assert!(false, "{}: an answer without an outcome", what),
+        }
+    }
+    if acknowledged == 0 {
+        prop_assert_eq!(
+            &snapshot(),
+            &before,
+            "{} changed state: {:?}",
+            what,
+            answers
+        );
+    }
+    still_serving(what)
+}
+
+/// The kept memory is still there and the node still answers.
+fn still_serving(what: &str) -> Result<(), TestCaseError> {
     prop_assert!(
         snapshot().get("kept").is_some_and(|k| k.0 == 1),
         "{what} lost the kept memory"
@@ -186,6 +231,33 @@ async fn raw_call(
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
     grpc.unary(tonic::Request::new(body), path, Raw).await
+}
+
+/// A `RememberStream` of raw messages: the answers, and the stream's
+/// error if it ended with one.
+async fn raw_stream(
+    messages: Vec<Vec<u8>>,
+) -> (Vec<v1::RememberStreamResponse>, Option<tonic::Status>) {
+    let mut answers = Vec::new();
+    let mut grpc = tonic::client::Grpc::new(fixture().channel.clone());
+    if let Err(e) = grpc.ready().await {
+        return (answers, Some(tonic::Status::unavailable(e.to_string())));
+    }
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/mnemo.v1.Mnemo/RememberStream");
+    let request = tonic::Request::new(futures_util::stream::iter(messages));
+    let mut stream = match grpc.streaming(request, path, Raw).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return (answers, Some(status)),
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(bytes)) => answers
+                .push(prost::Message::decode(bytes.as_slice()).expect("the node's answer decodes")),
+            Ok(None) => return (answers, None),
+            Err(status) => return (answers, Some(status)),
+        }
+    }
 }
 
 fn text() -> impl Strategy<Value = String> {
@@ -291,14 +363,23 @@ proptest! {
     }
 
     #[test]
+    fn arbitrary_bytes_as_stream_messages(
+        messages in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..4),
+    ) {
+        check_stream("remember_stream", messages)?;
+    }
+
+    #[test]
     fn hostile_writes(
         space in text(), id in text(), content in text(), embedding in floats(),
         confidence in unit(), tags in prop::collection::vec(text(), 0..40), ack in any::<i32>(),
     ) {
         let mut c = MnemoClient::new(fixture().channel.clone());
-        check("remember", c.remember(v1::RememberRequest {
+        let request = v1::RememberRequest {
             space: space.clone(), id: id.clone(), content, embedding, confidence, tags, ack,
-        }))?;
+        };
+        check_stream("remember_stream", vec![prost::Message::encode_to_vec(&request)])?;
+        check("remember", c.remember(request))?;
         check("forget", c.forget(v1::ForgetRequest { space, id, ack }))?;
     }
 

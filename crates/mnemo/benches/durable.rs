@@ -2,7 +2,10 @@
 //! run on one machine (not criterion: real processes, latency percentiles):
 //!
 //! - one `mnemo node` process: acknowledged remembers (40-byte contents,
-//!   16 spaces) with 1 and 64 clients, each client on its own connection;
+//!   16 spaces) with 1 and 64 clients, each client on its own connection,
+//!   as unary calls and over one `RememberStream` per client (each client
+//!   still waits for one write's answer before sending the next, as a
+//!   `redis-benchmark` client does);
 //! - a 3-node local cluster: the same with `ack=quorum`, through the
 //!   primary's node and through another node;
 //! - the same gRPC clients calling a recall of an empty space, which stores
@@ -50,26 +53,80 @@ fn print(what: &str, f: &Figures) {
 #[derive(Clone, Copy)]
 enum Call {
     Remember(v1::Ack),
+    /// Remembers one after another over one `RememberStream` per client.
+    Stream(v1::Ack),
     /// A recall of a space that does not exist: the transport alone.
     Nothing,
 }
 
-async fn one(client: &mut MnemoClient<Channel>, call: Call) {
+fn remember(ack: v1::Ack) -> v1::RememberRequest {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    v1::RememberRequest {
+        space: format!("bench-{}", n % 16),
+        id: format!("m{n}"),
+        content: format!("{n:0>40}"),
+        ack: ack as i32,
+        ..Default::default()
+    }
+}
+
+/// One client's way of making calls: unary, or over its open stream.
+enum Caller {
+    Unary(MnemoClient<Channel>, Call),
+    Stream {
+        requests: tokio::sync::mpsc::Sender<v1::RememberRequest>,
+        answers: tonic::Streaming<v1::RememberStreamResponse>,
+        ack: v1::Ack,
+    },
+}
+
+impl Caller {
+    async fn new(mut client: MnemoClient<Channel>, call: Call) -> Caller {
+        let Call::Stream(ack) = call else {
+            return Caller::Unary(client, call);
+        };
+        let (requests, rx) = tokio::sync::mpsc::channel(1);
+        let answers = client
+            .remember_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("open a stream")
+            .into_inner();
+        Caller::Stream {
+            requests,
+            answers,
+            ack,
+        }
+    }
+
+    async fn call(&mut self) {
+        match self {
+            Caller::Unary(client, call) => one(client, *call).await,
+            Caller::Stream {
+                requests,
+                answers,
+                ack,
+            } => {
+                requests.send(remember(*ack)).await.expect("send");
+                let answer = answers.message().await.expect("an answer").expect("open");
+                assert!(
+                    matches!(
+                        answer.outcome,
+                        Some(v1::remember_stream_response::Outcome::Remembered(_))
+                    ),
+                    "remember failed: {answer:?}"
+                );
+            }
+        }
+    }
+}
+
+async fn one(client: &mut MnemoClient<Channel>, call: Call) {
     match call {
-        Call::Remember(ack) => {
-            client
-                .remember(v1::RememberRequest {
-                    space: format!("bench-{}", n % 16),
-                    id: format!("m{n}"),
-                    content: format!("{n:0>40}"),
-                    ack: ack as i32,
-                    ..Default::default()
-                })
-                .await
-                .expect("remember");
+        Call::Remember(ack) | Call::Stream(ack) => {
+            client.remember(remember(ack)).await.expect("remember");
         }
         Call::Nothing => {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
             client
                 .recall(v1::RecallRequest {
                     space: format!("nothing-{}", n % 16),
@@ -88,7 +145,7 @@ async fn one(client: &mut MnemoClient<Channel>, call: Call) {
 async fn drive(node: &NodeProcess, clients: usize, call: Call, seconds: f64) -> Figures {
     let mut connections = Vec::with_capacity(clients);
     for _ in 0..clients {
-        connections.push(node.client().await);
+        connections.push(Caller::new(node.client().await, call).await);
     }
     let warm_up = Duration::from_secs_f64(seconds / 10.0);
     let measure = Duration::from_secs_f64(seconds);
@@ -104,7 +161,7 @@ async fn drive(node: &NodeProcess, clients: usize, call: Call, seconds: f64) -> 
                 if began >= end {
                     return times;
                 }
-                one(&mut client, call).await;
+                client.call().await;
                 if began >= *start {
                     times.push(began.elapsed());
                 }
@@ -202,6 +259,10 @@ fn main() {
         let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &[]);
         for (call, what) in [
             (Call::Remember(v1::Ack::Primary), "mnemo remember, one node"),
+            (
+                Call::Stream(v1::Ack::Primary),
+                "mnemo remember stream, one node",
+            ),
             (Call::Nothing, "mnemo gRPC, nothing stored"),
         ] {
             for clients in [1, 64] {
@@ -213,14 +274,26 @@ fn main() {
         }
         drop(node);
 
-        let quorum = |clients| format!("mnemo remember ack=quorum, 3 nodes, {clients} clients");
-        if wanted(&quorum(1)) || wanted(&quorum(64)) {
+        let quorum = |how: &str, clients| {
+            format!("mnemo remember{how} ack=quorum, 3 nodes, {clients} clients")
+        };
+        if ["", " stream"]
+            .iter()
+            .any(|how| wanted(&quorum(how, 1)) || wanted(&quorum(how, 64)))
+        {
             let cluster = Cluster::start_exactly(3, &[]).await;
-            for clients in [1, 64] {
-                if wanted(&quorum(clients)) {
-                    let call = Call::Remember(v1::Ack::Quorum);
-                    let f = drive(&cluster.nodes[0], clients, call, seconds).await;
-                    print(&quorum(clients), &f);
+            for (call, how) in [
+                (Call::Remember(v1::Ack::Quorum), ""),
+                (Call::Stream(v1::Ack::Quorum), " stream"),
+            ] {
+                for clients in [1, 64] {
+                    let label = quorum(how, clients);
+                    if wanted(&label) {
+                        print(
+                            &label,
+                            &drive(&cluster.nodes[0], clients, call, seconds).await,
+                        );
+                    }
                 }
             }
         }

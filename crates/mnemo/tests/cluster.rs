@@ -7,6 +7,7 @@ mod support;
 use mnemo_proto::v1;
 use std::collections::{BTreeMap, HashSet};
 use support::{Cluster, eventually};
+use tokio_stream::StreamExt;
 use tonic::Code;
 
 fn remember(space: &str, id: &str, content: &str, ack: v1::Ack) -> v1::RememberRequest {
@@ -489,4 +490,89 @@ async fn a_duplicate_node_id_is_refused() {
     .await;
     let mine = cluster.node("n1").status().await;
     assert_eq!(mine.node_id, "n1");
+}
+
+/// A `RememberStream` through one node: every request is answered in the
+/// order sent, with its position; good ones land on their space's primary
+/// (forwarded when the entry node is not it) and replicate like unary
+/// writes; a bad one is answered with its own error naming the field, and
+/// the stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remember_stream_answers_each_request_in_order_and_routes_each() {
+    let cluster = Cluster::start(3).await;
+    let spaces: Vec<String> = (0..6).map(|i| format!("stream-{i}")).collect();
+    let mut primary_of = BTreeMap::new();
+    for space in &spaces {
+        let placement = cluster.locate_everywhere(space).await;
+        primary_of.insert(space.clone(), placement.primary.unwrap().id);
+    }
+    let entry = &cluster.nodes[0];
+    assert!(
+        primary_of.values().any(|p| *p != entry.id),
+        "some space must be forwarded from {}: {primary_of:?}",
+        entry.id
+    );
+
+    // Sent all at once, without waiting: more than the node handles at a
+    // time, so answers finish out of order and must still come in order.
+    let mut requests = Vec::new();
+    for i in 0..150 {
+        let space = &spaces[i % spaces.len()];
+        let ack = if i % 3 == 0 {
+            v1::Ack::Quorum
+        } else {
+            v1::Ack::Primary
+        };
+        let mut r = remember(space, &format!("m{i}"), &format!("stream fact {i}"), ack);
+        if i % 25 == 7 {
+            r.content = String::new(); // refused: content must not be empty
+        }
+        requests.push(r);
+    }
+    let sent = requests.len();
+    let answers: Vec<v1::RememberStreamResponse> = entry
+        .client()
+        .await
+        .remember_stream(tokio_stream::iter(requests.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|a| a.expect("no stream error"))
+        .collect()
+        .await;
+    assert_eq!(answers.len(), sent, "one answer per request");
+    let mut expected: BTreeMap<String, usize> = BTreeMap::new();
+    for (seq, (answer, request)) in answers.iter().zip(&requests).enumerate() {
+        assert_eq!(answer.seq, seq as u64, "answers come in the order sent");
+        match answer.outcome.as_ref().expect("an outcome") {
+            v1::remember_stream_response::Outcome::Remembered(r) => {
+                assert!(
+                    !request.content.is_empty(),
+                    "{seq}: an empty content was taken"
+                );
+                assert_eq!((&r.id, &r.space), (&request.id, &request.space));
+                assert_eq!(
+                    r.served_by, primary_of[&request.space],
+                    "{seq}: not the primary"
+                );
+                *expected.entry(request.space.clone()).or_default() += 1;
+            }
+            v1::remember_stream_response::Outcome::Error(e) => {
+                assert!(
+                    request.content.is_empty(),
+                    "{seq}: a good request failed: {e:?}"
+                );
+                assert_eq!(e.code, Code::InvalidArgument as i32, "{e:?}");
+                assert!(e.message.contains("content"), "the field is named: {e:?}");
+            }
+        }
+    }
+    // What was acknowledged is on every holder, as for unary writes.
+    cluster.await_converged(&spaces).await;
+    for (space, n) in &expected {
+        for holder in cluster.holders(space).await {
+            let got = cluster.node(&holder).list_local(space).await.unwrap();
+            assert_eq!(got.memories.len(), *n, "{holder} holds {space}");
+        }
+    }
 }

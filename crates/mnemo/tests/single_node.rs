@@ -702,3 +702,45 @@ fn a_closed_pipe_ends_a_command_quietly() {
         "{stderr}"
     );
 }
+
+/// A `RememberStream` message over the size limit ends the stream with
+/// `RESOURCE_EXHAUSTED`, after the answer to the message before it; nothing
+/// of it is stored and the node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_stream_message_ends_the_stream_after_what_came_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &[]);
+    let mut oversized = remember("s", "big", "text");
+    oversized.tags = vec!["t".repeat(1024); 5 * 1024];
+    let before = remember("s", "before-big", "sent before the big one");
+    let mut answers = node
+        .client()
+        .await
+        .remember_stream(tokio_stream::iter(vec![before, oversized]))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = answers.message().await.unwrap().expect("the first answer");
+    assert!(
+        matches!(
+            first.outcome,
+            Some(v1::remember_stream_response::Outcome::Remembered(_))
+        ),
+        "{first:?}"
+    );
+    let status = answers
+        .message()
+        .await
+        .expect_err("the stream ends with an error");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let mut c = node.client().await;
+    let get = |id: &str| v1::GetRequest {
+        space: "s".into(),
+        id: id.into(),
+    };
+    let missing = c.get(get("big")).await.expect_err("not stored");
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    c.get(get("before-big"))
+        .await
+        .expect("the node still serves, and kept what came before");
+}
