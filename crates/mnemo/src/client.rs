@@ -103,8 +103,15 @@ fn source_text(e: &dyn std::error::Error) -> String {
 }
 
 pub(crate) fn request<T>(common: &Common, message: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
+    let mut r = authorized(common, message);
     r.set_timeout(Duration::from_millis(common.timeout));
+    r
+}
+
+/// A request carrying the token, without a deadline: a stream's deadline
+/// would bound every message in it, and `--timeout` is for one call.
+fn authorized<T>(common: &Common, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
     // `connect` made sure the token is header text.
     if let Some(token) = &common.token
         && let Ok(value) = format!("Bearer {}", token.trim()).parse()
@@ -134,9 +141,9 @@ pub(crate) fn print_json(v: &impl serde::Serialize) {
 }
 
 /// The file at `path` to read from, or standard input for `-`.
-fn input(path: &std::path::Path) -> std::io::Result<Box<dyn std::io::BufRead>> {
+fn input(path: &std::path::Path) -> std::io::Result<Box<dyn std::io::BufRead + Send>> {
     if path.as_os_str() == "-" {
-        return Ok(Box::new(std::io::stdin().lock()));
+        return Ok(Box::new(std::io::BufReader::new(std::io::stdin())));
     }
     Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
         path,
@@ -420,8 +427,12 @@ pub(crate) async fn export(a: ExportArgs) -> Outcome {
     Ok(())
 }
 
-/// Remembers each line of a JSON-lines file (as `export` writes it).
-/// Writes are idempotent by id, so an import can be run again.
+/// `mnemo import`: remembers each line of a JSON-lines file (as `export`
+/// writes it), sent over one
+/// `RememberStream` (up to as many in flight as the node takes at once),
+/// so a large file does not pay a round trip per memory. Stops at the
+/// first line that fails; lines already sent after it may have been
+/// written, which a second run (imports are idempotent by id) makes whole.
 pub(crate) async fn import(a: ImportArgs) -> Outcome {
     #[derive(serde::Deserialize)]
     struct Line {
@@ -433,38 +444,61 @@ pub(crate) async fn import(a: ImportArgs) -> Outcome {
         #[serde(default)]
         embedding: Vec<f32>,
     }
-    let reader = input(&a.file).map_err(|e| Failure(format!("{}: {e}", a.file.display())))?;
+    let file = a.file.display().to_string();
+    let reader = input(&a.file).map_err(|e| Failure(format!("{file}: {e}")))?;
     let mut client = connect(&a.common).await?;
-    let (mut created, mut present) = (0u64, 0u64);
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| Failure(format!("{}: {e}", a.file.display())))?;
-        if line.trim().is_empty() {
-            continue;
+    // The line number of every request sent, in the order sent: the
+    // answers come back in that order.
+    let (sent_tx, mut sent) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let (requests_tx, requests) = tokio::sync::mpsc::channel(64);
+    let (space, ack, name) = (a.space.clone(), a.ack.wire(), file.clone());
+    let reading = tokio::task::spawn_blocking(move || -> Result<(), Failure> {
+        for (n, line) in reader.lines().enumerate() {
+            let line = line.map_err(|e| Failure(format!("{name}: {e}")))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let m: Line = serde_json::from_str(&line)
+                .map_err(|e| Failure(format!("{name} line {}: {e}", n + 1)))?;
+            let request = v1::RememberRequest {
+                space: space.clone(),
+                id: m.id,
+                content: m.content,
+                embedding: m.embedding,
+                confidence: m.confidence,
+                tags: m.tags,
+                ack,
+            };
+            let _ = sent_tx.send(n + 1);
+            if requests_tx.blocking_send(request).is_err() {
+                break; // the stream ended: its answer says why
+            }
         }
-        let m: Line = serde_json::from_str(&line)
-            .map_err(|e| Failure(format!("{} line {}: {e}", a.file.display(), n + 1)))?;
-        let r = client
-            .remember(request(
-                &a.common,
-                v1::RememberRequest {
-                    space: a.space.clone(),
-                    id: m.id,
-                    content: m.content,
-                    embedding: m.embedding,
-                    confidence: m.confidence,
-                    tags: m.tags,
-                    ack: a.ack.wire(),
-                },
-            ))
-            .await
-            .map_err(|s| failed(&a.common, &s))?
-            .into_inner();
-        if r.created {
-            created += 1;
-        } else {
-            present += 1;
+        Ok(())
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(requests);
+    let mut answers = client
+        .remember_stream(authorized(&a.common, stream))
+        .await
+        .map_err(|s| failed(&a.common, &s))?
+        .into_inner();
+    let (mut created, mut present) = (0u64, 0u64);
+    while let Some(answer) = answers.message().await.map_err(|s| failed(&a.common, &s))? {
+        let line = sent.recv().await.unwrap_or_default();
+        match answer.outcome {
+            Some(v1::remember_stream_response::Outcome::Remembered(r)) if r.created => created += 1,
+            Some(v1::remember_stream_response::Outcome::Remembered(_)) => present += 1,
+            Some(v1::remember_stream_response::Outcome::Error(e)) => {
+                let status = tonic::Status::new(tonic::Code::from(e.code), e.message);
+                let Failure(why) = failed(&a.common, &status);
+                return Err(Failure(format!("{file} line {line}: {why}")));
+            }
+            None => return Err(Failure(format!("{file} line {line}: an empty answer"))),
         }
     }
+    reading
+        .await
+        .map_err(|e| Failure(format!("{file}: reading stopped: {e}")))??;
     if a.common.json {
         print_json(&json!({"space": a.space, "imported": created, "already_there": present}));
     } else {

@@ -744,3 +744,41 @@ async fn an_oversized_stream_message_ends_the_stream_after_what_came_before() {
         .await
         .expect("the node still serves, and kept what came before");
 }
+
+/// `import` stops at the first line the node refuses or that is not JSON,
+/// and names the line and the field; what came before it is there.
+#[test]
+fn import_stops_at_the_first_bad_line_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &[]);
+    let file = dir.path().join("in.jsonl");
+    let file_arg = file.to_str().unwrap();
+    let good = |i: usize| format!(r#"{{"id": "m{i}", "content": "note {i}"}}"#);
+    let lines = [
+        good(1),
+        good(2),
+        r#"{"id": "m3", "content": " "}"#.into(),
+        good(4),
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = node.cli(&["import", "--space", "s", file_arg]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(err.contains("line 3") && err.contains("content"), "{err}");
+
+    std::fs::write(&file, format!("{}\nnot json\n{}", good(5), good(6))).unwrap();
+    let out = node.cli(&["import", "--space", "t", file_arg]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(err.contains("line 2"), "{err}");
+
+    let exported = node.cli(&["export", "--space", "s"]);
+    let ids: Vec<serde_json::Value> = String::from_utf8_lossy(&exported.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].clone())
+        .collect();
+    assert!(
+        ids.contains(&"m1".into()) && ids.contains(&"m2".into()),
+        "what came before the bad line is there: {ids:?}"
+    );
+}
