@@ -93,6 +93,25 @@ def test_remember_recall_get_forget(node):
             m.get("notes", "car")
 
 
+def test_remember_many_answers_each_memory_in_order(node):
+    with operator(node) as m:
+        results = m.remember_many(
+            "batch",
+            ["the garage door code changed", {"content": " ", "id": "bad"},
+             {"content": "lunch is at noon", "id": "lunch", "tags": ["food"]}],
+            ack="quorum",
+        )
+        assert len(results) == 3
+        assert results[0].created is True
+        assert isinstance(results[1], InvalidArgument) and "content" in results[1].message
+        assert (results[2].id, results[2].created) == ("lunch", True)
+        again = m.remember_many("batch", [{"content": "lunch is at noon", "id": "lunch", "tags": ["food"]}])
+        assert again[0].created is False
+        with pytest.raises(InvalidArgument):
+            m.remember_many("batch", [])
+        assert m.space("batch").memories == 2
+
+
 def test_query_list_space_consolidate_status(node):
     with operator(node) as m:
         for i in range(5):
@@ -162,7 +181,9 @@ def test_async_client(node):
 
     async def scenario() -> None:
         async with AsyncMnemo(url, ca=str(certs / "ca.crt"), token=token(certs, "async-*")) as m:
-            await asyncio.gather(*(m.remember("async-s", f"fact number {i}", id=f"f{i}") for i in range(10)))
+            await asyncio.gather(*(m.remember("async-s", f"fact number {i}", id=f"f{i}") for i in range(8)))
+            more = await m.remember_many("async-s", [{"content": f"fact number {i}", "id": f"f{i}"} for i in (8, 9)])
+            assert [r.id for r in more] == ["f8", "f9"]
             hits = await m.recall("async-s", "fact", k=20)
             assert sorted(h.id for h in hits.memories) == [f"f{i}" for i in range(10)]
             assert [x["id"] async for x in m.memories("async-s")] == sorted(f"f{i}" for i in range(10))

@@ -26,6 +26,9 @@ use crate::security::Caller;
 
 mod stream;
 
+/// Most requests of one stream or batch handled at once.
+pub(crate) use stream::IN_FLIGHT as STREAM_IN_FLIGHT;
+
 /// Where a request comes from: the caller, whether another node forwarded
 /// it, and the deadline it carries.
 struct Origin {

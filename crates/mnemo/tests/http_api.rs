@@ -116,8 +116,45 @@ async fn every_route_over_https() {
         assert_eq!(status, 201, "{r}");
     }
 
+    // A batch: each memory answered on its own, in order; a refused one
+    // does not stop the others; the same id again is not created.
+    let batch = json!({"ack": "quorum", "memories": [
+        {"content": "the garage door code changed", "id": "b1"},
+        {"content": " ", "id": "b2"},
+        {"content": "the standup moved to 10am", "id": "s1"},
+        {"content": "parking moved to level two"},
+    ]});
+    let (status, r) = n1.call("POST", "/v1/spaces/batched/memories:batch", Some(batch));
+    assert_eq!(status, 200, "{r}");
+    let results = r["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "{r}");
+    assert_eq!(results[0]["remembered"]["id"], "b1", "{r}");
+    assert_eq!(error(&results[1]).0, "INVALID_ARGUMENT", "{r}");
+    assert!(error(&results[1]).1.contains("content"), "{r}");
+    assert_eq!(results[2]["remembered"]["created"], true, "{r}");
+    assert!(results[3]["remembered"]["id"].is_string(), "{r}");
+    let (status, r) = n1.call(
+        "POST",
+        "/v1/spaces/batched/memories:batch",
+        Some(json!({"memories": [{"content": "the garage door code changed", "id": "b1"}]})),
+    );
+    assert_eq!(
+        (status, &r["results"][0]["remembered"]["created"]),
+        (200, &json!(false)),
+        "{r}"
+    );
+    let (status, r) = n1.call(
+        "POST",
+        "/v1/spaces/batched/memories:batch",
+        Some(json!({"memories": []})),
+    );
+    assert_eq!((status, error(&r).0), (400, "INVALID_ARGUMENT"), "{r}");
+    assert!(error(&r).1.contains("memories"), "{r}");
+
     // Read through another node: routed like gRPC.
     let n2 = http(&cluster.nodes[1], &operator, None);
+    let (status, r) = n2.call("GET", "/v1/spaces/batched", None);
+    assert_eq!((status, &r["memories"]), (200, &json!(3)), "{r}");
     let (status, r) = n2.call(
         "POST",
         "/v1/spaces/notes/recall",
@@ -423,6 +460,7 @@ async fn the_openapi_document_matches_the_routes() {
         "POST /v1/query",
         "POST /v1/spaces/{space}/consolidate",
         "POST /v1/spaces/{space}/memories",
+        "POST /v1/spaces/{space}/memories:batch",
         "POST /v1/spaces/{space}/recall",
     ];
     assert_eq!(documented, served);

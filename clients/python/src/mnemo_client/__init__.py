@@ -3,6 +3,7 @@
 from ._client import (
     AlreadyExists,
     AsyncMnemo,
+    BatchItem,
     Consolidated,
     DeadlineExceeded,
     FailedPrecondition,
@@ -29,6 +30,7 @@ from ._client import (
 __all__ = [
     "AlreadyExists",
     "AsyncMnemo",
+    "BatchItem",
     "Consolidated",
     "DeadlineExceeded",
     "FailedPrecondition",

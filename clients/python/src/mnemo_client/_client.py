@@ -12,8 +12,10 @@ from typing import (
     Callable,
     Dict,
     Generic,
+    Iterable,
     Iterator,
     List,
+    Mapping,
     Optional,
     Sequence,
     Tuple,
@@ -298,6 +300,10 @@ _ERRORS = {
 }
 
 
+def _error(code: str, message: str, status: int) -> MnemoError:
+    return _ERRORS.get(code, MnemoError)(code, message, status)
+
+
 def _answer(response: httpx.Response, parse: Callable[[Json], T]) -> T:
     if response.is_success:
         return parse(response.json())
@@ -306,7 +312,24 @@ def _answer(response: httpx.Response, parse: Callable[[Json], T]) -> T:
         code, message = error["code"], error["message"]
     except (ValueError, KeyError, TypeError):
         code, message = "UNKNOWN", response.text
-    raise _ERRORS.get(code, MnemoError)(code, message, response.status_code)
+    raise _error(code, message, response.status_code)
+
+
+#: A memory for ``remember_many``: its content, or a dict with ``content``
+#: and any of ``id``, ``confidence``, ``tags``, ``embedding``.
+BatchItem = Union[str, Mapping[str, Any]]
+
+
+def _batch_results(j: Json) -> List[Union[Remembered, MnemoError]]:
+    """Each memory's outcome: a ``Remembered``, or the error (not raised)
+    that a single write would have raised."""
+    out: List[Union[Remembered, MnemoError]] = []
+    for r in j["results"]:
+        if "remembered" in r:
+            out.append(Remembered.from_json(r["remembered"]))
+        else:
+            out.append(_error(r["error"]["code"], r["error"]["message"], 0))
+    return out
 
 
 # --- operations ------------------------------------------------------------
@@ -375,6 +398,15 @@ class _Ops:
             }
         )
         return _Op("POST", f"/v1/spaces/{_seg(space)}/memories", Remembered.from_json, body)
+
+    @staticmethod
+    def remember_many(
+        space: str, memories: Iterable[BatchItem], ack: str = "primary"
+    ) -> _Op[List[Union[Remembered, MnemoError]]]:
+        items = [{"content": m} if isinstance(m, str) else dict(m) for m in memories]
+        body = {"memories": items, "ack": ack}
+        path = f"/v1/spaces/{_seg(space)}/memories:batch"
+        return _Op("POST", path, _batch_results, body)
 
     @staticmethod
     def recall(space: str, cue: str, **kw: Any) -> _Op[Recalled]:
@@ -475,6 +507,15 @@ class Mnemo:
         """Write a memory (``id``, ``confidence``, ``tags``, ``embedding``,
         ``ack="quorum"``)."""
         return self._run(_Ops.remember(space, content, **kw))
+
+    def remember_many(
+        self, space: str, memories: Iterable[BatchItem], *, ack: str = "primary"
+    ) -> List[Union[Remembered, MnemoError]]:
+        """Write up to 1000 memories in one request. Each is handled as a
+        single ``remember`` and answered on its own, in order: a
+        ``Remembered``, or the error a single write would have raised (one
+        refused memory does not stop the others)."""
+        return self._run(_Ops.remember_many(space, memories, ack))
 
     def recall(
         self,
@@ -585,6 +626,11 @@ class AsyncMnemo:
 
     async def remember(self, space: str, content: str, **kw: Any) -> Remembered:
         return await self._run(_Ops.remember(space, content, **kw))
+
+    async def remember_many(
+        self, space: str, memories: Iterable[BatchItem], *, ack: str = "primary"
+    ) -> List[Union[Remembered, MnemoError]]:
+        return await self._run(_Ops.remember_many(space, memories, ack))
 
     async def recall(
         self,

@@ -82,14 +82,19 @@ pub(crate) fn http_of(code: Code) -> (&'static str, StatusCode) {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (code, status) = http_of(self.0.code());
+        let (_, status) = http_of(self.0.code());
         let body = ErrorBody {
-            error: ErrorDetail {
-                code,
-                message: self.0.message().to_owned(),
-            },
+            error: detail(&self.0),
         };
         (status, Json(body)).into_response()
+    }
+}
+
+/// A status's code name and message, as the body of a refusal says them.
+fn detail(status: &tonic::Status) -> ErrorDetail {
+    ErrorDetail {
+        code: http_of(status.code()).0,
+        message: status.message().to_owned(),
     }
 }
 
@@ -236,6 +241,55 @@ pub(crate) struct RememberBody {
     ack: Ack,
 }
 
+/// Memories to write into one space in one request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RememberBatchBody {
+    /// The memories (1 to 1000), each as for a single write (without
+    /// `ack`).
+    memories: Vec<BatchItem>,
+    /// Durability every memory waits for.
+    #[serde(default)]
+    ack: Ack,
+}
+
+/// One memory of a batch.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BatchItem {
+    /// The text (1 byte to 64 KiB).
+    content: String,
+    /// Its id; absent: the node makes one.
+    id: Option<String>,
+    /// In [0, 1]; absent: 1.
+    confidence: Option<f32>,
+    /// Labels recall can filter on.
+    #[serde(default)]
+    tags: Vec<String>,
+    /// The client's own embedding; absent: the node's lexical one.
+    #[serde(default)]
+    embedding: Vec<f32>,
+}
+
+/// Most memories in one batch.
+const MAX_BATCH: usize = 1000;
+
+/// What happened to each memory of a batch, in the order sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BatchAnswer {
+    results: Vec<BatchResult>,
+}
+
+/// One memory's outcome: written (or already there), or why not.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BatchResult {
+    /// Acknowledged, as a single write's answer.
+    Remembered(json::Remembered),
+    /// Refused or failed, as a single write's refusal.
+    Error(ErrorDetail),
+}
+
 /// A cue to rank a space's memories against.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -354,6 +408,63 @@ async fn remember(
         StatusCode::OK
     };
     Ok((status, Json(json::Remembered::from(&r))))
+}
+
+/// Write many memories into a space in one request. Each is handled
+/// exactly as a single write (validated, routed to the space's primary,
+/// acknowledged at `ack`; the deadline header applies to each), up to 64 at
+/// once, and answered on its own: one refused memory does not stop the
+/// others. A batch that cannot be read at all is refused whole.
+#[utoipa::path(post, path = "/v1/spaces/{space}/memories:batch", request_body = RememberBatchBody,
+    params(("space" = String, Path, description = "The space")),
+    responses(
+        (status = 200, description = "Each memory's outcome, in the order sent", body = BatchAnswer),
+        (status = "4XX", description = "Refused whole", body = ErrorBody)))]
+async fn remember_batch(
+    State(svc): State<MnemoService>,
+    caller: axum::Extension<Caller>,
+    Segments(space): Segments<String>,
+    headers: HeaderMap,
+    Body(b): Body<RememberBatchBody>,
+) -> Answer<BatchAnswer> {
+    use futures_util::StreamExt as _;
+    if b.memories.is_empty() || b.memories.len() > MAX_BATCH {
+        return Err(ApiError(tonic::Status::invalid_argument(format!(
+            "invalid memories: {} given; a batch holds 1..={MAX_BATCH}",
+            b.memories.len()
+        ))));
+    }
+    let ack = b.ack.wire();
+    let results = futures_util::stream::iter(b.memories)
+        .map(|m| {
+            let (svc, caller) = (svc.clone(), caller.0.clone());
+            let empty_id = m.id.as_deref() == Some("");
+            let message = v1::RememberRequest {
+                space: space.clone(),
+                id: m.id.unwrap_or_default(),
+                content: m.content,
+                embedding: m.embedding,
+                confidence: m.confidence,
+                tags: m.tags,
+                ack,
+            };
+            let request = grpc(message, caller, &headers);
+            async move {
+                if empty_id {
+                    return BatchResult::Error(detail(&tonic::Status::invalid_argument(
+                        "invalid id: is empty; leave it out to have one made",
+                    )));
+                }
+                match svc.remember(request).await {
+                    Ok(r) => BatchResult::Remembered(json::Remembered::from(r.get_ref())),
+                    Err(status) => BatchResult::Error(detail(&status)),
+                }
+            }
+        })
+        .buffered(crate::service::STREAM_IN_FLIGHT)
+        .collect()
+        .await;
+    Ok(Json(BatchAnswer { results }))
 }
 
 /// A page of a space's memories in id order (for listing and export).
@@ -574,6 +685,7 @@ struct ApiDoc;
 pub(crate) fn routes(svc: MnemoService) -> (axum::Router, utoipa::openapi::OpenApi) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(remember, list))
+        .routes(routes!(remember_batch))
         .routes(routes!(get_memory, forget))
         .routes(routes!(recall))
         .routes(routes!(consolidate))
