@@ -92,32 +92,10 @@ fn page_through(h: &Http<'_>, space: &str) -> Vec<String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_route_over_https() {
-    let cluster = Cluster::start_secure(3, &["--http", "127.0.0.1:0"]).await;
-    let certs = cluster.certs.clone().unwrap();
-    let operator = agent(&certs, Some("client"));
-    let n1 = http(&cluster.nodes[0], &operator, None);
-
-    // Write: 201, then the same id again is 200 and not created.
-    let body = json!({"content": "the standup moved to 10am", "id": "s1", "tags": ["work"]});
-    let (status, r) = n1.call("POST", "/v1/spaces/notes/memories", Some(body.clone()));
-    assert_eq!(status, 201, "{r}");
-    assert_eq!(
-        (r["id"].as_str(), r["space"].as_str()),
-        (Some("s1"), Some("notes"))
-    );
-    assert!(r["served_by"].is_string() && r["created"] == true, "{r}");
-    let (status, r) = n1.call("POST", "/v1/spaces/notes/memories", Some(body));
-    assert_eq!((status, &r["created"]), (200, &json!(false)), "{r}");
-    for i in 0..4 {
-        let body = json!({"content": format!("note {i} about the garage"), "id": format!("g{i}"), "ack": "quorum"});
-        let (status, r) = n1.call("POST", "/v1/spaces/notes/memories", Some(body));
-        assert_eq!(status, 201, "{r}");
-    }
-
-    // A batch: each memory answered on its own, in order; a refused one
-    // does not stop the others; the same id again is not created.
+/// A batch: each memory answered on its own, in order; a refused one does
+/// not stop the others; the same id again is not created; an empty batch
+/// is refused whole. What was written is there, read through another node.
+fn batches(n1: &Http<'_>, n2: &Http<'_>) {
     let batch = json!({"ack": "quorum", "memories": [
         {"content": "the garage door code changed", "id": "b1"},
         {"content": " ", "id": "b2"},
@@ -151,10 +129,37 @@ async fn every_route_over_https() {
     assert_eq!((status, error(&r).0), (400, "INVALID_ARGUMENT"), "{r}");
     assert!(error(&r).1.contains("memories"), "{r}");
 
-    // Read through another node: routed like gRPC.
-    let n2 = http(&cluster.nodes[1], &operator, None);
     let (status, r) = n2.call("GET", "/v1/spaces/batched", None);
     assert_eq!((status, &r["memories"]), (200, &json!(3)), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_over_https() {
+    let cluster = Cluster::start_secure(3, &["--http", "127.0.0.1:0"]).await;
+    let certs = cluster.certs.clone().unwrap();
+    let operator = agent(&certs, Some("client"));
+    let n1 = http(&cluster.nodes[0], &operator, None);
+
+    // Write: 201, then the same id again is 200 and not created.
+    let body = json!({"content": "the standup moved to 10am", "id": "s1", "tags": ["work"]});
+    let (status, r) = n1.call("POST", "/v1/spaces/notes/memories", Some(body.clone()));
+    assert_eq!(status, 201, "{r}");
+    assert_eq!(
+        (r["id"].as_str(), r["space"].as_str()),
+        (Some("s1"), Some("notes"))
+    );
+    assert!(r["served_by"].is_string() && r["created"] == true, "{r}");
+    let (status, r) = n1.call("POST", "/v1/spaces/notes/memories", Some(body));
+    assert_eq!((status, &r["created"]), (200, &json!(false)), "{r}");
+    for i in 0..4 {
+        let body = json!({"content": format!("note {i} about the garage"), "id": format!("g{i}"), "ack": "quorum"});
+        let (status, r) = n1.call("POST", "/v1/spaces/notes/memories", Some(body));
+        assert_eq!(status, 201, "{r}");
+    }
+
+    // Read through another node: routed like gRPC.
+    let n2 = http(&cluster.nodes[1], &operator, None);
+    batches(&n1, &n2);
     let (status, r) = n2.call(
         "POST",
         "/v1/spaces/notes/recall",
