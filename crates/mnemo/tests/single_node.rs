@@ -705,11 +705,12 @@ fn a_closed_pipe_ends_a_command_quietly() {
 
 /// A `RememberStream` message over the size limit ends the stream with
 /// `RESOURCE_EXHAUSTED`, after the answer to the message before it; nothing
-/// of it is stored and the node keeps serving.
+/// of it is stored and the node keeps serving. The message that was
+/// written is timed as a remember.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_stream_message_ends_the_stream_after_what_came_before() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &[]);
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &["--http", "127.0.0.1:0"]);
     let mut oversized = remember("s", "big", "text");
     oversized.tags = vec!["t".repeat(1024); 5 * 1024];
     let before = remember("s", "before-big", "sent before the big one");
@@ -743,6 +744,22 @@ async fn an_oversized_stream_message_ends_the_stream_after_what_came_before() {
     c.get(get("before-big"))
         .await
         .expect("the node still serves, and kept what came before");
+    let page = support::http_get(node.http.as_deref().unwrap(), "/metrics");
+    let remembers = page
+        .lines()
+        .filter(|l| {
+            l.starts_with("mnemo_request_duration_seconds_count{")
+                && l.contains("operation=\"remember\"")
+                && l.contains("role=\"edge\"")
+                && l.contains("outcome=\"ok\"")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        support::metric_sum(&remembers, "mnemo_request_duration_seconds_count"),
+        1.0,
+        "{page}"
+    );
 }
 
 /// `import` stops at the first line the node refuses or that is not JSON,

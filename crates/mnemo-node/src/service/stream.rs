@@ -18,11 +18,11 @@ use futures_util::{Stream, StreamExt};
 use mnemo_proto::v1::{self, remember_stream_response::Outcome};
 use mnemo_router::router::DEFAULT_DEADLINE;
 use tokio::time::Instant;
-use tonic::{Request, Status, Streaming};
+use tonic::{Code, Request, Status, Streaming};
 
 use super::{MnemoService, Origin};
 use crate::security::Caller;
-use crate::{forward, limits};
+use crate::{forward, limits, telemetry};
 
 /// Most requests of one stream handled at once.
 pub(crate) const IN_FLIGHT: usize = 64;
@@ -55,7 +55,12 @@ pub(super) fn remember(
                     forwarded: false,
                     deadline: Some(left.map_or(DEFAULT_DEADLINE, |l| l.min(DEFAULT_DEADLINE))),
                 };
-                let outcome = match service.handle_one(&from, r).await {
+                let started = std::time::Instant::now();
+                let answer = service.handle_one(&from, r).await;
+                let code = answer.as_ref().map_or_else(Status::code, |_| Code::Ok);
+                // Timed as the remember it is (the stream itself is not).
+                telemetry::request("public", "remember", "edge", code, started);
+                let outcome = match answer {
                     Ok(remembered) => Outcome::Remembered(remembered),
                     Err(status) => Outcome::Error(v1::StreamError {
                         code: status.code() as i32,
