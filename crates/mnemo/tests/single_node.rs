@@ -755,10 +755,10 @@ async fn an_oversized_stream_message_ends_the_stream_after_what_came_before() {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    assert_eq!(
-        support::metric_sum(&remembers, "mnemo_request_duration_seconds_count"),
-        1.0,
-        "{page}"
+    let timed = support::metric_sum(&remembers, "mnemo_request_duration_seconds_count");
+    assert!(
+        (timed - 1.0).abs() < 0.5,
+        "one remember timed, not {timed}: {page}"
     );
 }
 
