@@ -104,6 +104,7 @@ def test_remember_many_answers_each_memory_in_order(node):
         assert len(results) == 3
         assert results[0].created is True
         assert isinstance(results[1], InvalidArgument) and "content" in results[1].message
+        assert results[1].status == 400
         assert (results[2].id, results[2].created) == ("lunch", True)
         again = m.remember_many("batch", [{"content": "lunch is at noon", "id": "lunch", "tags": ["food"]}])
         assert again[0].created is False

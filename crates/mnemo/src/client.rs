@@ -434,6 +434,97 @@ pub(crate) async fn export(a: ExportArgs) -> Outcome {
 /// first line that fails; lines already sent after it may have been
 /// written, which a second run (imports are idempotent by id) makes whole.
 pub(crate) async fn import(a: ImportArgs) -> Outcome {
+    let file = a.file.display().to_string();
+    let reader = input(&a.file).map_err(|e| Failure(format!("{file}: {e}")))?;
+    let mut client = connect(&a.common).await?;
+    // The line number of every request sent, in the order sent: the
+    // answers come back in that order.
+    let (sent_tx, mut sent) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let (requests_tx, requests) = tokio::sync::mpsc::channel(64);
+    let (space, ack, name) = (a.space.clone(), a.ack.wire(), file.clone());
+    // A thread of its own, not the runtime's blocking pool: after a
+    // failure the command exits at once, without waiting for standard
+    // input to give the reader another line.
+    let (read_tx, read) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = read_tx.send(read_lines(
+            reader,
+            &name,
+            &sent_tx,
+            &requests_tx,
+            &space,
+            ack,
+        ));
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(requests);
+    let mut answers = client
+        .remember_stream(authorized(&a.common, stream))
+        .await
+        .map_err(|s| failed(&a.common, &s))?
+        .into_inner();
+    let at =
+        |line: Option<usize>| line.map_or_else(|| file.clone(), |l| format!("{file} line {l}"));
+    // --timeout is how long the node may go without answering.
+    let patience = Duration::from_millis(a.common.timeout);
+    let (mut created, mut present) = (0u64, 0u64);
+    loop {
+        let answer = match tokio::time::timeout(patience, answers.message()).await {
+            Ok(Ok(Some(answer))) => answer,
+            Ok(Ok(None)) => break,
+            Ok(Err(status)) => {
+                let Failure(why) = failed(&a.common, &status);
+                return Err(Failure(format!("{}: {why}", at(sent.try_recv().ok()))));
+            }
+            Err(_) => {
+                return Err(Failure(format!(
+                    "{}: no answer from node {} within --timeout ({} ms)",
+                    at(sent.try_recv().ok()),
+                    a.common.node,
+                    a.common.timeout
+                )));
+            }
+        };
+        let line = sent.try_recv().ok();
+        match answer.outcome {
+            Some(v1::remember_stream_response::Outcome::Remembered(r)) if r.created => created += 1,
+            Some(v1::remember_stream_response::Outcome::Remembered(_)) => present += 1,
+            Some(v1::remember_stream_response::Outcome::Error(e)) => {
+                let status = tonic::Status::new(tonic::Code::from(e.code), e.message);
+                let Failure(why) = failed(&a.common, &status);
+                return Err(Failure(format!("{}: {why}", at(line))));
+            }
+            None => return Err(Failure(format!("{}: an empty answer", at(line)))),
+        }
+    }
+    read.await
+        .map_err(|_| Failure(format!("{file}: reading stopped")))??;
+    if let Ok(line) = sent.try_recv() {
+        return Err(Failure(format!(
+            "{}: the node ended the stream without answering it",
+            at(Some(line))
+        )));
+    }
+    if a.common.json {
+        print_json(&json!({"space": a.space, "imported": created, "already_there": present}));
+    } else {
+        println!(
+            "imported {created} memories into {} ({present} were already there)",
+            a.space
+        );
+    }
+    Ok(())
+}
+
+/// Parses `reader`'s JSON lines into remembers of `space` and sends them,
+/// each line's number first on `sent`, until the input or the stream ends.
+fn read_lines(
+    reader: Box<dyn std::io::BufRead + Send>,
+    name: &str,
+    sent: &tokio::sync::mpsc::UnboundedSender<usize>,
+    requests: &tokio::sync::mpsc::Sender<v1::RememberRequest>,
+    space: &str,
+    ack: i32,
+) -> Result<(), Failure> {
     #[derive(serde::Deserialize)]
     struct Line {
         id: String,
@@ -444,68 +535,26 @@ pub(crate) async fn import(a: ImportArgs) -> Outcome {
         #[serde(default)]
         embedding: Vec<f32>,
     }
-    let file = a.file.display().to_string();
-    let reader = input(&a.file).map_err(|e| Failure(format!("{file}: {e}")))?;
-    let mut client = connect(&a.common).await?;
-    // The line number of every request sent, in the order sent: the
-    // answers come back in that order.
-    let (sent_tx, mut sent) = tokio::sync::mpsc::unbounded_channel::<usize>();
-    let (requests_tx, requests) = tokio::sync::mpsc::channel(64);
-    let (space, ack, name) = (a.space.clone(), a.ack.wire(), file.clone());
-    let reading = tokio::task::spawn_blocking(move || -> Result<(), Failure> {
-        for (n, line) in reader.lines().enumerate() {
-            let line = line.map_err(|e| Failure(format!("{name}: {e}")))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let m: Line = serde_json::from_str(&line)
-                .map_err(|e| Failure(format!("{name} line {}: {e}", n + 1)))?;
-            let request = v1::RememberRequest {
-                space: space.clone(),
-                id: m.id,
-                content: m.content,
-                embedding: m.embedding,
-                confidence: m.confidence,
-                tags: m.tags,
-                ack,
-            };
-            let _ = sent_tx.send(n + 1);
-            if requests_tx.blocking_send(request).is_err() {
-                break; // the stream ended: its answer says why
-            }
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| Failure(format!("{name}: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
         }
-        Ok(())
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(requests);
-    let mut answers = client
-        .remember_stream(authorized(&a.common, stream))
-        .await
-        .map_err(|s| failed(&a.common, &s))?
-        .into_inner();
-    let (mut created, mut present) = (0u64, 0u64);
-    while let Some(answer) = answers.message().await.map_err(|s| failed(&a.common, &s))? {
-        let line = sent.recv().await.unwrap_or_default();
-        match answer.outcome {
-            Some(v1::remember_stream_response::Outcome::Remembered(r)) if r.created => created += 1,
-            Some(v1::remember_stream_response::Outcome::Remembered(_)) => present += 1,
-            Some(v1::remember_stream_response::Outcome::Error(e)) => {
-                let status = tonic::Status::new(tonic::Code::from(e.code), e.message);
-                let Failure(why) = failed(&a.common, &status);
-                return Err(Failure(format!("{file} line {line}: {why}")));
-            }
-            None => return Err(Failure(format!("{file} line {line}: an empty answer"))),
+        let m: Line = serde_json::from_str(&line)
+            .map_err(|e| Failure(format!("{name} line {}: {e}", n + 1)))?;
+        let request = v1::RememberRequest {
+            space: space.to_owned(),
+            id: m.id,
+            content: m.content,
+            embedding: m.embedding,
+            confidence: m.confidence,
+            tags: m.tags,
+            ack,
+        };
+        let _ = sent.send(n + 1);
+        if requests.blocking_send(request).is_err() {
+            break; // the stream ended: its answer says why
         }
-    }
-    reading
-        .await
-        .map_err(|e| Failure(format!("{file}: reading stopped: {e}")))??;
-    if a.common.json {
-        print_json(&json!({"space": a.space, "imported": created, "already_there": present}));
-    } else {
-        println!(
-            "imported {created} memories into {} ({present} were already there)",
-            a.space
-        );
     }
     Ok(())
 }

@@ -109,6 +109,7 @@ fn batches(n1: &Http<'_>, n2: &Http<'_>) {
     assert_eq!(results[0]["remembered"]["id"], "b1", "{r}");
     assert_eq!(error(&results[1]).0, "INVALID_ARGUMENT", "{r}");
     assert!(error(&results[1]).1.contains("content"), "{r}");
+    assert_eq!(results[1]["error"]["status"], 400, "{r}");
     assert_eq!(results[2]["remembered"]["created"], true, "{r}");
     assert!(results[3]["remembered"]["id"].is_string(), "{r}");
     let (status, r) = n1.call(

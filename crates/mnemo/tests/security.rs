@@ -598,3 +598,65 @@ fn a_node_refuses_key_material_it_cannot_trust() {
     );
     assert!(stderr.contains("loopback"), "{stderr}");
 }
+
+/// A stream outlives the gate's check at its start: once the caller's token
+/// expires, the stream ends with UNAUTHENTICATED and takes nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_its_token_expires() {
+    let cluster = Cluster::start_secure(1, &[]).await;
+    let certs = cluster.certs.clone().unwrap();
+    let node = &cluster.nodes[0];
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let expires = unix_now() + 3;
+    let token = token(&certs, &["alice-*"], false, Some(expires));
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut c = MnemoClient::new(anonymous(node).await);
+    let mut answers = c
+        .remember_stream(with_token(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(remember(
+        "alice-notes",
+        "before",
+        "in time",
+        v1::Ack::Primary,
+    ))
+    .await
+    .unwrap();
+    let first = answers.message().await.unwrap().expect("an answer");
+    assert!(
+        matches!(
+            first.outcome,
+            Some(v1::remember_stream_response::Outcome::Remembered(_))
+        ),
+        "{first:?}"
+    );
+    // Waiting for the wall clock to pass the expiry the token names.
+    let wait = (expires + 1).saturating_sub(unix_now());
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    tx.send(remember(
+        "alice-notes",
+        "after",
+        "too late",
+        v1::Ack::Primary,
+    ))
+    .await
+    .unwrap();
+    let e = answers.message().await.expect_err("the stream ends");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("expired"), "{e:?}");
+    let held = ids(&node.recall(recall_all("alice-notes", "x")).await);
+    assert!(
+        held.contains("before") && !held.contains("after"),
+        "{held:?}"
+    );
+}

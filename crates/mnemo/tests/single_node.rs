@@ -771,14 +771,29 @@ fn import_stops_at_the_first_bad_line_and_names_it() {
     let file = dir.path().join("in.jsonl");
     let file_arg = file.to_str().unwrap();
     let good = |i: usize| format!(r#"{{"id": "m{i}", "content": "note {i}"}}"#);
-    let lines = [
-        good(1),
-        good(2),
-        r#"{"id": "m3", "content": " "}"#.into(),
-        good(4),
-    ];
-    std::fs::write(&file, lines.join("\n")).unwrap();
-    let out = node.cli(&["import", "--space", "s", file_arg]);
+    // From standard input, which stays open: the import still ends at the
+    // refused line, without waiting for more input.
+    let mut child = support::mnemo()
+        .args(["import", "--space", "s", "-", "--node", &node.node_flag()])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    {
+        use std::io::Write as _;
+        let bad = r#"{"id": "m3", "content": " "}"#;
+        writeln!(stdin, "{}\n{}\n{bad}\n{}", good(1), good(2), good(4)).unwrap();
+    }
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done_tx.send(child.wait_with_output()));
+    // A guard against a hang, not a measurement: the import must end on
+    // its own while its input is still open.
+    let out = done
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("import ended without its input closing")
+        .unwrap();
+    drop(stdin);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{out:?}");
     assert!(err.contains("line 3") && err.contains("content"), "{err}");

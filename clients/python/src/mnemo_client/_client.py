@@ -328,7 +328,8 @@ def _batch_results(j: Json) -> List[Union[Remembered, MnemoError]]:
         if "remembered" in r:
             out.append(Remembered.from_json(r["remembered"]))
         else:
-            out.append(_error(r["error"]["code"], r["error"]["message"], 0))
+            e = r["error"]
+            out.append(_error(e["code"], e["message"], e["status"]))
     return out
 
 
@@ -511,7 +512,8 @@ class Mnemo:
     def remember_many(
         self, space: str, memories: Iterable[BatchItem], *, ack: str = "primary"
     ) -> List[Union[Remembered, MnemoError]]:
-        """Write up to 1000 memories in one request. Each is handled as a
+        """Write up to 1000 memories (at most 4 MiB of JSON) in one
+        request, within one deadline. Each is handled as a
         single ``remember`` and answered on its own, in order: a
         ``Remembered``, or the error a single write would have raised (one
         refused memory does not stop the others)."""

@@ -188,15 +188,20 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Par
 fn grpc<T>(message: T, caller: Caller, headers: &HeaderMap) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     r.extensions_mut().insert(caller);
-    if let Some(ms) = headers
-        .get(TIMEOUT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        // As for gRPC's own header: less time than the default, never more.
-        r.set_timeout(Duration::from_millis(ms).min(mnemo_router::router::DEFAULT_DEADLINE));
+    if let Some(timeout) = requested_timeout(headers) {
+        r.set_timeout(timeout);
     }
     r
+}
+
+/// The deadline the timeout header asks for; as for gRPC's own header, less
+/// time than the default, never more.
+fn requested_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let ms = headers
+        .get(TIMEOUT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())?;
+    Some(Duration::from_millis(ms).min(mnemo_router::router::DEFAULT_DEADLINE))
 }
 
 /// Durability a write waits for.
@@ -287,7 +292,29 @@ pub(crate) enum BatchResult {
     /// Acknowledged, as a single write's answer.
     Remembered(json::Remembered),
     /// Refused or failed, as a single write's refusal.
-    Error(ErrorDetail),
+    Error(BatchError),
+}
+
+/// Why one memory of a batch was not written.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BatchError {
+    /// The gRPC code's name, e.g. `INVALID_ARGUMENT`.
+    code: &'static str,
+    /// What to do about it.
+    message: String,
+    /// The HTTP status a single write would have been refused with.
+    status: u16,
+}
+
+impl From<&tonic::Status> for BatchError {
+    fn from(status: &tonic::Status) -> Self {
+        let (code, http) = http_of(status.code());
+        BatchError {
+            code,
+            message: status.message().to_owned(),
+            status: http.as_u16(),
+        }
+    }
 }
 
 /// A cue to rank a space's memories against.
@@ -410,11 +437,12 @@ async fn remember(
     Ok((status, Json(json::Remembered::from(&r))))
 }
 
-/// Write many memories into a space in one request. Each is handled
-/// exactly as a single write (validated, routed to the space's primary,
-/// acknowledged at `ack`; the deadline header applies to each), up to 64 at
-/// once, and answered on its own: one refused memory does not stop the
-/// others. A batch that cannot be read at all is refused whole.
+/// Write many memories into a space in one request (at most 1000, and the
+/// body at most 4 MiB). Each is handled exactly as a single write
+/// (validated, routed to the space's primary, acknowledged at `ack`), up to
+/// 64 at once, within one deadline for the whole batch, and answered on its
+/// own: one refused memory does not stop the others. A batch that cannot be
+/// read at all is refused whole.
 #[utoipa::path(post, path = "/v1/spaces/{space}/memories:batch", request_body = RememberBatchBody,
     params(("space" = String, Path, description = "The space")),
     responses(
@@ -435,6 +463,8 @@ async fn remember_batch(
         ))));
     }
     let ack = b.ack.wire();
+    let until = tokio::time::Instant::now()
+        + requested_timeout(&headers).unwrap_or(mnemo_router::router::DEFAULT_DEADLINE);
     let results = futures_util::stream::iter(b.memories)
         .map(|m| {
             let (svc, caller) = (svc.clone(), caller.0.clone());
@@ -448,17 +478,27 @@ async fn remember_batch(
                 tags: m.tags,
                 ack,
             };
-            let request = grpc(message, caller, &headers);
+            let mut request = grpc(message, caller, &headers);
             async move {
-                if empty_id {
-                    return BatchResult::Error(detail(&tonic::Status::invalid_argument(
+                let left = until.saturating_duration_since(tokio::time::Instant::now());
+                let refused = if empty_id {
+                    tonic::Status::invalid_argument(
                         "invalid id: is empty; leave it out to have one made",
-                    )));
-                }
-                match svc.remember(request).await {
-                    Ok(r) => BatchResult::Remembered(json::Remembered::from(r.get_ref())),
-                    Err(status) => BatchResult::Error(detail(&status)),
-                }
+                    )
+                } else if left.is_zero() {
+                    tonic::Status::deadline_exceeded(
+                        "the batch's deadline passed before this memory was sent",
+                    )
+                } else {
+                    request.set_timeout(left);
+                    match svc.remember(request).await {
+                        Ok(r) => {
+                            return BatchResult::Remembered(json::Remembered::from(r.get_ref()));
+                        }
+                        Err(status) => status,
+                    }
+                };
+                BatchResult::Error(BatchError::from(&refused))
             }
         })
         .buffered(crate::service::STREAM_IN_FLIGHT)

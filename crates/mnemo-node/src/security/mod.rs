@@ -245,6 +245,20 @@ impl Caller {
         }
     }
 
+    /// Refuses a caller whose token has expired since the gate let it in:
+    /// a stream outlives the check at its start.
+    pub fn still_valid(&self) -> Result<(), Status> {
+        let Some(at) = self.scope.as_ref().and_then(|c| c.expires) else {
+            return Ok(());
+        };
+        if unix_now() >= at {
+            return Err(Status::unauthenticated(
+                token::TokenError::Expired(at).to_string(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Refuses unless the caller may read `space`.
     pub fn may_read(&self, space: &str) -> Result<(), Status> {
         match &self.scope {
@@ -357,12 +371,9 @@ impl Gate {
                 )),
             };
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let claims = security
             .tokens
-            .verify(bearer(authorization)?, now)
+            .verify(bearer(authorization)?, unix_now())
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
         Ok(Caller {
             node,
@@ -407,4 +418,11 @@ fn bearer(value: &AsciiMetadataValue) -> Result<&str, Status> {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
         _ => Err(malformed()),
     }
+}
+
+/// Seconds since the Unix epoch, as token expiries count them.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -8,9 +8,11 @@
 //! writes one memory after another pays it once. Up to [`IN_FLIGHT`]
 //! requests are handled at once, so a client may also send without waiting;
 //! answers come back in the order sent, each with its position. A request
-//! that fails is answered with its error and the stream goes on; only a
-//! message that cannot be decoded (malformed, or over the size limit) ends
-//! the stream, with that error, after the answers to what came before it.
+//! that fails is answered with its error and the stream goes on. What ends
+//! the stream, with its error, after the answers to what came before: a
+//! message that cannot be decoded (malformed: `INTERNAL`; over the size
+//! limit: `RESOURCE_EXHAUSTED`), the stream's own deadline passing, and the
+//! caller's token expiring while the stream is open.
 
 use std::pin::Pin;
 
@@ -47,7 +49,15 @@ pub(super) fn remember(
             let (service, caller) = (service.clone(), caller.clone());
             async move {
                 let r = message.map_err(limits::resource_exhausted)?;
+                // What ends the whole call ends the stream: its deadline,
+                // and a token that expired while it was open.
                 let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+                if left.is_some_and(|l| l.is_zero()) {
+                    return Err(Status::deadline_exceeded(format!(
+                        "the stream's deadline passed before request {seq}"
+                    )));
+                }
+                caller.still_valid()?;
                 let from = Origin {
                     operation: "remember",
                     caller,
