@@ -456,16 +456,23 @@ pub(crate) async fn import(a: ImportArgs) -> Outcome {
             ack,
         ));
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(requests);
-    let mut answers = client
-        .remember_stream(authorized(&a.common, stream))
-        .await
-        .map_err(|s| failed(&a.common, &s))?
-        .into_inner();
     let at =
         |line: Option<usize>| line.map_or_else(|| file.clone(), |l| format!("{file} line {l}"));
     // --timeout is how long the node may go without answering.
     let patience = Duration::from_millis(a.common.timeout);
+    let silent = || {
+        Failure(format!(
+            "no answer from node {} within --timeout ({} ms)",
+            a.common.node, a.common.timeout
+        ))
+    };
+    let stream = tokio_stream::wrappers::ReceiverStream::new(requests);
+    let opened = client.remember_stream(authorized(&a.common, stream));
+    let mut answers = tokio::time::timeout(patience, opened)
+        .await
+        .map_err(|_| silent())?
+        .map_err(|s| failed(&a.common, &s))?
+        .into_inner();
     let (mut created, mut present) = (0u64, 0u64);
     loop {
         let answer = match tokio::time::timeout(patience, answers.message()).await {
@@ -476,12 +483,8 @@ pub(crate) async fn import(a: ImportArgs) -> Outcome {
                 return Err(Failure(format!("{}: {why}", at(sent.try_recv().ok()))));
             }
             Err(_) => {
-                return Err(Failure(format!(
-                    "{}: no answer from node {} within --timeout ({} ms)",
-                    at(sent.try_recv().ok()),
-                    a.common.node,
-                    a.common.timeout
-                )));
+                let Failure(why) = silent();
+                return Err(Failure(format!("{}: {why}", at(sent.try_recv().ok()))));
             }
         };
         let line = sent.try_recv().ok();

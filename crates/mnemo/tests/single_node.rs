@@ -763,7 +763,8 @@ async fn an_oversized_stream_message_ends_the_stream_after_what_came_before() {
 }
 
 /// `import` stops at the first line the node refuses or that is not JSON,
-/// and names the line and the field; what came before it is there.
+/// and names the line and the field; what came before it is there. It ends
+/// on its own while its input is still open, and when the node goes silent.
 #[test]
 fn import_stops_at_the_first_bad_line_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -797,6 +798,18 @@ fn import_stops_at_the_first_bad_line_and_names_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{out:?}");
     assert!(err.contains("line 3") && err.contains("content"), "{err}");
+
+    // A node that stops answering: --timeout ends the import.
+    std::fs::write(&file, format!("{}\n{}", good(7), good(8))).unwrap();
+    node.signal("STOP");
+    let out = node.cli(&["import", "--space", "u", "--timeout", "500", file_arg]);
+    node.signal("CONT");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        err.contains("no answer") && err.contains("--timeout"),
+        "{err}"
+    );
 
     std::fs::write(&file, format!("{}\nnot json\n{}", good(5), good(6))).unwrap();
     let out = node.cli(&["import", "--space", "t", file_arg]);
