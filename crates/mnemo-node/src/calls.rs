@@ -27,12 +27,22 @@ pub(crate) struct Context {
     pub(crate) penalty: f32,
 }
 
+/// Largest `k` of a recall sent over a hop stream.
+const MAX_K_OVER_HOP: u32 = 100;
+
 /// One public call routed to a holder of its space.
-pub(crate) trait Routed: Clone + Send + Sync + 'static {
+pub(crate) trait Routed: prost::Message + Default + Clone + Send + Sync + 'static {
     /// Its answer.
-    type Answer: Send;
-    /// Its name, for metrics.
+    type Answer: prost::Message + Default + Send;
+    /// Its name, for metrics and on the hop stream.
     const OPERATION: &'static str;
+    /// Whether it is forwarded over the peer's hop stream (see `hop.rs`),
+    /// else as a unary call of its own: calls whose answer may be large go
+    /// on their own, since one large answer would hold up every call behind
+    /// it on a shared stream.
+    fn over_hop(&self) -> bool {
+        true
+    }
 
     /// The space it is about.
     fn space(&self) -> &str;
@@ -190,6 +200,11 @@ impl Routed for v1::RecallRequest {
     const OPERATION: &'static str = "recall";
     const WRITES: bool = false;
 
+    /// The usual few; a recall of hundreds of memories goes on its own.
+    fn over_hop(&self) -> bool {
+        self.k.is_none_or(|k| k <= MAX_K_OVER_HOP)
+    }
+
     fn space(&self) -> &str {
         &self.space
     }
@@ -265,6 +280,11 @@ impl Routed for v1::ListRequest {
     type Answer = v1::ListResponse;
     const OPERATION: &'static str = "list";
     const WRITES: bool = false;
+
+    /// A page holds up to 1000 memories with their embeddings.
+    fn over_hop(&self) -> bool {
+        false
+    }
 
     fn space(&self) -> &str {
         &self.space

@@ -14,11 +14,14 @@ use std::time::Duration;
 use mnemo_proto::FORWARDED_BY;
 use mnemo_proto::v1::internal_client::InternalClient;
 use mnemo_proto::v1::mnemo_client::MnemoClient;
+use mnemo_router::topology::NodeId;
 use mnemo_router::{ExecError, Router, RouterError, RoutingDecision, Served, Target};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::calls::Routed;
 use crate::config::MAX_MESSAGE_BYTES;
+use crate::hop::Hops;
 use crate::security::Caller;
 
 /// True when `request` was forwarded by another node.
@@ -103,17 +106,54 @@ pub(crate) struct Hop<'a> {
     pub(crate) caller: &'a Caller,
     /// The operation's name, for metrics.
     pub(crate) operation: &'static str,
+    /// This node's hop streams to its peers.
+    pub(crate) hops: &'a Hops,
+}
+
+/// The peer one attempt goes to: how to reach it, and with how much time.
+pub(crate) struct Peer<'a> {
+    node: NodeId,
+    channel: Channel,
+    timeout: Duration,
+    hop: Hop<'a>,
+}
+
+impl Peer<'_> {
+    /// Sends `request` over the peer's hop stream when the call travels
+    /// there and the peer has one; else as a unary call of its own (marked
+    /// as forwarded, with the caller's credentials and the time left).
+    pub(crate) async fn send<Q: Routed>(self, request: Q) -> Result<Q::Answer, Status> {
+        if request.over_hop() {
+            let hops = self.hop.hops;
+            let sent = hops.call(
+                self.node.as_str(),
+                &self.channel,
+                &request,
+                self.hop.caller,
+                self.timeout,
+            );
+            // Boxed, as is the unary call below: both are large, and this
+            // future lives inside every routed call's.
+            if let Some(answer) = Box::pin(sent).await {
+                return answer;
+            }
+        }
+        let request = self::request(request, self.hop.from, self.hop.caller, self.timeout);
+        Box::pin(Q::call(client(self.channel), request))
+            .await
+            .map(Response::into_inner)
+    }
 }
 
 /// Runs `request` where `decision` says, within `deadline`: `local` on this
 /// node, or `remote` (a generated client call) on a peer, through the
 /// router's executor (breakers, fallback, retries, hedging).
-pub(crate) async fn run<Q, A, L, LF, R, RF>(
+pub(crate) async fn run<'h, Q, A, L, LF, R, RF>(
     router: &Router,
     decision: &RoutingDecision,
     deadline: Option<Duration>,
     request: &Q,
-    hop: Hop<'_>,
+    hop: Hop<'h>,
     local: L,
     remote: R,
 ) -> Result<Served<A>, Status>
@@ -121,8 +161,8 @@ where
     Q: Clone,
     L: Fn(Q) -> LF,
     LF: Future<Output = Result<A, Status>>,
-    R: Fn(MnemoClient<Channel>, Request<Q>) -> RF,
-    RF: Future<Output = Result<Response<A>, Status>>,
+    R: Fn(Peer<'h>, Q) -> RF,
+    RF: Future<Output = Result<A, Status>>,
 {
     let (local, remote) = (&local, &remote);
     router
@@ -133,39 +173,41 @@ where
         .map_err(exec_status)
 }
 
-/// Runs one attempt at `target`: `local` on this node, or `remote` (a
-/// generated client call) on a peer, marked as forwarded by this node,
-/// carrying the caller's credentials and given the time left of the
-/// deadline.
-pub(crate) async fn dispatch<Q, A, L, LF, R, RF>(
+/// Runs one attempt at `target`: `local` on this node, or `remote` on a
+/// peer (usually [`Peer::send`]), given the time left of the deadline.
+pub(crate) async fn dispatch<'h, Q, A, L, LF, R, RF>(
     target: Target,
     request: Q,
-    hop: Hop<'_>,
+    hop: Hop<'h>,
     local: L,
     remote: R,
 ) -> Result<A, Status>
 where
     L: FnOnce(Q) -> LF,
     LF: Future<Output = Result<A, Status>>,
-    R: FnOnce(MnemoClient<Channel>, Request<Q>) -> RF,
-    RF: Future<Output = Result<Response<A>, Status>>,
+    R: FnOnce(Peer<'h>, Q) -> RF,
+    RF: Future<Output = Result<A, Status>>,
 {
     match target {
         Target::Local => local(request).await,
         Target::Remote {
-            channel, timeout, ..
+            node,
+            channel,
+            timeout,
         } => {
             let started = std::time::Instant::now();
-            let answer = remote(
-                client(channel),
-                self::request(request, hop.from, hop.caller, timeout),
-            )
-            .await;
+            let peer = Peer {
+                node,
+                channel,
+                timeout,
+                hop,
+            };
+            let answer = remote(peer, request).await;
             let code = answer
                 .as_ref()
                 .map_or_else(Status::code, |_| tonic::Code::Ok);
             crate::telemetry::request("public", hop.operation, "forward", code, started);
-            answer.map(Response::into_inner)
+            answer
         }
     }
 }

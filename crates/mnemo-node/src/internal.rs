@@ -162,4 +162,16 @@ impl Internal for InternalService {
             spaces: self.node.store.space_names(),
         }))
     }
+
+    type HopStream = crate::hop::HopAnswers;
+
+    async fn hop(
+        &self,
+        request: Request<tonic::Streaming<v1::HopCall>>,
+    ) -> Result<Response<Self::HopStream>, Status> {
+        Ok(Response::new(crate::hop::serve(
+            Arc::clone(&self.node),
+            request,
+        )))
+    }
 }

@@ -35,6 +35,7 @@ pub mod config;
 mod convert;
 pub mod error;
 mod forward;
+pub mod hop;
 pub mod http;
 pub mod internal;
 pub mod json;

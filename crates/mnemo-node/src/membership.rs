@@ -195,6 +195,7 @@ pub(crate) async fn follow(node: Arc<Node>, mut view: watch::Receiver<ClusterVie
         for m in &current.members {
             if m.state == MemberState::Left && m.id != node.id {
                 node.replicator.forget_peer(&m.id);
+                node.hops.forget_peer(&m.id);
             }
         }
         for id in &changes.came {

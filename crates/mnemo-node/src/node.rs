@@ -29,6 +29,8 @@ pub struct Node {
     pub replicator: Arc<Replicator>,
     /// Anti-entropy, catch-up and hand-over.
     pub sync: AntiEntropy,
+    /// The streams that carry requests this node forwards to its peers.
+    pub hops: crate::hop::Hops,
     pub(crate) view: watch::Receiver<ClusterView>,
     pub(crate) membership: tokio::sync::Mutex<Option<MembershipHandle>>,
     /// False while a node started with seeds has not met any other member:

@@ -179,6 +179,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         router,
         replicator,
         sync,
+        hops: crate::hop::Hops::default(),
         view: view.clone(),
         membership: tokio::sync::Mutex::new(Some(membership)),
         joined: std::sync::atomic::AtomicBool::new(joined),

@@ -19,7 +19,7 @@ use mnemo_store::validate;
 use tonic::{Request, Response, Status};
 
 use crate::calls::{Context, Routed, check, recall_answer, validate_cue};
-use crate::forward::{self, Hop, exec_status, is_forwarded, route_status};
+use crate::forward::{self, Hop, Peer, exec_status, is_forwarded, route_status};
 use crate::local;
 use crate::node::Node;
 use crate::security::Caller;
@@ -31,12 +31,12 @@ pub(crate) use stream::IN_FLIGHT as STREAM_IN_FLIGHT;
 
 /// Where a request comes from: the caller, whether another node forwarded
 /// it, and the deadline it carries.
-struct Origin {
+pub(crate) struct Origin {
     /// The operation's name, for metrics.
-    operation: &'static str,
-    caller: Caller,
-    forwarded: bool,
-    deadline: Option<Duration>,
+    pub(crate) operation: &'static str,
+    pub(crate) caller: Caller,
+    pub(crate) forwarded: bool,
+    pub(crate) deadline: Option<Duration>,
 }
 
 impl Origin {
@@ -74,7 +74,11 @@ impl MnemoService {
 
     /// [`MnemoService::handle`] for one request from `from` (a unary call,
     /// or one message of a stream).
-    async fn handle_one<Q: Routed>(&self, from: &Origin, mut r: Q) -> Result<Q::Answer, Status> {
+    pub(crate) async fn handle_one<Q: Routed>(
+        &self,
+        from: &Origin,
+        mut r: Q,
+    ) -> Result<Q::Answer, Status> {
         self.node.ensure_joined()?;
         self.injected_latency().await;
         r.check(&from.caller)?;
@@ -126,6 +130,7 @@ impl MnemoService {
             from: &node.id,
             caller: &from.caller,
             operation: from.operation,
+            hops: &node.hops,
         };
         let served = forward::run(
             &node.router,
@@ -134,7 +139,7 @@ impl MnemoService {
             r,
             hop,
             |r| Q::serve(node, r, context),
-            Q::call,
+            Peer::send,
         )
         .await?;
         Ok(Q::served(served))
@@ -273,6 +278,7 @@ impl Mnemo for MnemoService {
                         from: &node.id,
                         caller: &caller,
                         operation: "query",
+                        hops: &node.hops,
                     },
                     |sub| {
                         std::future::ready(local::recall(
@@ -281,7 +287,7 @@ impl Mnemo for MnemoService {
                             node.router.partition().penalty(),
                         ))
                     },
-                    |mut peer, sub| async move { peer.recall(sub).await },
+                    Peer::send,
                 )
             })
             .await

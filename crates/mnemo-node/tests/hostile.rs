@@ -205,7 +205,7 @@ impl Decoder for Raw {
     }
 }
 
-const METHODS: [&str; 13] = [
+const METHODS: [&str; 14] = [
     "/mnemo.v1.Mnemo/Remember",
     "/mnemo.v1.Mnemo/Recall",
     "/mnemo.v1.Mnemo/Forget",
@@ -219,6 +219,7 @@ const METHODS: [&str; 13] = [
     "/mnemo.v1.Internal/Reconcile",
     "/mnemo.v1.Internal/Fetch",
     "/mnemo.v1.Internal/Spaces",
+    "/mnemo.v1.Internal/Hop",
 ];
 
 async fn raw_call(

@@ -237,6 +237,12 @@ impl Caller {
             })
     }
 
+    /// The `authorization` header as received, if any: passed on with a
+    /// request this node forwards.
+    pub fn authorization(&self) -> Option<&str> {
+        self.authorization.as_ref().and_then(|a| a.to_str().ok())
+    }
+
     /// Puts the caller's token on a request this node forwards, so the
     /// serving node checks the same scope.
     pub fn pass_on(&self, metadata: &mut MetadataMap) {

@@ -1,0 +1,390 @@
+//! The forwarded hop over one stream per peer.
+//!
+//! A public request that belongs on another node used to travel as a unary
+//! gRPC call of its own: a new HTTP/2 stream, headers both ways and a task on
+//! each side, which is most of what a hop costs. Here a node keeps one
+//! `Internal.Hop` stream open to each peer it forwards to and sends every
+//! forwarded request over it as a message ([`v1::HopCall`]: an id, the
+//! operation, the request's bytes, the time left and the caller's
+//! credentials); the peer answers each as soon as it is served, in any order
+//! ([`v1::HopAnswer`], matched by id).
+//!
+//! Nothing about what is served changes. The peer serves each call exactly
+//! as a forwarded unary call ([`MnemoService::handle_one`] with
+//! `forwarded`): the caller's token is checked again there, the request is
+//! served from the peer's own copy or refused, never sent on. An answer
+//! carries the status a unary call would have had, refusal marker included,
+//! so the router classifies it the same way. A stream that breaks fails the
+//! calls waiting on it as a broken connection would (a node fault), and the
+//! next call opens a new one. A peer that does not know the stream
+//! (`UNIMPLEMENTED`: an older version) is sent unary calls instead.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{Stream, StreamExt};
+use mnemo_proto::v1;
+use mnemo_router::error::REFUSAL_KEY;
+use mnemo_router::router::DEFAULT_DEADLINE;
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tonic::metadata::{AsciiMetadataValue, MetadataMap, MetadataValue};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status, Streaming};
+
+use crate::calls::Routed;
+use crate::node::Node;
+use crate::security::{Caller, Gate};
+use crate::service::{MnemoService, Origin};
+use crate::telemetry;
+
+/// Most calls of one stream a node serves at once; beyond it the stream
+/// waits (HTTP/2 flow control holds the sender back).
+const SERVED_AT_ONCE: usize = 256;
+/// Calls queued for sending on one stream before senders wait.
+const QUEUED: usize = 256;
+
+/// The answers of a `Hop` stream, in the order they are ready.
+pub(crate) type HopAnswers = Pin<Box<dyn Stream<Item = Result<v1::HopAnswer, Status>> + Send>>;
+
+// ----- the serving side -------------------------------------------------
+
+/// Serves the calls of a `Hop` stream a peer opened (it passed the internal
+/// gate: a node).
+pub(crate) fn serve(node: Arc<Node>, request: Request<Streaming<v1::HopCall>>) -> HopAnswers {
+    let leaf = request
+        .peer_certs()
+        .and_then(|certs| certs.first().cloned());
+    let gate = Gate::new(node.config.security.clone());
+    let service = MnemoService::new(node);
+    let answers = request
+        .into_inner()
+        .map(move |call| {
+            let (service, gate, leaf) = (service.clone(), gate.clone(), leaf.clone());
+            async move {
+                // A message that cannot be decoded ends the stream.
+                let call = call?;
+                let id = call.id;
+                let answer = match served(&service, &gate, leaf.as_ref(), call).await {
+                    Ok(answer) => v1::HopAnswer {
+                        id,
+                        answer,
+                        ..Default::default()
+                    },
+                    Err(status) => v1::HopAnswer {
+                        id,
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                        refusal: status
+                            .metadata()
+                            .get(REFUSAL_KEY)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned(),
+                        answer: Vec::new(),
+                    },
+                };
+                Ok(answer)
+            }
+        })
+        .buffer_unordered(SERVED_AT_ONCE);
+    Box::pin(answers)
+}
+
+/// One call: the caller checked again, then served as a forwarded request.
+async fn served(
+    service: &MnemoService,
+    gate: &Gate,
+    leaf: Option<&rustls_pki_types::CertificateDer<'static>>,
+    call: v1::HopCall,
+) -> Result<Vec<u8>, Status> {
+    let authorization = if call.authorization.is_empty() {
+        None
+    } else {
+        Some(
+            AsciiMetadataValue::try_from(call.authorization.as_str()).map_err(|_| {
+                Status::unauthenticated("the authorization header is not \"Bearer <token>\"")
+            })?,
+        )
+    };
+    let caller = gate.caller(leaf, authorization.as_ref())?;
+    let deadline = Some(Duration::from_micros(call.timeout_us).min(DEFAULT_DEADLINE));
+    let bytes = call.request.as_slice();
+    let operation = call.operation.as_str();
+    if operation == v1::RememberRequest::OPERATION {
+        one::<v1::RememberRequest>(service, caller, deadline, bytes).await
+    } else if operation == v1::ForgetRequest::OPERATION {
+        one::<v1::ForgetRequest>(service, caller, deadline, bytes).await
+    } else if operation == v1::RecallRequest::OPERATION {
+        one::<v1::RecallRequest>(service, caller, deadline, bytes).await
+    } else if operation == v1::GetRequest::OPERATION {
+        one::<v1::GetRequest>(service, caller, deadline, bytes).await
+    } else {
+        Err(Status::invalid_argument(format!(
+            "invalid operation: {operation:?} is not remember, forget, recall or get"
+        )))
+    }
+}
+
+async fn one<Q: Routed>(
+    service: &MnemoService,
+    caller: Caller,
+    deadline: Option<Duration>,
+    bytes: &[u8],
+) -> Result<Vec<u8>, Status> {
+    let request = Q::decode(bytes)
+        .map_err(|e| Status::invalid_argument(format!("invalid {} request: {e}", Q::OPERATION)))?;
+    let from = Origin {
+        operation: Q::OPERATION,
+        caller,
+        forwarded: true,
+        deadline,
+    };
+    let started = Instant::now();
+    let answer = service.handle_one(&from, request).await;
+    let code = answer.as_ref().map_or_else(Status::code, |_| Code::Ok);
+    telemetry::request("public", Q::OPERATION, "serve", code, started);
+    Ok(answer?.encode_to_vec())
+}
+
+// ----- the forwarding side -----------------------------------------------
+
+/// This node's streams to its peers, by peer id.
+#[derive(Default)]
+pub struct Hops {
+    peers: Mutex<HashMap<String, Peer>>,
+}
+
+enum Peer {
+    Open(Arc<Link>),
+    /// The peer answered `UNIMPLEMENTED`: it gets unary calls.
+    Unary,
+}
+
+impl Hops {
+    /// Sends `request` to `node` over its stream, with `timeout` left, on
+    /// behalf of `caller`. `None`: the peer has no stream; send it a unary
+    /// call instead.
+    pub(crate) async fn call<Q: Routed>(
+        &self,
+        node: &str,
+        channel: &Channel,
+        request: &Q,
+        caller: &Caller,
+        timeout: Duration,
+    ) -> Option<Result<Q::Answer, Status>> {
+        let stream = self.stream(node, channel)?;
+        let call = v1::HopCall {
+            id: 0, // set by the stream
+            operation: Q::OPERATION.to_owned(),
+            request: request.encode_to_vec(),
+            timeout_us: u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX),
+            authorization: caller.authorization().unwrap_or_default().to_owned(),
+        };
+        let answer = match stream.call(call).await {
+            Ok(answer) => answer,
+            Err(Broken::Unimplemented) => {
+                self.peers
+                    .lock()
+                    .expect("lock poisoned")
+                    .insert(node.to_owned(), Peer::Unary);
+                return None;
+            }
+            Err(Broken::Status(status)) => {
+                self.forget_stream(node, &stream);
+                return Some(Err(status));
+            }
+        };
+        Some(if answer.code == Code::Ok as i32 {
+            Q::Answer::decode(answer.answer.as_slice())
+                .map_err(|e| Status::internal(format!("undecodable answer from {node}: {e}")))
+        } else {
+            Err(status_of(answer))
+        })
+    }
+
+    /// The open stream to `node`, opened on `channel` if there is none.
+    fn stream(&self, node: &str, channel: &Channel) -> Option<Arc<Link>> {
+        let mut peers = self.peers.lock().expect("lock poisoned");
+        match peers.get(node) {
+            Some(Peer::Unary) => None,
+            Some(Peer::Open(stream)) if !stream.is_broken() => Some(Arc::clone(stream)),
+            _ => {
+                let stream = Link::open(node, channel.clone());
+                peers.insert(node.to_owned(), Peer::Open(Arc::clone(&stream)));
+                Some(stream)
+            }
+        }
+    }
+
+    /// Drops `stream` (broken) so that the next call opens a new one.
+    fn forget_stream(&self, node: &str, stream: &Arc<Link>) {
+        let mut peers = self.peers.lock().expect("lock poisoned");
+        if matches!(peers.get(node), Some(Peer::Open(s)) if Arc::ptr_eq(s, stream)) {
+            peers.remove(node);
+        }
+    }
+
+    /// Forgets a peer that left (its stream, or that it had none).
+    pub fn forget_peer(&self, node: &str) {
+        self.peers.lock().expect("lock poisoned").remove(node);
+    }
+}
+
+/// A unary call's status from an answer: the same code and message, and
+/// the refusal marker, so the router classifies it as it would the unary
+/// answer.
+fn status_of(answer: v1::HopAnswer) -> Status {
+    let code = Code::from(answer.code);
+    if answer.refusal.is_empty() {
+        return Status::new(code, answer.message);
+    }
+    let mut metadata = MetadataMap::new();
+    if let Ok(kind) = MetadataValue::try_from(answer.refusal.as_str()) {
+        metadata.insert(REFUSAL_KEY, kind);
+    }
+    Status::with_metadata(code, answer.message, metadata)
+}
+
+/// Why a call got no answer on its stream.
+enum Broken {
+    /// The peer does not serve `Hop`.
+    Unimplemented,
+    /// The stream failed (as a connection that broke: a node fault).
+    Status(Status),
+}
+
+/// One open stream to a peer: calls go out through `outbox`, a task reads
+/// the answers and hands each to the call waiting for it.
+struct Link {
+    node: String,
+    outbox: mpsc::Sender<v1::HopCall>,
+    state: Mutex<Waiting>,
+    next: AtomicU64,
+}
+
+/// The calls waiting for an answer; once the stream has ended, why.
+#[derive(Default)]
+struct Waiting {
+    calls: HashMap<u64, oneshot::Sender<v1::HopAnswer>>,
+    ended: Option<Ended>,
+}
+
+#[derive(Clone)]
+enum Ended {
+    Unimplemented,
+    Failed(String),
+}
+
+impl Link {
+    fn open(node: &str, channel: Channel) -> Arc<Link> {
+        let (outbox, calls) = mpsc::channel(QUEUED);
+        let stream = Arc::new(Link {
+            node: node.to_owned(),
+            outbox,
+            state: Mutex::new(Waiting::default()),
+            next: AtomicU64::new(0),
+        });
+        tokio::spawn(Arc::clone(&stream).read(channel, calls));
+        stream
+    }
+
+    fn is_broken(&self) -> bool {
+        self.state.lock().expect("lock poisoned").ended.is_some()
+    }
+
+    /// Opens the stream and hands out answers until it ends; then fails
+    /// every call still waiting.
+    async fn read(self: Arc<Self>, channel: Channel, calls: mpsc::Receiver<v1::HopCall>) {
+        let mut client = crate::forward::internal_client(channel);
+        let outbound = tokio_stream::wrappers::ReceiverStream::new(calls);
+        let ended = match client.hop(outbound).await {
+            Err(status) if status.code() == Code::Unimplemented => Ended::Unimplemented,
+            Err(status) => Ended::Failed(status.message().to_owned()),
+            Ok(answers) => {
+                let mut answers = answers.into_inner();
+                loop {
+                    match answers.message().await {
+                        Ok(Some(answer)) => {
+                            let waiting = self
+                                .state
+                                .lock()
+                                .expect("lock poisoned")
+                                .calls
+                                .remove(&answer.id);
+                            if let Some(call) = waiting {
+                                let _ = call.send(answer);
+                            }
+                        }
+                        Ok(None) => break Ended::Failed("the peer ended the stream".into()),
+                        Err(status) => break Ended::Failed(status.message().to_owned()),
+                    }
+                }
+            }
+        };
+        let mut state = self.state.lock().expect("lock poisoned");
+        state.ended = Some(ended);
+        // Dropping the senders wakes every waiting call.
+        state.calls.clear();
+    }
+
+    /// Sends `call` and waits for its answer.
+    async fn call(&self, mut call: v1::HopCall) -> Result<v1::HopAnswer, Broken> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        call.id = id;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut state = self.state.lock().expect("lock poisoned");
+            if let Some(ended) = &state.ended {
+                return Err(self.broken(ended.clone()));
+            }
+            state.calls.insert(id, tx);
+        }
+        // Taken out again however this call ends (answered, failed, or
+        // dropped by its caller's timeout).
+        let _waiting = Forget { stream: self, id };
+        if self.outbox.send(call).await.is_err() {
+            return Err(self.ended());
+        }
+        match rx.await {
+            Ok(answer) => Ok(answer),
+            Err(_) => Err(self.ended()),
+        }
+    }
+
+    /// Why the ended stream failed its calls.
+    fn ended(&self) -> Broken {
+        let ended = self.state.lock().expect("lock poisoned").ended.clone();
+        self.broken(ended.unwrap_or_else(|| Ended::Failed("the stream closed".into())))
+    }
+
+    fn broken(&self, ended: Ended) -> Broken {
+        match ended {
+            Ended::Unimplemented => Broken::Unimplemented,
+            Ended::Failed(why) => Broken::Status(Status::unavailable(format!(
+                "the hop stream to {} broke: {why}",
+                self.node
+            ))),
+        }
+    }
+}
+
+/// Removes a call from the waiting ones when it ends, answered or not.
+struct Forget<'a> {
+    stream: &'a Link,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.stream
+            .state
+            .lock()
+            .expect("lock poisoned")
+            .calls
+            .remove(&self.id);
+    }
+}
