@@ -9,6 +9,9 @@
 //! - `forward`: route or forward: each attempt the router's executor makes,
 //!   here or on a peer, and the marker that stops a forwarded request from
 //!   travelling further.
+//! - [`hop`]: the one stream per peer that forwarded requests travel over,
+//!   both its ends (sending, and serving what a peer forwarded).
+//! - `service/stream.rs`: `RememberStream`, many remembers over one stream.
 //! - `local`: serving from this node's store.
 //! - [`node`]: the node's state: identity, store, router, cluster view.
 //! - [`replication`]: the fast path: each write sent at once to the space's
@@ -17,7 +20,7 @@
 //!   what differs; catch-up, repair and hand-over.
 //! - [`catchup`]: which spaces this node may answer reads of as complete.
 //! - [`internal`]: the node-to-node `Internal` service (merge, reconcile,
-//!   fetch, spaces).
+//!   fetch, spaces, hop).
 //! - `membership`: SWIM view changes → router topology, partition state,
 //!   breakers of returning nodes, settles and repairs.
 //! - [`server`]: binding, joining, serving, health and reflection.
