@@ -36,14 +36,21 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status, Streaming};
 
 use crate::calls::Routed;
+use crate::config::MAX_MESSAGE_BYTES;
 use crate::node::Node;
 use crate::security::{Caller, Gate};
 use crate::service::{MnemoService, Origin};
 use crate::telemetry;
 
 /// Most calls of one stream a node serves at once; beyond it the stream
-/// waits (HTTP/2 flow control holds the sender back).
-const SERVED_AT_ONCE: usize = 256;
+/// waits (HTTP/2 flow control holds the sender back). Every call ends by
+/// its deadline, abandoned or not.
+const SERVED_AT_ONCE: usize = 1024;
+/// What a `HopAnswer` adds around the answer it carries, at most.
+const ENVELOPE_BYTES: usize = 256;
+/// How long a peer that answered `UNIMPLEMENTED` gets unary calls before
+/// the stream is tried again (it may have been upgraded meanwhile).
+const UNARY_FOR: Duration = Duration::from_secs(60);
 /// Calls queued for sending on one stream before senders wait.
 const QUEUED: usize = 256;
 
@@ -53,15 +60,21 @@ pub(crate) type HopAnswers = Pin<Box<dyn Stream<Item = Result<v1::HopAnswer, Sta
 // ----- the serving side -------------------------------------------------
 
 /// Serves the calls of a `Hop` stream a peer opened (it passed the internal
-/// gate: a node).
+/// gate: a node). Once this node has left the cluster it takes no more
+/// calls and ends the stream when those in hand are answered, so that its
+/// server can close.
 pub(crate) fn serve(node: Arc<Node>, request: Request<Streaming<v1::HopCall>>) -> HopAnswers {
     let leaf = request
         .peer_certs()
         .and_then(|certs| certs.first().cloned());
     let gate = Gate::new(node.config.security.clone());
+    let mut left = node.left.clone();
     let service = MnemoService::new(node);
     let answers = request
         .into_inner()
+        .take_until(async move {
+            let _ = left.wait_for(|left| *left).await;
+        })
         .map(move |call| {
             let (service, gate, leaf) = (service.clone(), gate.clone(), leaf.clone());
             async move {
@@ -94,11 +107,43 @@ pub(crate) fn serve(node: Arc<Node>, request: Request<Streaming<v1::HopCall>>) -
     Box::pin(answers)
 }
 
-/// One call: the caller checked again, then served as a forwarded request.
+/// One call, timed as a forwarded call served here.
 async fn served(
     service: &MnemoService,
     gate: &Gate,
     leaf: Option<&rustls_pki_types::CertificateDer<'static>>,
+    call: v1::HopCall,
+) -> Result<Vec<u8>, Status> {
+    let started = Instant::now();
+    let operation = [
+        v1::RememberRequest::OPERATION,
+        v1::ForgetRequest::OPERATION,
+        v1::RecallRequest::OPERATION,
+        v1::GetRequest::OPERATION,
+    ]
+    .into_iter()
+    .find(|op| *op == call.operation);
+    let answer = match operation {
+        Some(operation) => in_time(service, gate, leaf, operation, call).await,
+        None => Err(Status::invalid_argument(format!(
+            "invalid operation: {:?} is not remember, forget, recall or get",
+            call.operation
+        ))),
+    };
+    if let Some(operation) = operation {
+        let code = answer.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        telemetry::request("public", operation, "serve", code, started);
+    }
+    answer
+}
+
+/// One call within the time its caller had left, as a unary call's
+/// `grpc-timeout` bounded it here.
+async fn in_time(
+    service: &MnemoService,
+    gate: &Gate,
+    leaf: Option<&rustls_pki_types::CertificateDer<'static>>,
+    operation: &'static str,
     call: v1::HopCall,
 ) -> Result<Vec<u8>, Status> {
     let authorization = if call.authorization.is_empty() {
@@ -111,22 +156,33 @@ async fn served(
         )
     };
     let caller = gate.caller(leaf, authorization.as_ref())?;
-    let deadline = Some(Duration::from_micros(call.timeout_us).min(DEFAULT_DEADLINE));
+    let timeout = Duration::from_micros(call.timeout_us).min(DEFAULT_DEADLINE);
     let bytes = call.request.as_slice();
-    let operation = call.operation.as_str();
-    if operation == v1::RememberRequest::OPERATION {
-        one::<v1::RememberRequest>(service, caller, deadline, bytes).await
-    } else if operation == v1::ForgetRequest::OPERATION {
-        one::<v1::ForgetRequest>(service, caller, deadline, bytes).await
-    } else if operation == v1::RecallRequest::OPERATION {
-        one::<v1::RecallRequest>(service, caller, deadline, bytes).await
-    } else if operation == v1::GetRequest::OPERATION {
-        one::<v1::GetRequest>(service, caller, deadline, bytes).await
-    } else {
-        Err(Status::invalid_argument(format!(
-            "invalid operation: {operation:?} is not remember, forget, recall or get"
-        )))
+    let deadline = Some(timeout);
+    let answer = async {
+        if operation == v1::RememberRequest::OPERATION {
+            one::<v1::RememberRequest>(service, caller, deadline, bytes).await
+        } else if operation == v1::ForgetRequest::OPERATION {
+            one::<v1::ForgetRequest>(service, caller, deadline, bytes).await
+        } else if operation == v1::RecallRequest::OPERATION {
+            one::<v1::RecallRequest>(service, caller, deadline, bytes).await
+        } else {
+            one::<v1::GetRequest>(service, caller, deadline, bytes).await
+        }
+    };
+    let answer = tokio::time::timeout(timeout, answer).await.map_err(|_| {
+        Status::deadline_exceeded("the caller's deadline passed while it was served")
+    })??;
+    // Over the limit, this answer alone fails, as it would have as a call
+    // of its own: sent, it would end the stream and every call on it.
+    if answer.len() + ENVELOPE_BYTES > MAX_MESSAGE_BYTES {
+        return Err(Status::resource_exhausted(format!(
+            "the answer is {} bytes, over the {MAX_MESSAGE_BYTES}-byte message limit; \
+             ask for fewer memories",
+            answer.len()
+        )));
     }
+    Ok(answer)
 }
 
 async fn one<Q: Routed>(
@@ -143,11 +199,7 @@ async fn one<Q: Routed>(
         forwarded: true,
         deadline,
     };
-    let started = Instant::now();
-    let answer = service.handle_one(&from, request).await;
-    let code = answer.as_ref().map_or_else(Status::code, |_| Code::Ok);
-    telemetry::request("public", Q::OPERATION, "serve", code, started);
-    Ok(answer?.encode_to_vec())
+    Ok(service.handle_one(&from, request).await?.encode_to_vec())
 }
 
 // ----- the forwarding side -----------------------------------------------
@@ -160,14 +212,15 @@ pub struct Hops {
 
 enum Peer {
     Open(Arc<Link>),
-    /// The peer answered `UNIMPLEMENTED`: it gets unary calls.
-    Unary,
+    /// The peer answered `UNIMPLEMENTED` (it has no `Hop`): it gets unary
+    /// calls until then.
+    Unary(Instant),
 }
 
 impl Hops {
     /// Sends `request` to `node` over its stream, with `timeout` left, on
-    /// behalf of `caller`. `None`: the peer has no stream; send it a unary
-    /// call instead.
+    /// behalf of `caller`. `None`: send it as a unary call instead (the
+    /// peer has no stream, or the caller's credentials are not text).
     pub(crate) async fn call<Q: Routed>(
         &self,
         node: &str,
@@ -176,25 +229,25 @@ impl Hops {
         caller: &Caller,
         timeout: Duration,
     ) -> Option<Result<Q::Answer, Status>> {
-        let stream = self.stream(node, channel)?;
+        // A header that is not text goes as it came, on a unary call: the
+        // peer then decides, never a stream call without it.
+        let authorization = caller.authorization_text().ok()?.unwrap_or_default();
+        let link = self.link(node, channel)?;
         let call = v1::HopCall {
-            id: 0, // set by the stream
+            id: 0,         // set by the link
+            timeout_us: 0, // set when sent
             operation: Q::OPERATION.to_owned(),
             request: request.encode_to_vec(),
-            timeout_us: u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX),
-            authorization: caller.authorization().unwrap_or_default().to_owned(),
+            authorization: authorization.to_owned(),
         };
-        let answer = match stream.call(call).await {
+        let answer = match link.call(call, Instant::now() + timeout).await {
             Ok(answer) => answer,
             Err(Broken::Unimplemented) => {
-                self.peers
-                    .lock()
-                    .expect("lock poisoned")
-                    .insert(node.to_owned(), Peer::Unary);
+                self.replace(node, &link, Peer::Unary(Instant::now() + UNARY_FOR));
                 return None;
             }
             Err(Broken::Status(status)) => {
-                self.forget_stream(node, &stream);
+                self.forget_link(node, &link);
                 return Some(Err(status));
             }
         };
@@ -206,29 +259,37 @@ impl Hops {
         })
     }
 
-    /// The open stream to `node`, opened on `channel` if there is none.
-    fn stream(&self, node: &str, channel: &Channel) -> Option<Arc<Link>> {
+    /// The open link to `node`, opened on `channel` if there is none.
+    fn link(&self, node: &str, channel: &Channel) -> Option<Arc<Link>> {
         let mut peers = self.peers.lock().expect("lock poisoned");
         match peers.get(node) {
-            Some(Peer::Unary) => None,
-            Some(Peer::Open(stream)) if !stream.is_broken() => Some(Arc::clone(stream)),
+            Some(Peer::Unary(until)) if Instant::now() < *until => None,
+            Some(Peer::Open(link)) if !link.is_broken() => Some(Arc::clone(link)),
             _ => {
-                let stream = Link::open(node, channel.clone());
-                peers.insert(node.to_owned(), Peer::Open(Arc::clone(&stream)));
-                Some(stream)
+                let link = Link::open(node, channel.clone());
+                peers.insert(node.to_owned(), Peer::Open(Arc::clone(&link)));
+                Some(link)
             }
         }
     }
 
-    /// Drops `stream` (broken) so that the next call opens a new one.
-    fn forget_stream(&self, node: &str, stream: &Arc<Link>) {
+    /// Replaces `link` (if it is still the one in use) with `with`.
+    fn replace(&self, node: &str, link: &Arc<Link>, with: Peer) {
         let mut peers = self.peers.lock().expect("lock poisoned");
-        if matches!(peers.get(node), Some(Peer::Open(s)) if Arc::ptr_eq(s, stream)) {
+        if matches!(peers.get(node), Some(Peer::Open(l)) if Arc::ptr_eq(l, link)) {
+            peers.insert(node.to_owned(), with);
+        }
+    }
+
+    /// Drops `link` (broken) so that the next call opens a new one.
+    fn forget_link(&self, node: &str, link: &Arc<Link>) {
+        let mut peers = self.peers.lock().expect("lock poisoned");
+        if matches!(peers.get(node), Some(Peer::Open(l)) if Arc::ptr_eq(l, link)) {
             peers.remove(node);
         }
     }
 
-    /// Forgets a peer that left (its stream, or that it had none).
+    /// Forgets a peer that left: its link closes once its calls are done.
     pub fn forget_peer(&self, node: &str) {
         self.peers.lock().expect("lock poisoned").remove(node);
     }
@@ -257,12 +318,14 @@ enum Broken {
     Status(Status),
 }
 
-/// One open stream to a peer: calls go out through `outbox`, a task reads
-/// the answers and hands each to the call waiting for it.
+/// One open stream to a peer: calls go out through `outbox`; a task reads
+/// the answers and hands each to the call waiting for it. Dropping the
+/// link (no call left using it, and no longer in [`Hops`]) ends the
+/// stream: the task holds the waiting calls, not the outbox.
 struct Link {
     node: String,
     outbox: mpsc::Sender<v1::HopCall>,
-    state: Mutex<Waiting>,
+    waiting: Arc<Mutex<Waiting>>,
     next: AtomicU64,
 }
 
@@ -282,73 +345,46 @@ enum Ended {
 impl Link {
     fn open(node: &str, channel: Channel) -> Arc<Link> {
         let (outbox, calls) = mpsc::channel(QUEUED);
-        let stream = Arc::new(Link {
+        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        tokio::spawn(read(channel, calls, Arc::clone(&waiting)));
+        Arc::new(Link {
             node: node.to_owned(),
             outbox,
-            state: Mutex::new(Waiting::default()),
+            waiting,
             next: AtomicU64::new(0),
-        });
-        tokio::spawn(Arc::clone(&stream).read(channel, calls));
-        stream
+        })
     }
 
     fn is_broken(&self) -> bool {
-        self.state.lock().expect("lock poisoned").ended.is_some()
+        self.waiting.lock().expect("lock poisoned").ended.is_some()
     }
 
-    /// Opens the stream and hands out answers until it ends; then fails
-    /// every call still waiting.
-    async fn read(self: Arc<Self>, channel: Channel, calls: mpsc::Receiver<v1::HopCall>) {
-        let mut client = crate::forward::internal_client(channel);
-        let outbound = tokio_stream::wrappers::ReceiverStream::new(calls);
-        let ended = match client.hop(outbound).await {
-            Err(status) if status.code() == Code::Unimplemented => Ended::Unimplemented,
-            Err(status) => Ended::Failed(status.message().to_owned()),
-            Ok(answers) => {
-                let mut answers = answers.into_inner();
-                loop {
-                    match answers.message().await {
-                        Ok(Some(answer)) => {
-                            let waiting = self
-                                .state
-                                .lock()
-                                .expect("lock poisoned")
-                                .calls
-                                .remove(&answer.id);
-                            if let Some(call) = waiting {
-                                let _ = call.send(answer);
-                            }
-                        }
-                        Ok(None) => break Ended::Failed("the peer ended the stream".into()),
-                        Err(status) => break Ended::Failed(status.message().to_owned()),
-                    }
-                }
-            }
-        };
-        let mut state = self.state.lock().expect("lock poisoned");
-        state.ended = Some(ended);
-        // Dropping the senders wakes every waiting call.
-        state.calls.clear();
-    }
-
-    /// Sends `call` and waits for its answer.
-    async fn call(&self, mut call: v1::HopCall) -> Result<v1::HopAnswer, Broken> {
+    /// Sends `call` and waits for its answer. Its time left is counted
+    /// when it is sent, from `deadline`.
+    async fn call(
+        &self,
+        mut call: v1::HopCall,
+        deadline: Instant,
+    ) -> Result<v1::HopAnswer, Broken> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         call.id = id;
         let (tx, rx) = oneshot::channel();
         {
-            let mut state = self.state.lock().expect("lock poisoned");
-            if let Some(ended) = &state.ended {
+            let mut waiting = self.waiting.lock().expect("lock poisoned");
+            if let Some(ended) = &waiting.ended {
                 return Err(self.broken(ended.clone()));
             }
-            state.calls.insert(id, tx);
+            waiting.calls.insert(id, tx);
         }
         // Taken out again however this call ends (answered, failed, or
         // dropped by its caller's timeout).
-        let _waiting = Forget { stream: self, id };
-        if self.outbox.send(call).await.is_err() {
+        let _waiting = Forget { link: self, id };
+        let Ok(slot) = self.outbox.reserve().await else {
             return Err(self.ended());
-        }
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        call.timeout_us = u64::try_from(left.as_micros()).unwrap_or(u64::MAX);
+        slot.send(call);
         match rx.await {
             Ok(answer) => Ok(answer),
             Err(_) => Err(self.ended()),
@@ -357,7 +393,7 @@ impl Link {
 
     /// Why the ended stream failed its calls.
     fn ended(&self) -> Broken {
-        let ended = self.state.lock().expect("lock poisoned").ended.clone();
+        let ended = self.waiting.lock().expect("lock poisoned").ended.clone();
         self.broken(ended.unwrap_or_else(|| Ended::Failed("the stream closed".into())))
     }
 
@@ -372,16 +408,50 @@ impl Link {
     }
 }
 
+/// Opens the stream and hands out answers until it ends; then fails every
+/// call still waiting.
+async fn read(channel: Channel, calls: mpsc::Receiver<v1::HopCall>, waiting: Arc<Mutex<Waiting>>) {
+    let mut client = crate::forward::internal_client(channel);
+    let outbound = tokio_stream::wrappers::ReceiverStream::new(calls);
+    let ended = match client.hop(outbound).await {
+        Err(status) if status.code() == Code::Unimplemented => Ended::Unimplemented,
+        Err(status) => Ended::Failed(status.message().to_owned()),
+        Ok(answers) => {
+            let mut answers = answers.into_inner();
+            loop {
+                match answers.message().await {
+                    Ok(Some(answer)) => {
+                        let call = waiting
+                            .lock()
+                            .expect("lock poisoned")
+                            .calls
+                            .remove(&answer.id);
+                        if let Some(call) = call {
+                            let _ = call.send(answer);
+                        }
+                    }
+                    Ok(None) => break Ended::Failed("the peer ended the stream".into()),
+                    Err(status) => break Ended::Failed(status.message().to_owned()),
+                }
+            }
+        }
+    };
+    let mut waiting = waiting.lock().expect("lock poisoned");
+    waiting.ended = Some(ended);
+    // Dropping the senders wakes every waiting call.
+    waiting.calls.clear();
+}
+
 /// Removes a call from the waiting ones when it ends, answered or not.
 struct Forget<'a> {
-    stream: &'a Link,
+    link: &'a Link,
     id: u64,
 }
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        self.stream
-            .state
+        self.link
+            .waiting
             .lock()
             .expect("lock poisoned")
             .calls

@@ -39,6 +39,9 @@ pub struct Node {
     pub(crate) health: tonic_health::server::HealthReporter,
     /// Sending `true` stops the node (after handing its spaces over).
     pub(crate) stop: watch::Sender<bool>,
+    /// `true` once the node has left the cluster and its server is
+    /// closing: long-lived streams end then, so that it can.
+    pub(crate) left: watch::Receiver<bool>,
     /// Why the node stopped by itself, when it could not go on (another
     /// live node has its id).
     pub(crate) fatal: std::sync::OnceLock<String>,

@@ -163,6 +163,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
     );
     let sync = AntiEntropy::new(config.sync_bytes_per_sec);
     let (stop, stopped) = watch::channel(false);
+    let (left_tx, left) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
     // A node with seeds serves once it has met another member (see Node::ensure_joined).
     let joined = config.join.is_empty();
@@ -180,6 +181,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         replicator,
         sync,
         hops: crate::hop::Hops::default(),
+        left: left.clone(),
         view: view.clone(),
         membership: tokio::sync::Mutex::new(Some(membership)),
         joined: std::sync::atomic::AtomicBool::new(joined),
@@ -222,7 +224,6 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         builder = builder.tls_config(security.server_tls.clone())?;
     }
     let leaving = Arc::clone(&node);
-    let (left_tx, left) = watch::channel(false);
     let server = tokio::spawn(
         builder
             .tcp_nodelay(true)

@@ -576,3 +576,44 @@ async fn a_remember_stream_answers_each_request_in_order_and_routes_each() {
         }
     }
 }
+
+/// A forwarded recall whose answer is over the message limit fails alone,
+/// with RESOURCE_EXHAUSTED, as it would as a call of its own: the other
+/// calls forwarded to the same peer at the same time are answered, and
+/// the peer is not blamed (its breaker stays closed at 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_forwarded_answer_fails_alone() {
+    let cluster = Cluster::start(3).await;
+    let space = "big-notes";
+    let primary = cluster.locate_everywhere(space).await.primary.unwrap().id;
+    let mut at_primary = cluster.node(&primary).client().await;
+    // 80 memories of 60 kB: 4.8 MB together, over the 4 MiB limit.
+    for i in 0..80 {
+        let content = format!("note {i} {}", "x".repeat(60_000));
+        at_primary
+            .remember(remember(space, &format!("b{i}"), &content, v1::Ack::Quorum))
+            .await
+            .unwrap();
+    }
+    at_primary
+        .remember(remember(space, "small", "a small note", v1::Ack::Quorum))
+        .await
+        .unwrap();
+    let entry = cluster.node_other_than(&[&primary]);
+    let big = v1::RecallRequest {
+        k: Some(100),
+        include_unmatched: true,
+        ..recall(space, "note")
+    };
+    let small = v1::RecallRequest {
+        k: Some(1),
+        ..recall(space, "small")
+    };
+    let (mut c1, mut c2) = (entry.client().await, entry.client().await);
+    let (big, small) = tokio::join!(c1.recall(big), c2.recall(small));
+    let e = big.expect_err("the answer is over the limit");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    let small = small.expect("the other call is answered").into_inner();
+    assert_eq!(small.memories[0].memory.as_ref().unwrap().id, "small");
+    assert_eq!(entry.breaker_failures(&primary).await, Some(0));
+}

@@ -203,9 +203,26 @@ async fn a_graceful_leave_loses_nothing_and_shrinks_the_majority() {
     for space in &spaces {
         write_all(&cluster, "n1", space, &names(&format!("{space}-m"), 10)).await;
     }
+    // n1 forwards to n4 over its hop stream, which is still open when n4
+    // stops.
+    let mut led_by_n4 = None;
+    for i in 0.. {
+        let space = format!("n4-led-{i}");
+        if cluster.locate_everywhere(&space).await.primary.unwrap().id == "n4" {
+            led_by_n4 = Some(space);
+            break;
+        }
+    }
+    let led_by_n4 = led_by_n4.unwrap();
+    write_all(&cluster, "n1", &led_by_n4, &names("via-n1-", 3)).await;
     // n4 leaves on SIGTERM; n3 is decommissioned from the command line.
     let mut n4 = cluster.remove("n4");
     assert!(n4.terminate().success());
+    // Once n4 left, the stream ended, so n4 did not wait for it to close.
+    assert!(
+        !n4.lingered.load(std::sync::atomic::Ordering::SeqCst),
+        "n4 waited for connections to close"
+    );
     let out = cluster.node("n3").cli(&["decommission", "--json"]);
     assert!(
         out.status.success(),

@@ -10,6 +10,7 @@ use std::path::Path;
 use support::{
     Cluster, NodeProcess, client_as, eventually, ids, recall_all, remember, tls_channel,
 };
+use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -95,6 +96,9 @@ async fn only_nodes_call_the_internal_service_or_forward() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        let hop = tokio_stream::iter(vec![hop_call(0, &recall_all("t", "x"), "")]);
+        let e = internal.hop(hop).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 
         let mut public = channel;
         let e = public
@@ -120,6 +124,9 @@ async fn only_nodes_call_the_internal_service_or_forward() {
         assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
         let mut internal = InternalClient::new(anonymous(node).await);
         let e = internal.merge(forged("t")).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+        let hop = tokio_stream::iter(vec![hop_call(0, &recall_all("t", "x"), "")]);
+        let e = internal.hop(hop).await.unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
 
         // Plaintext to a TLS port gets no answer at all.
@@ -155,6 +162,84 @@ async fn only_nodes_call_the_internal_service_or_forward() {
         .unwrap()
         .into_inner();
     assert!(spaces.spaces.contains(&"t".to_owned()), "{spaces:?}");
+}
+
+/// A forwarded recall as one call on a hop stream, with `token` (empty:
+/// none).
+fn hop_call(id: u64, recall: &v1::RecallRequest, token: &str) -> v1::HopCall {
+    v1::HopCall {
+        id,
+        operation: "recall".into(),
+        request: prost::Message::encode_to_vec(recall),
+        timeout_us: 5_000_000,
+        authorization: if token.is_empty() {
+            String::new()
+        } else {
+            format!("Bearer {token}")
+        },
+    }
+}
+
+/// On a hop stream a node opened, each call is checked against the token
+/// it carries, as a forwarded unary call is: out of scope, expired or
+/// forged tokens are refused there, call by call, and the stream goes on;
+/// a call with no token is the node's own (every space).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hop_stream_checks_every_call_s_token() {
+    let cluster = Cluster::start_secure(1, &[]).await;
+    let certs = cluster.certs.clone().unwrap();
+    let node = &cluster.nodes[0];
+    let mut c = node.client().await;
+    for space in ["alice-notes", "bob-notes"] {
+        c.remember(remember(space, "m", "a note", v1::Ack::Primary))
+            .await
+            .unwrap();
+    }
+    let other = tempfile::tempdir().unwrap();
+    support::make_certs(other.path(), 1);
+    let alice = token(&certs, &["alice-*"], false, None);
+    let calls = vec![
+        hop_call(0, &recall_all("alice-notes", "note"), &alice),
+        hop_call(1, &recall_all("bob-notes", "note"), &alice),
+        hop_call(
+            2,
+            &recall_all("alice-notes", "note"),
+            &token(&certs, &["*"], false, Some(1)),
+        ),
+        hop_call(
+            3,
+            &recall_all("alice-notes", "note"),
+            &token(other.path(), &["*"], false, None),
+        ),
+        hop_call(4, &recall_all("bob-notes", "note"), ""),
+    ];
+    let mut peer = InternalClient::new(channel_of(node, &certs, "n1").await);
+    let mut answers: Vec<v1::HopAnswer> = peer
+        .hop(tokio_stream::iter(calls))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|a| a.expect("an answer"))
+        .collect()
+        .await;
+    answers.sort_by_key(|a| a.id);
+    let codes: Vec<Code> = answers.iter().map(|a| Code::from(a.code)).collect();
+    assert_eq!(
+        codes,
+        [
+            Code::Ok,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::Unauthenticated,
+            Code::Ok
+        ],
+        "{answers:?}"
+    );
+    assert!(answers[1].message.contains("\"bob-notes\""), "{answers:?}");
+    assert!(answers[2].message.contains("expired"), "{answers:?}");
+    let recalled: v1::RecallResponse =
+        prost::Message::decode(answers[0].answer.as_slice()).unwrap();
+    assert_eq!(ids(&recalled), ["m".to_owned()].into(), "{recalled:?}");
 }
 
 /// A channel to `node` presenting `certs/<name>.crt`.

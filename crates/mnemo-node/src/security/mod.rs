@@ -237,10 +237,10 @@ impl Caller {
             })
     }
 
-    /// The `authorization` header as received, if any: passed on with a
-    /// request this node forwards.
-    pub fn authorization(&self) -> Option<&str> {
-        self.authorization.as_ref().and_then(|a| a.to_str().ok())
+    /// The `authorization` header as received, if any, as text (what a
+    /// forwarded request carries on a hop stream). `Err`: it is not text.
+    pub fn authorization_text(&self) -> Result<Option<&str>, tonic::metadata::errors::ToStrError> {
+        self.authorization.as_ref().map(|a| a.to_str()).transpose()
     }
 
     /// Puts the caller's token on a request this node forwards, so the

@@ -42,8 +42,14 @@ pub(super) fn remember(
     // The stream's own deadline bounds every request in it; an absurd
     // value means none.
     let until = forward::requested(&request).and_then(|d| Instant::now().checked_add(d));
+    // Once the node has left, it takes no more requests: the stream ends
+    // when those in hand are answered, so that the server can close.
+    let mut left = service.node.left.clone();
     let answers = request
         .into_inner()
+        .take_until(async move {
+            let _ = left.wait_for(|left| *left).await;
+        })
         .enumerate()
         .map(move |(seq, message)| {
             let (service, caller) = (service.clone(), caller.clone());

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use mnemo_proto::v1::mnemo_client::MnemoClient;
@@ -266,6 +266,9 @@ pub struct NodeProcess {
     pub dir: PathBuf,
     /// The certificates directory of a secure node.
     pub certs: Option<PathBuf>,
+    /// Set if the node, stopping, gave up waiting for its connections to
+    /// close (it logs so, then exits anyway).
+    pub lingered: Arc<std::sync::atomic::AtomicBool>,
     child: Child,
 }
 
@@ -324,10 +327,15 @@ impl NodeProcess {
             .expect("spawn mnemo node");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let lingered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lingering = Arc::clone(&lingered);
         std::thread::spawn(move || {
             // Keep draining so the node never blocks on a full pipe.
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[node] {line}");
+                if line.contains("connections still open after stopping") {
+                    lingering.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
                 if let Some(rest) = line.split(" serving on ").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or_default();
                     let _ = tx.send(Event::Serving(addr.parse::<SocketAddr>().ok()));
@@ -358,6 +366,7 @@ impl NodeProcess {
             http,
             dir: dir.into(),
             certs: certs.map(Path::to_path_buf),
+            lingered,
             child,
         }
     }
