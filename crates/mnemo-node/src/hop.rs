@@ -70,6 +70,7 @@ pub(crate) fn serve(node: Arc<Node>, request: Request<Streaming<v1::HopCall>>) -
     let gate = Gate::new(node.config.security.clone());
     let mut left = node.left.clone();
     let service = MnemoService::new(node);
+    let mut transit = Transit::new();
     let answers = request
         .into_inner()
         .take_until(async move {
@@ -77,11 +78,23 @@ pub(crate) fn serve(node: Arc<Node>, request: Request<Streaming<v1::HopCall>>) -
         })
         .map(move |call| {
             let (service, gate, leaf) = (service.clone(), gate.clone(), leaf.clone());
+            // Taken when the call is taken up: what it waited, on the way
+            // and here, counts against its time.
+            let left = call.as_ref().ok().map(|c| transit.time_left(c));
             async move {
                 // A message that cannot be decoded ends the stream.
-                let call = call?;
+                let mut call = call?;
                 let id = call.id;
-                let answer = match served(&service, &gate, leaf.as_ref(), call).await {
+                let served = match left.flatten() {
+                    Some(left) => {
+                        call.timeout_us = u64::try_from(left.as_micros()).unwrap_or(u64::MAX);
+                        served(&service, &gate, leaf.as_ref(), call).await
+                    }
+                    None => Err(Status::deadline_exceeded(
+                        "the caller's time ran out before the forwarded call got here",
+                    )),
+                };
+                let answer = match served {
                     Ok(answer) => v1::HopAnswer {
                         id,
                         answer,
@@ -105,6 +118,40 @@ pub(crate) fn serve(node: Arc<Node>, request: Request<Streaming<v1::HopCall>>) -
         })
         .buffer_unordered(SERVED_AT_ONCE);
     Box::pin(answers)
+}
+
+/// The receiving end's view of one stream's clock. Sender and receiver
+/// clocks are not comparable, but their difference is: the least
+/// `arrived - sent` seen is the way's own latency (plus the clocks'
+/// offset), and what a call took beyond it, it waited.
+struct Transit {
+    opened: Instant,
+    /// The least `arrived - sent` so far, in microseconds.
+    fastest: Option<i128>,
+}
+
+impl Transit {
+    fn new() -> Self {
+        Transit {
+            opened: Instant::now(),
+            fastest: None,
+        }
+    }
+
+    /// The time `call` has left now; `None` if it ran out on the way.
+    fn time_left(&mut self, call: &v1::HopCall) -> Option<Duration> {
+        self.left_at(self.opened.elapsed(), call.sent_us, call.timeout_us)
+    }
+
+    fn left_at(&mut self, arrived: Duration, sent_us: u64, timeout_us: u64) -> Option<Duration> {
+        let took = i128::try_from(arrived.as_micros()).unwrap_or(i128::MAX) - i128::from(sent_us);
+        let fastest = *self
+            .fastest
+            .insert(self.fastest.map_or(took, |f| f.min(took)));
+        let waited = u64::try_from(took - fastest).unwrap_or(u64::MAX);
+        let left = timeout_us.checked_sub(waited).filter(|l| *l > 0)?;
+        Some(Duration::from_micros(left))
+    }
 }
 
 /// One call, timed as a forwarded call served here.
@@ -236,6 +283,7 @@ impl Hops {
         let call = v1::HopCall {
             id: 0,         // set by the link
             timeout_us: 0, // set when sent
+            sent_us: 0,    // set when sent
             operation: Q::OPERATION.to_owned(),
             request: request.encode_to_vec(),
             authorization: authorization.to_owned(),
@@ -324,6 +372,8 @@ enum Broken {
 /// stream: the task holds the waiting calls, not the outbox.
 struct Link {
     node: String,
+    /// When the stream was opened: calls' send times count from here.
+    opened: Instant,
     outbox: mpsc::Sender<v1::HopCall>,
     waiting: Arc<Mutex<Waiting>>,
     next: AtomicU64,
@@ -349,6 +399,7 @@ impl Link {
         tokio::spawn(read(channel, calls, Arc::clone(&waiting)));
         Arc::new(Link {
             node: node.to_owned(),
+            opened: Instant::now(),
             outbox,
             waiting,
             next: AtomicU64::new(0),
@@ -382,8 +433,11 @@ impl Link {
         let Ok(slot) = self.outbox.reserve().await else {
             return Err(self.ended());
         };
-        let left = deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
         call.timeout_us = u64::try_from(left.as_micros()).unwrap_or(u64::MAX);
+        call.sent_us =
+            u64::try_from(now.duration_since(self.opened).as_micros()).unwrap_or(u64::MAX);
         slot.send(call);
         match rx.await {
             Ok(answer) => Ok(answer),
@@ -456,5 +510,44 @@ impl Drop for Forget<'_> {
             .expect("lock poisoned")
             .calls
             .remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1000;
+
+    fn at(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_call_keeps_its_time_when_it_comes_as_fast_as_any() {
+        let mut t = Transit::new();
+        // The clocks are 500 ms apart; the way takes 1 ms.
+        assert_eq!(t.left_at(at(501), 0, 100 * MS), Some(at(100)));
+        assert_eq!(t.left_at(at(1_501), 1_000 * MS, 100 * MS), Some(at(100)));
+    }
+
+    #[test]
+    fn what_a_call_waited_on_the_way_counts_against_it() {
+        let mut t = Transit::new();
+        assert_eq!(t.left_at(at(501), 0, 100 * MS), Some(at(100)));
+        // Sent at 10 ms, taken up 30 ms later than the way takes.
+        assert_eq!(t.left_at(at(541), 10 * MS, 100 * MS), Some(at(70)));
+        // A backlog behind a stalled receiver: sent long before its time
+        // ran out, taken up after.
+        assert_eq!(t.left_at(at(10_501), 20 * MS, 100 * MS), None);
+    }
+
+    #[test]
+    fn a_faster_call_later_sets_what_the_way_takes() {
+        let mut t = Transit::new();
+        // The first call itself waited 50 ms: it cannot know that.
+        assert_eq!(t.left_at(at(551), 0, 100 * MS), Some(at(100)));
+        assert_eq!(t.left_at(at(601), 100 * MS, 100 * MS), Some(at(100)));
+        assert_eq!(t.left_at(at(702), 200 * MS, 100 * MS), Some(at(99)));
     }
 }

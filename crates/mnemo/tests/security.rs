@@ -172,6 +172,7 @@ fn hop_call(id: u64, recall: &v1::RecallRequest, token: &str) -> v1::HopCall {
         operation: "recall".into(),
         request: prost::Message::encode_to_vec(recall),
         timeout_us: 5_000_000,
+        sent_us: 0,
         authorization: if token.is_empty() {
             String::new()
         } else {
