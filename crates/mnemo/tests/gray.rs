@@ -253,17 +253,7 @@ async fn a_peer_refusing_forwarded_reads_never_has_its_breaker_opened() {
     let peer_node = cluster.node(&peer);
     let refused = || {
         let page = support::http_get(peer_node.http.as_deref().unwrap(), "/metrics");
-        let series = page
-            .lines()
-            .filter(|l| {
-                l.starts_with("mnemo_request_duration_seconds_count{")
-                    && l.contains("operation=\"recall\"")
-                    && l.contains("role=\"serve\"")
-                    && l.contains("outcome=\"unavailable\"")
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        support::metric_sum(&series, "mnemo_request_duration_seconds_count")
+        support::requests_counted(&page, "recall", "serve", "unavailable")
     };
     eventually(&format!("{peer} to refuse ten reads"), || {
         let mut c = c.clone();

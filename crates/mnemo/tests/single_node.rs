@@ -745,17 +745,7 @@ async fn an_oversized_stream_message_ends_the_stream_after_what_came_before() {
         .await
         .expect("the node still serves, and kept what came before");
     let page = support::http_get(node.http.as_deref().unwrap(), "/metrics");
-    let remembers = page
-        .lines()
-        .filter(|l| {
-            l.starts_with("mnemo_request_duration_seconds_count{")
-                && l.contains("operation=\"remember\"")
-                && l.contains("role=\"edge\"")
-                && l.contains("outcome=\"ok\"")
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let timed = support::metric_sum(&remembers, "mnemo_request_duration_seconds_count");
+    let timed = support::requests_counted(&page, "remember", "edge", "ok");
     assert!(
         (timed - 1.0).abs() < 0.5,
         "one remember timed, not {timed}: {page}"

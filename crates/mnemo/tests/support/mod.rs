@@ -87,6 +87,25 @@ pub fn metric_sum(page: &str, metric: &str) -> f64 {
         .sum()
 }
 
+/// The requests a `/metrics` page counts for `operation` in `role` with
+/// `outcome` (a gRPC code's name, lower case).
+pub fn requests_counted(page: &str, operation: &str, role: &str, outcome: &str) -> f64 {
+    let labels = [
+        format!("operation=\"{operation}\""),
+        format!("role=\"{role}\""),
+        format!("outcome=\"{outcome}\""),
+    ];
+    let series = page
+        .lines()
+        .filter(|l| {
+            l.starts_with("mnemo_request_duration_seconds_count{")
+                && labels.iter().all(|label| l.contains(label.as_str()))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    metric_sum(&series, "mnemo_request_duration_seconds_count")
+}
+
 /// Meeting `i` of the benchmarks ("meeting i is in room i % 7", id `m{i}`)
 /// written into `space`, durable on a quorum.
 pub async fn remember_meeting(client: &mut MnemoClient<Channel>, space: &str, i: usize) {
