@@ -85,14 +85,23 @@ pub(crate) fn serve(node: Arc<Node>, request: Request<Streaming<v1::HopCall>>) -
                 // A message that cannot be decoded ends the stream.
                 let mut call = call?;
                 let id = call.id;
-                let served = match left.flatten() {
-                    Some(left) => {
-                        call.timeout_us = u64::try_from(left.as_micros()).unwrap_or(u64::MAX);
-                        served(&service, &gate, leaf.as_ref(), call).await
-                    }
-                    None => Err(Status::deadline_exceeded(
+                let served = if let Some(left) = left.flatten() {
+                    call.timeout_us = u64::try_from(left.as_micros()).unwrap_or(u64::MAX);
+                    served(&service, &gate, leaf.as_ref(), call).await
+                } else {
+                    let late = Status::deadline_exceeded(
                         "the caller's time ran out before the forwarded call got here",
-                    )),
+                    );
+                    if let Some(operation) = operation(&call.operation) {
+                        telemetry::request(
+                            "public",
+                            operation,
+                            "serve",
+                            late.code(),
+                            Instant::now(),
+                        );
+                    }
+                    Err(late)
                 };
                 let answer = match served {
                     Ok(answer) => v1::HopAnswer {
@@ -162,14 +171,7 @@ async fn served(
     call: v1::HopCall,
 ) -> Result<Vec<u8>, Status> {
     let started = Instant::now();
-    let operation = [
-        v1::RememberRequest::OPERATION,
-        v1::ForgetRequest::OPERATION,
-        v1::RecallRequest::OPERATION,
-        v1::GetRequest::OPERATION,
-    ]
-    .into_iter()
-    .find(|op| *op == call.operation);
+    let operation = operation(&call.operation);
     let answer = match operation {
         Some(operation) => in_time(service, gate, leaf, operation, call).await,
         None => Err(Status::invalid_argument(format!(
@@ -182,6 +184,18 @@ async fn served(
         telemetry::request("public", operation, "serve", code, started);
     }
     answer
+}
+
+/// The operations a hop stream carries, by name.
+fn operation(name: &str) -> Option<&'static str> {
+    [
+        v1::RememberRequest::OPERATION,
+        v1::ForgetRequest::OPERATION,
+        v1::RecallRequest::OPERATION,
+        v1::GetRequest::OPERATION,
+    ]
+    .into_iter()
+    .find(|op| *op == name)
 }
 
 /// One call within the time its caller had left, as a unary call's

@@ -279,3 +279,68 @@ async fn a_peer_refusing_forwarded_reads_never_has_its_breaker_opened() {
         "{entry}'s breaker for {peer}"
     );
 }
+
+/// A primary that stalls (SIGSTOP) while reads are forwarded to it over the
+/// entry node's hop stream, and resumes after the callers' time ran out:
+/// the reads are answered by the replicas meanwhile, and the primary
+/// answers the stale backlog as late (`DEADLINE_EXCEEDED`) instead of
+/// serving it, as a unary call reset by its caller would never have been.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_peer_does_not_serve_the_reads_it_was_sent_while_stalled() {
+    let cluster = Cluster::start_with(3, &["--http", "127.0.0.1:0"]).await;
+    let space = "stalled";
+    let holders = cluster.holders(space).await;
+    let (primary, entry) = (cluster.node(&holders[0]), cluster.node(&holders[1]));
+    let mut c = entry.client().await;
+    c.remember(support::remember(space, "m", "a note", v1::Ack::Quorum))
+        .await
+        .unwrap();
+    let read = || {
+        // k = 10: a recall that travels on the hop stream (k <= 100).
+        let recall = v1::RecallRequest {
+            k: Some(10),
+            ..support::recall_all(space, "note")
+        };
+        let mut request = tonic::Request::new(recall);
+        request.set_timeout(Duration::from_millis(300));
+        request
+    };
+    // Through the entry node, over its hop stream to the primary.
+    for _ in 0..5 {
+        let r = c.recall(read()).await.unwrap().into_inner();
+        assert_eq!(r.served_by, primary.id, "{r:?}");
+    }
+    let counted = |outcome: &str| {
+        let page = support::http_get(primary.http.as_deref().unwrap(), "/metrics");
+        support::requests_counted(&page, "recall", "serve", outcome)
+    };
+    let served_before = counted("ok");
+
+    primary.signal("STOP");
+    let reads: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = c.clone();
+            let request = read();
+            tokio::spawn(async move { c.recall(request).await })
+        })
+        .collect();
+    for read in reads {
+        let r = read.await.unwrap().expect("a replica answers");
+        assert_ne!(r.into_inner().served_by, primary.id);
+    }
+    // Waiting out the reads' 300 ms on the wall clock, with room for the
+    // warm-up reads to have been slow: then every one the primary was sent
+    // is stale.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    primary.signal("CONT");
+
+    let late = eventually("the primary to answer its backlog", || async {
+        let late = counted("deadline_exceeded");
+        (late >= 1.0).then_some(late)
+    })
+    .await;
+    assert!(
+        (counted("ok") - served_before).abs() < 0.5,
+        "the primary served reads whose time had run out ({late} answered late)"
+    );
+}
