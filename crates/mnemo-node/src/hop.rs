@@ -3,11 +3,13 @@
 //! A public request that belongs on another node used to travel as a unary
 //! gRPC call of its own: a new HTTP/2 stream, headers both ways and a task on
 //! each side, which is most of what a hop costs. Here a node keeps one
-//! `Internal.Hop` stream open to each peer it forwards to and sends every
-//! forwarded request over it as a message ([`v1::HopCall`]: an id, the
-//! operation, the request's bytes, the time left and the caller's
-//! credentials); the peer answers each as soon as it is served, in any order
-//! ([`v1::HopAnswer`], matched by id).
+//! `Internal.Hop` stream open to each peer it forwards to and sends
+//! remembers, forgets, gets and recalls of up to 100 memories over it as
+//! messages ([`v1::HopCall`]: an id, the operation, the request's bytes,
+//! the time left, when it was sent and the caller's credentials); the peer
+//! answers each as soon as it is served, in any order ([`v1::HopAnswer`],
+//! matched by id). List pages and larger recalls, whose answers could hold
+//! up the rest of the stream, still go as calls of their own.
 //!
 //! Nothing about what is served changes. The peer serves each call exactly
 //! as a forwarded unary call ([`MnemoService::handle_one`] with
@@ -18,6 +20,11 @@
 //! calls waiting on it as a broken connection would (a node fault), and the
 //! next call opens a new one. A peer that does not know the stream
 //! (`UNIMPLEMENTED`: an older version) is sent unary calls instead.
+//!
+//! Nothing resets a call its caller gave up on. So each call carries when
+//! it was sent, and the receiver answers one whose time ran out on the way
+//! (the backlog of a peer that stalled) without serving it; see
+//! [`Transit`]. An answer over the message limit fails its call alone.
 
 use std::collections::HashMap;
 use std::pin::Pin;
