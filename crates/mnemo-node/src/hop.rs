@@ -12,7 +12,7 @@
 //! up the rest of the stream, still go as calls of their own.
 //!
 //! Nothing about what is served changes. The peer serves each call exactly
-//! as a forwarded unary call ([`MnemoService::handle_one`] with
+//! as a forwarded unary call (`MnemoService::handle_one` with
 //! `forwarded`): the caller's token is checked again there, the request is
 //! served from the peer's own copy or refused, never sent on. An answer
 //! carries the status a unary call would have had, refusal marker included,
@@ -24,7 +24,7 @@
 //! Nothing resets a call its caller gave up on. So each call carries when
 //! it was sent, and the receiver answers one whose time ran out on the way
 //! (the backlog of a peer that stalled) without serving it; see
-//! [`Transit`]. An answer over the message limit fails its call alone.
+//! `Transit`. An answer over the message limit fails its call alone.
 
 use std::collections::HashMap;
 use std::pin::Pin;
