@@ -140,11 +140,20 @@ pub(crate) fn serve(node: Arc<Node>, request: Request<Streaming<v1::HopCall>>) -
 /// clocks are not comparable, but their difference is: the least
 /// `arrived - sent` seen is the way's own latency (plus the clocks'
 /// offset), and what a call took beyond it, it waited.
+///
+/// Two clocks also drift apart (tens of parts per million without NTP),
+/// which on a stream open for days would make every call look late. So the
+/// least may rise again, by at most [`DRIFT_ALLOWED`] of the time between
+/// calls: far more than clocks drift, far less than a stall.
 struct Transit {
     opened: Instant,
-    /// The least `arrived - sent` so far, in microseconds.
-    fastest: Option<i128>,
+    /// The least `arrived - sent` so far (as allowed to rise), and when it
+    /// was last taken, in microseconds of this end's clock.
+    fastest: Option<(i128, i128)>,
 }
+
+/// How fast the least transit time may rise: 1 ms a second.
+const DRIFT_ALLOWED: i128 = 1000;
 
 impl Transit {
     fn new() -> Self {
@@ -160,10 +169,13 @@ impl Transit {
     }
 
     fn left_at(&mut self, arrived: Duration, sent_us: u64, timeout_us: u64) -> Option<Duration> {
-        let took = i128::try_from(arrived.as_micros()).unwrap_or(i128::MAX) - i128::from(sent_us);
-        let fastest = *self
-            .fastest
-            .insert(self.fastest.map_or(took, |f| f.min(took)));
+        let arrived = i128::try_from(arrived.as_micros()).unwrap_or(i128::MAX);
+        let took = arrived - i128::from(sent_us);
+        let fastest = match self.fastest {
+            None => took,
+            Some((fastest, at)) => took.min(fastest + (arrived - at) / DRIFT_ALLOWED),
+        };
+        self.fastest = Some((fastest, arrived));
         let waited = u64::try_from(took - fastest).unwrap_or(u64::MAX);
         let left = timeout_us.checked_sub(waited).filter(|l| *l > 0)?;
         Some(Duration::from_micros(left))
@@ -557,10 +569,32 @@ mod tests {
         let mut t = Transit::new();
         assert_eq!(t.left_at(at(501), 0, 100 * MS), Some(at(100)));
         // Sent at 10 ms, taken up 30 ms later than the way takes.
-        assert_eq!(t.left_at(at(541), 10 * MS, 100 * MS), Some(at(70)));
+        // (Less the 0.04 ms the least may have risen in 40 ms.)
+        assert_eq!(
+            t.left_at(at(541), 10 * MS, 100 * MS),
+            Some(Duration::from_micros(70_040))
+        );
         // A backlog behind a stalled receiver: sent long before its time
         // ran out, taken up after.
         assert_eq!(t.left_at(at(10_501), 20 * MS, 100 * MS), None);
+    }
+
+    #[test]
+    fn clocks_drifting_apart_do_not_make_calls_late() {
+        let mut t = Transit::new();
+        // The sender's clock runs 100 parts per million slow: over a day
+        // it falls 8.6 s behind. A call a second, each with 100 ms.
+        for second in 0..86_400u64 {
+            let sent = second * 1_000_000 - second * 100;
+            let left = t.left_at(Duration::from_secs(second) + at(1), sent, 100 * MS);
+            assert!(left.is_some_and(|l| l >= at(99)), "{second}: {left:?}");
+        }
+        // And a call held up a second on the way still shows: sent at the
+        // sender's second 86 400, taken up a second later than the way
+        // takes.
+        let sent = 86_400 * 1_000_000 - 86_400 * 100;
+        let arrived = Duration::from_secs(86_401) + at(1);
+        assert_eq!(t.left_at(arrived, sent, 100 * MS), None);
     }
 
     #[test]
@@ -569,6 +603,10 @@ mod tests {
         // The first call itself waited 50 ms: it cannot know that.
         assert_eq!(t.left_at(at(551), 0, 100 * MS), Some(at(100)));
         assert_eq!(t.left_at(at(601), 100 * MS, 100 * MS), Some(at(100)));
-        assert_eq!(t.left_at(at(702), 200 * MS, 100 * MS), Some(at(99)));
+        // (The least may have risen by 0.1 ms in the 101 ms since.)
+        assert_eq!(
+            t.left_at(at(702), 200 * MS, 100 * MS),
+            Some(Duration::from_micros(99_101))
+        );
     }
 }
