@@ -502,9 +502,11 @@ async fn a_remember_stream_answers_each_request_in_order_and_routes_each() {
     let cluster = Cluster::start(3).await;
     let spaces: Vec<String> = (0..6).map(|i| format!("stream-{i}")).collect();
     let mut primary_of = BTreeMap::new();
+    let mut holders_of = BTreeMap::new();
     for space in &spaces {
         let placement = cluster.locate_everywhere(space).await;
         primary_of.insert(space.clone(), placement.primary.unwrap().id);
+        holders_of.insert(space.clone(), cluster.holders(space).await);
     }
     let entry = &cluster.nodes[0];
     assert!(
@@ -513,8 +515,35 @@ async fn a_remember_stream_answers_each_request_in_order_and_routes_each() {
         entry.id
     );
 
+    // One at a time: each lands on its space's primary.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut one_by_one = entry
+        .client()
+        .await
+        .remember_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for space in &spaces {
+        tx.send(remember(space, "first", "the first fact", v1::Ack::Primary))
+            .await
+            .unwrap();
+        let answer = one_by_one.message().await.unwrap().expect("an answer");
+        let Some(v1::remember_stream_response::Outcome::Remembered(r)) = answer.outcome else {
+            panic!("{space}: {answer:?}");
+        };
+        assert_eq!(r.served_by, primary_of[space], "{space}: not the primary");
+    }
+    drop(tx);
+    assert!(
+        one_by_one.message().await.unwrap().is_none(),
+        "the stream ends"
+    );
+
     // Sent all at once, without waiting: more than the node handles at a
     // time, so answers finish out of order and must still come in order.
+    // Under load a write may land on the next holder, as a unary one may
+    // (its primary silent past the attempt timeout).
     let mut requests = Vec::new();
     for i in 0..150 {
         let space = &spaces[i % spaces.len()];
@@ -551,9 +580,11 @@ async fn a_remember_stream_answers_each_request_in_order_and_routes_each() {
                     "{seq}: an empty content was taken"
                 );
                 assert_eq!((&r.id, &r.space), (&request.id, &request.space));
-                assert_eq!(
-                    r.served_by, primary_of[&request.space],
-                    "{seq}: not the primary"
+                assert!(
+                    holders_of[&request.space].contains(&r.served_by),
+                    "{seq}: {} holds no copy of {}",
+                    r.served_by,
+                    request.space
                 );
                 *expected.entry(request.space.clone()).or_default() += 1;
             }
@@ -567,20 +598,22 @@ async fn a_remember_stream_answers_each_request_in_order_and_routes_each() {
             }
         }
     }
-    // What was acknowledged is on every holder, as for unary writes.
+    // What was acknowledged is on every holder, as for unary writes (with
+    // the first fact of each space).
     cluster.await_converged(&spaces).await;
     for (space, n) in &expected {
-        for holder in cluster.holders(space).await {
-            let got = cluster.node(&holder).list_local(space).await.unwrap();
-            assert_eq!(got.memories.len(), *n, "{holder} holds {space}");
+        for holder in &holders_of[space] {
+            let got = cluster.node(holder).list_local(space).await.unwrap();
+            assert_eq!(got.memories.len(), n + 1, "{holder} holds {space}");
         }
     }
 }
 
 /// A forwarded recall whose answer is over the message limit fails alone,
 /// with RESOURCE_EXHAUSTED, as it would as a call of its own: the other
-/// calls forwarded to the same peer at the same time are answered, and
-/// the peer is not blamed (its breaker stays closed at 0).
+/// calls forwarded to the same peer at the same time are answered. (Sent,
+/// the answer would end the stream: every call on it would fail as if the
+/// peer were down, and this one with UNAVAILABLE.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_forwarded_answer_fails_alone() {
     let cluster = Cluster::start(3).await;
@@ -615,5 +648,4 @@ async fn an_oversized_forwarded_answer_fails_alone() {
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     let small = small.expect("the other call is answered").into_inner();
     assert_eq!(small.memories[0].memory.as_ref().unwrap().id, "small");
-    assert_eq!(entry.breaker_failures(&primary).await, Some(0));
 }
