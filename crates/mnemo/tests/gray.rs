@@ -328,6 +328,7 @@ async fn a_resumed_peer_does_not_serve_the_reads_it_was_sent_while_stalled() {
     let served_before = counted("ok");
 
     primary.signal("STOP");
+    primary.await_stopped().await;
     let reads: Vec<_> = (0..8)
         .map(|_| {
             let mut c = c.clone();

@@ -420,6 +420,19 @@ impl NodeProcess {
         assert!(status.success(), "kill -{name} failed");
     }
 
+    /// Waits until a SIGSTOP took effect: the process is stopped (`T` in
+    /// `/proc/<pid>/stat`), not merely signalled.
+    pub async fn await_stopped(&self) {
+        let stat = format!("/proc/{}/stat", self.child.id());
+        eventually(&format!("{} to be stopped", self.id), || async {
+            let text = std::fs::read_to_string(&stat).ok()?;
+            // The state follows the command name, which is in parentheses.
+            let state = text.rsplit_once(") ")?.1.chars().next()?;
+            (state == 'T').then_some(())
+        })
+        .await;
+    }
+
     /// Waits for the process to end by itself (after a decommission).
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         self.child.wait().expect("wait for the node")
