@@ -75,14 +75,12 @@ pub(crate) fn serve(node: Arc<Node>, request: Request<Streaming<v1::HopCall>>) -
         .peer_certs()
         .and_then(|certs| certs.first().cloned());
     let gate = Gate::new(node.config.security.clone());
-    let mut left = node.left.clone();
+    let left = node.has_left();
     let service = MnemoService::new(node);
     let mut transit = Transit::new();
     let answers = request
         .into_inner()
-        .take_until(async move {
-            let _ = left.wait_for(|left| *left).await;
-        })
+        .take_until(left)
         .map(move |call| {
             let (service, gate, leaf) = (service.clone(), gate.clone(), leaf.clone());
             // Taken when the call is taken up: what it waited, on the way
@@ -324,11 +322,12 @@ impl Hops {
         let answer = match link.call(call, Instant::now() + timeout).await {
             Ok(answer) => answer,
             Err(Broken::Unimplemented) => {
-                self.replace(node, &link, Peer::Unary(Instant::now() + UNARY_FOR));
+                self.replace(node, &link, Some(Peer::Unary(Instant::now() + UNARY_FOR)));
                 return None;
             }
             Err(Broken::Status(status)) => {
-                self.forget_link(node, &link);
+                // Dropped, so that the next call opens a new one.
+                self.replace(node, &link, None);
                 return Some(Err(status));
             }
         };
@@ -354,19 +353,15 @@ impl Hops {
         }
     }
 
-    /// Replaces `link` (if it is still the one in use) with `with`.
-    fn replace(&self, node: &str, link: &Arc<Link>, with: Peer) {
+    /// Replaces `link`, if it is still the one in use, with `with` (or
+    /// nothing).
+    fn replace(&self, node: &str, link: &Arc<Link>, with: Option<Peer>) {
         let mut peers = self.peers.lock().expect("lock poisoned");
         if matches!(peers.get(node), Some(Peer::Open(l)) if Arc::ptr_eq(l, link)) {
-            peers.insert(node.to_owned(), with);
-        }
-    }
-
-    /// Drops `link` (broken) so that the next call opens a new one.
-    fn forget_link(&self, node: &str, link: &Arc<Link>) {
-        let mut peers = self.peers.lock().expect("lock poisoned");
-        if matches!(peers.get(node), Some(Peer::Open(l)) if Arc::ptr_eq(l, link)) {
-            peers.remove(node);
+            match with {
+                Some(peer) => peers.insert(node.to_owned(), peer),
+                None => peers.remove(node),
+            };
         }
     }
 

@@ -57,6 +57,15 @@ pub struct Location {
 }
 
 impl Node {
+    /// Completes once the node has left the cluster (at once if it has):
+    /// what a long-lived stream ends on, so that the server can close.
+    pub(crate) fn has_left(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut left = self.left.clone();
+        async move {
+            let _ = left.wait_for(|left| *left).await;
+        }
+    }
+
     /// Why the node stopped by itself, if it did.
     pub fn fatal(&self) -> Option<&str> {
         self.fatal.get().map(String::as_str)

@@ -276,6 +276,41 @@ pub(crate) struct BatchItem {
     embedding: Vec<f32>,
 }
 
+impl RememberBody {
+    /// The memory, and the durability it waits for.
+    fn split(self) -> (BatchItem, Ack) {
+        let memory = BatchItem {
+            content: self.content,
+            id: self.id,
+            confidence: self.confidence,
+            tags: self.tags,
+            embedding: self.embedding,
+        };
+        (memory, self.ack)
+    }
+}
+
+impl BatchItem {
+    /// The write of this memory into `space`; an id given empty is refused
+    /// (left out, the node makes one).
+    fn into_request(self, space: String, ack: Ack) -> Result<v1::RememberRequest, tonic::Status> {
+        if self.id.as_deref() == Some("") {
+            return Err(tonic::Status::invalid_argument(
+                "invalid id: is empty; leave it out to have one made",
+            ));
+        }
+        Ok(v1::RememberRequest {
+            space,
+            id: self.id.unwrap_or_default(),
+            content: self.content,
+            embedding: self.embedding,
+            confidence: self.confidence,
+            tags: self.tags,
+            ack: ack.wire(),
+        })
+    }
+}
+
 /// Most memories in one batch.
 const MAX_BATCH: usize = 1000;
 
@@ -411,20 +446,8 @@ async fn remember(
     headers: HeaderMap,
     Body(b): Body<RememberBody>,
 ) -> Result<(StatusCode, Json<json::Remembered>), ApiError> {
-    if b.id.as_deref() == Some("") {
-        return Err(ApiError(tonic::Status::invalid_argument(
-            "invalid id: is empty; leave it out to have one made",
-        )));
-    }
-    let message = v1::RememberRequest {
-        space,
-        id: b.id.unwrap_or_default(),
-        content: b.content,
-        embedding: b.embedding,
-        confidence: b.confidence,
-        tags: b.tags,
-        ack: b.ack.wire(),
-    };
+    let (memory, ack) = b.split();
+    let message = memory.into_request(space, ack)?;
     let r = svc
         .remember(grpc(message, caller.0, &headers))
         .await?
@@ -462,43 +485,31 @@ async fn remember_batch(
             b.memories.len()
         ))));
     }
-    let ack = b.ack.wire();
+    let ack = b.ack;
     let until = tokio::time::Instant::now()
         + requested_timeout(&headers).unwrap_or(mnemo_router::router::DEFAULT_DEADLINE);
     let results = futures_util::stream::iter(b.memories)
         .map(|m| {
-            let (svc, caller) = (svc.clone(), caller.0.clone());
-            let empty_id = m.id.as_deref() == Some("");
-            let message = v1::RememberRequest {
-                space: space.clone(),
-                id: m.id.unwrap_or_default(),
-                content: m.content,
-                embedding: m.embedding,
-                confidence: m.confidence,
-                tags: m.tags,
-                ack,
-            };
-            let mut request = grpc(message, caller, &headers);
+            let svc = svc.clone();
+            let request = m
+                .into_request(space.clone(), ack)
+                .map(|message| grpc(message, caller.0.clone(), &headers));
             async move {
-                let left = until.saturating_duration_since(tokio::time::Instant::now());
-                let refused = if empty_id {
-                    tonic::Status::invalid_argument(
-                        "invalid id: is empty; leave it out to have one made",
-                    )
-                } else if left.is_zero() {
-                    tonic::Status::deadline_exceeded(
-                        "the batch's deadline passed before this memory was sent",
-                    )
-                } else {
-                    request.set_timeout(left);
-                    match svc.remember(request).await {
-                        Ok(r) => {
-                            return BatchResult::Remembered(json::Remembered::from(r.get_ref()));
-                        }
-                        Err(status) => status,
+                let answer = async {
+                    let mut request = request?;
+                    let left = until.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(tonic::Status::deadline_exceeded(
+                            "the batch's deadline passed before this memory was sent",
+                        ));
                     }
+                    request.set_timeout(left);
+                    svc.remember(request).await
                 };
-                BatchResult::Error(BatchError::from(&refused))
+                match answer.await {
+                    Ok(r) => BatchResult::Remembered(json::Remembered::from(r.get_ref())),
+                    Err(status) => BatchResult::Error(BatchError::from(&status)),
+                }
             }
         })
         .buffered(crate::service::STREAM_IN_FLIGHT)

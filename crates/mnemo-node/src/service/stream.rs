@@ -44,12 +44,9 @@ pub(super) fn remember(
     let until = forward::requested(&request).and_then(|d| Instant::now().checked_add(d));
     // Once the node has left, it takes no more requests: the stream ends
     // when those in hand are answered, so that the server can close.
-    let mut left = service.node.left.clone();
     let answers = request
         .into_inner()
-        .take_until(async move {
-            let _ = left.wait_for(|left| *left).await;
-        })
+        .take_until(service.node.has_left())
         .enumerate()
         .map(move |(seq, message)| {
             let (service, caller) = (service.clone(), caller.clone());
