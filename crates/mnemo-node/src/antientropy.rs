@@ -12,7 +12,9 @@
 //! - **catch-up**: a node that must serve a space it lacks or holds stale
 //!   (see [`crate::catchup`]) syncs it with every other live holder before
 //!   answering reads of it; a *settle* does this for every space it holds
-//!   after a start, a partition's end or a member's departure;
+//!   after a start, a partition's end or a member's departure; a catch-up
+//!   that failed is tried again at each periodic pass and when a member
+//!   returns;
 //! - **hand-over**: a space this node holds but placement no longer names it
 //!   for goes to every current holder, and is dropped here only once each
 //!   of them has it (and this node still is not a holder).
@@ -234,11 +236,15 @@ async fn run(node: &Node, job: &Job) -> Result<(), Status> {
     }
 }
 
-/// One periodic pass: each held space is compared with one other holder,
-/// chosen in turn; spaces no longer held are handed over; undelivered
-/// writes to reachable peers are repaired.
+/// One periodic pass: spaces whose catch-up failed are tried again; each
+/// held space is compared with one other holder, chosen in turn; spaces no
+/// longer held are handed over; undelivered writes to reachable peers are
+/// repaired.
 fn periodic(node: &Node, tick: usize) {
     let partitioned = node.router.partition().partitioned;
+    if !partitioned {
+        retry_stale(node);
+    }
     for space in node.store.space_names() {
         let holders = node.holders_of(&space);
         if holders.iter().any(|h| h == &node.id) {
@@ -257,6 +263,24 @@ fn periodic(node: &Node, tick: usize) {
                 space,
                 peer: peer.clone(),
             });
+        }
+    }
+}
+
+/// Queues a catch-up of each space this node holds and knows to be stale
+/// (outside a settle, which catches them up itself). Without this, a space
+/// whose last catch-up failed (a peer unreachable at the time) would stay
+/// out of service here until a read of it came by.
+pub fn retry_stale(node: &Node) {
+    let stale = node
+        .sync
+        .readiness
+        .lock()
+        .expect("lock poisoned")
+        .to_retry();
+    for space in stale {
+        if node.is_holder(&space) {
+            node.sync.enqueue(Job::CatchUp { space });
         }
     }
 }
@@ -415,6 +439,17 @@ async fn push(
 /// Syncs `space` with every other live holder (and whoever held it before
 /// this node did); once each answered, reads of it may be served here.
 pub async fn catch_up(node: &Node, space: &str) -> Result<(), Status> {
+    let outcome = try_catch_up(node, space).await;
+    let label = if outcome.is_ok() {
+        "caught_up"
+    } else {
+        "failed"
+    };
+    metrics::counter!("mnemo_antientropy_catchups_total", "outcome" => label).increment(1);
+    outcome
+}
+
+async fn try_catch_up(node: &Node, space: &str) -> Result<(), Status> {
     let generation = node
         .sync
         .readiness

@@ -18,7 +18,9 @@
 //!   not know at all can only have been inherited by standing in for the
 //!   member that went away, which the stand-in rule below covers.
 //! - Outside a settle every space is ready except those marked stale (a
-//!   catch-up that failed, or a space this node became a holder of).
+//!   catch-up that failed, or a space this node became a holder of). Stale
+//!   spaces are caught up in the background until that succeeds, and at
+//!   once when a read asks for one.
 //! - A **stand-in** (a holder in the live view, but not one of the nodes the
 //!   space was placed on over the whole cluster: it stands in for a holder
 //!   that is down) has no reason to hold the space at all, so it serves a
@@ -110,6 +112,18 @@ impl Readiness {
         self.stale.insert(space.to_owned());
     }
 
+    /// Spaces known to need a catch-up, to be retried in the background
+    /// outside a settle (a settle catches them up itself): a space must
+    /// not wait for a read to come back into service.
+    pub fn to_retry(&self) -> Vec<String> {
+        if self.settle.is_some() {
+            return Vec::new();
+        }
+        let mut spaces: Vec<String> = self.stale.iter().cloned().collect();
+        spaces.sort();
+        spaces
+    }
+
     /// Membership changed: who stands in for whom may have too.
     pub fn membership_changed(&mut self) {
         self.stood_in.clear();
@@ -167,6 +181,24 @@ mod tests {
         assert!(!r.ready("b", false), "a failed catch-up stays stale");
         r.caught_up("b", false, r.generation());
         assert!(r.ready("b", false));
+    }
+
+    #[test]
+    fn what_a_settle_failed_to_catch_up_is_retried_until_caught_up() {
+        let mut r = Readiness::starting();
+        let g = r.begin(SettleKind::Full);
+        assert!(r.to_retry().is_empty(), "a settle catches up itself");
+        r.caught_up("a", false, g);
+        r.end(g, ["c".to_owned(), "b".to_owned()]);
+        assert_eq!(r.to_retry(), ["b", "c"]);
+        r.caught_up("b", false, r.generation());
+        assert_eq!(r.to_retry(), ["c"], "caught up: no longer retried");
+        let g = r.begin(SettleKind::Partial);
+        assert!(r.to_retry().is_empty());
+        r.end(g, []);
+        assert_eq!(r.to_retry(), ["c"], "still stale after a settle");
+        r.mark_stale("d");
+        assert_eq!(r.to_retry(), ["c", "d"], "inherited spaces too");
     }
 
     #[test]

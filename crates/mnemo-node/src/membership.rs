@@ -254,8 +254,10 @@ pub(crate) async fn follow(node: Arc<Node>, mut view: watch::Receiver<ClusterVie
                 tokio::spawn(antientropy::settle(Arc::clone(&node), kind));
             }
         }
-        // Give a returning or new holder what this node has of its spaces.
+        // Give a returning or new holder what this node has of its spaces;
+        // catch-ups that failed while it was away may succeed now.
         if !changes.came.is_empty() && !partitioned {
+            antientropy::retry_stale(&node);
             for space in node.store.space_names() {
                 let holders = node.holders_of(&space);
                 for peer in changes.came.iter().filter(|p| holders.contains(p)) {

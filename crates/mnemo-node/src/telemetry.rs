@@ -10,7 +10,7 @@
 //! | `mnemo_store_commit_seconds`, `mnemo_store_batch_writes` | histogram | |
 //! | `mnemo_store_spaces`, `_memories`, `_forgotten`, `_disk_bytes` | gauge | |
 //! | `mnemo_router_*`, `mnemo_cluster_*`, `mnemo_gossip_*` | see their crates | |
-//! | `mnemo_replication_*`, `mnemo_antientropy_*`, `mnemo_merge_refused_total`, `mnemo_catching_up_refusals_total` | counter | |
+//! | `mnemo_replication_*`, `mnemo_antientropy_*`, `mnemo_merge_refused_total`, `mnemo_catching_up_refusals_total` | counter | `mnemo_antientropy_catchups_total`: outcome |
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -111,6 +111,13 @@ pub(crate) fn describe() {
     ] {
         describe_counter!(name, help);
         counter!(name).absolute(0);
+    }
+    for outcome in ["caught_up", "failed"] {
+        describe_counter!(
+            "mnemo_antientropy_catchups_total",
+            "Catch-ups of a space with its other holders, by outcome"
+        );
+        counter!("mnemo_antientropy_catchups_total", "outcome" => outcome).absolute(0);
     }
     for direction in ["pulled", "pushed"] {
         describe_counter!(

@@ -348,10 +348,11 @@ impl NodeProcess {
         let (tx, rx) = mpsc::channel();
         let lingered = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let lingering = Arc::clone(&lingered);
+        let tag = id.to_owned();
         std::thread::spawn(move || {
             // Keep draining so the node never blocks on a full pipe.
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[node] {line}");
+                eprintln!("[{tag}] {line}");
                 if line.contains("connections still open after stopping") {
                     lingering.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
@@ -496,14 +497,29 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
+    observe(what, || {
+        let polled = check();
+        async move { polled.await.ok_or_else(String::new) }
+    })
+    .await
+}
+
+/// Polls `check` until it returns `Ok`, failing the test after [`GUARD`]
+/// with what the last `Err` said was still missing.
+pub async fn observe<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let deadline = tokio::time::Instant::now() + GUARD;
     loop {
-        if let Some(v) = check().await {
-            return v;
-        }
+        let missing = match check().await {
+            Ok(v) => return v,
+            Err(missing) => missing,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out waiting for {what}; last seen: {missing}"
         );
         tokio::time::sleep(POLL).await;
     }
@@ -786,19 +802,32 @@ impl Cluster {
     pub async fn await_converged(&self, spaces: &[String]) {
         for space in spaces {
             let holders = self.holders(space).await;
-            eventually(
+            observe(
                 &format!("holders {holders:?} of {space} to converge"),
                 || async {
-                    let mut digests = Vec::new();
+                    let mut seen = Vec::new();
                     for h in &holders {
                         let s = self.node(h).status().await;
-                        let d = s.spaces.iter().find(|x| &x.name == space)?;
-                        if d.catching_up {
-                            return None;
-                        }
-                        digests.push(d.digest.clone());
+                        seen.push(match s.spaces.iter().find(|x| &x.name == space) {
+                            Some(d) => (d.digest.clone(), d.catching_up, d.memories),
+                            None => (String::from("absent"), false, 0),
+                        });
                     }
-                    digests.windows(2).all(|w| w[0] == w[1]).then_some(())
+                    let converged = seen
+                        .iter()
+                        .all(|(digest, catching_up, _)| !catching_up && digest != "absent")
+                        && seen.windows(2).all(|w| w[0].0 == w[1].0);
+                    if converged {
+                        return Ok(());
+                    }
+                    Err(holders
+                        .iter()
+                        .zip(&seen)
+                        .map(|(h, (digest, catching_up, memories))| {
+                            format!("{h}: digest {digest}, {memories} memories, catching up {catching_up}")
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "))
                 },
             )
             .await;
@@ -809,10 +838,18 @@ impl Cluster {
     pub async fn await_formed(&self) {
         let n = self.nodes.len();
         for node in &self.nodes {
-            eventually(&format!("{} to see {n} alive members", node.id), || async {
+            observe(&format!("{} to see {n} alive members", node.id), || async {
                 let s = node.status().await;
                 let alive = s.members.iter().filter(|m| m.state == "alive").count();
-                (alive == n && s.partition == "connected").then_some(())
+                if alive == n && s.partition == "connected" {
+                    return Ok(());
+                }
+                let members: Vec<String> = s
+                    .members
+                    .iter()
+                    .map(|m| format!("{} {}", m.id, m.state))
+                    .collect();
+                Err(format!("{}, members {members:?}", s.partition))
             })
             .await;
         }
