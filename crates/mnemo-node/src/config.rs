@@ -47,6 +47,13 @@ pub struct NodeConfig {
     /// For tests of slow nodes only: every public request waits this long
     /// before it is served. Zero (the default) in any real deployment.
     pub inject_latency: Duration,
+    /// Threads serving gRPC connections, each a single-threaded runtime
+    /// that owns the connections handed to it; 0 (the default): the
+    /// node's multi-threaded runtime serves them all. With threads, a
+    /// request and the forward it makes stay on one thread (a hop costs
+    /// about a proxy's), but a thread the kernel sets aside stalls its
+    /// connections: for hosts that give the node its cores.
+    pub serving_threads: usize,
     /// How the embedded store runs (checkpoints of its write-ahead log).
     pub store: mnemo_store::StoreOptions,
     /// TLS, peer and client authentication; `None`: an insecure node that
@@ -83,6 +90,7 @@ impl NodeConfig {
             anti_entropy_interval: DEFAULT_ANTI_ENTROPY_INTERVAL,
             sync_bytes_per_sec: DEFAULT_SYNC_BYTES_PER_SEC,
             inject_latency: Duration::ZERO,
+            serving_threads: 0,
             store: mnemo_store::StoreOptions::default(),
             security: None,
         }

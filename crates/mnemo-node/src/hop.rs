@@ -282,9 +282,60 @@ async fn one<Q: Routed>(
 
 // ----- the forwarding side -----------------------------------------------
 
-/// This node's streams to its peers, by peer id.
-#[derive(Default)]
+/// This node's streams to its peers: one set per serving thread (see
+/// `crate::serving`), each on connections of its own, so that a forward
+/// and its answer stay on the thread that serves the request; and one set
+/// for calls made anywhere else (the HTTP API), on the pool's channels.
 pub struct Hops {
+    sets: Box<[Links]>,
+    router: Arc<mnemo_router::Router>,
+}
+
+impl Hops {
+    /// Sets for `threads` serving threads and the rest; links dial through
+    /// `router`'s pool.
+    pub fn new(threads: usize, router: Arc<mnemo_router::Router>) -> Self {
+        Hops {
+            sets: (0..=threads).map(|_| Links::default()).collect(),
+            router,
+        }
+    }
+
+    /// Sends `request` to `node` over the stream of the thread this runs
+    /// on, with `timeout` left, on behalf of `caller`. `None`: send it as a
+    /// unary call instead (the peer has no stream, or the caller's
+    /// credentials are not text).
+    pub(crate) async fn call<Q: Routed>(
+        &self,
+        node: &str,
+        channel: &Channel,
+        request: &Q,
+        caller: &Caller,
+        timeout: Duration,
+    ) -> Option<Result<Q::Answer, Status>> {
+        let thread = crate::serving::current();
+        let links = self.sets.get(thread)?;
+        let dial = || {
+            if thread == 0 {
+                Some(channel.clone())
+            } else {
+                crate::node::dedicated_channel_to(&self.router, node)
+            }
+        };
+        links.call(node, dial, request, caller, timeout).await
+    }
+
+    /// Forgets a peer that left: its links close once their calls are done.
+    pub fn forget_peer(&self, node: &str) {
+        for links in &self.sets {
+            links.forget_peer(node);
+        }
+    }
+}
+
+/// One thread's streams to its peers, by peer id.
+#[derive(Default)]
+struct Links {
     peers: Mutex<HashMap<String, Peer>>,
 }
 
@@ -295,14 +346,13 @@ enum Peer {
     Unary(Instant),
 }
 
-impl Hops {
-    /// Sends `request` to `node` over its stream, with `timeout` left, on
-    /// behalf of `caller`. `None`: send it as a unary call instead (the
-    /// peer has no stream, or the caller's credentials are not text).
-    pub(crate) async fn call<Q: Routed>(
+impl Links {
+    /// Sends `request` to `node` over its stream (opened on the channel
+    /// `dial` gives if there is none), as [`Hops::call`].
+    async fn call<Q: Routed>(
         &self,
         node: &str,
-        channel: &Channel,
+        dial: impl FnOnce() -> Option<Channel>,
         request: &Q,
         caller: &Caller,
         timeout: Duration,
@@ -310,7 +360,7 @@ impl Hops {
         // A header that is not text goes as it came, on a unary call: the
         // peer then decides, never a stream call without it.
         let authorization = caller.authorization_text().ok()?.unwrap_or_default();
-        let link = self.link(node, channel)?;
+        let link = self.link(node, dial)?;
         let call = v1::HopCall {
             id: 0,         // set by the link
             timeout_us: 0, // set when sent
@@ -339,14 +389,15 @@ impl Hops {
         })
     }
 
-    /// The open link to `node`, opened on `channel` if there is none.
-    fn link(&self, node: &str, channel: &Channel) -> Option<Arc<Link>> {
+    /// The open link to `node`, opened on the channel `dial` gives if
+    /// there is none.
+    fn link(&self, node: &str, dial: impl FnOnce() -> Option<Channel>) -> Option<Arc<Link>> {
         let mut peers = self.peers.lock().expect("lock poisoned");
         match peers.get(node) {
             Some(Peer::Unary(until)) if Instant::now() < *until => None,
             Some(Peer::Open(link)) if !link.is_broken() => Some(Arc::clone(link)),
             _ => {
-                let link = Link::open(node, channel.clone());
+                let link = Link::open(node, dial()?);
                 peers.insert(node.to_owned(), Peer::Open(Arc::clone(&link)));
                 Some(link)
             }
@@ -365,8 +416,7 @@ impl Hops {
         }
     }
 
-    /// Forgets a peer that left: its link closes once its calls are done.
-    pub fn forget_peer(&self, node: &str) {
+    fn forget_peer(&self, node: &str) {
         self.peers.lock().expect("lock poisoned").remove(node);
     }
 }

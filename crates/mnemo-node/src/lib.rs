@@ -24,6 +24,8 @@
 //! - `membership`: SWIM view changes → router topology, partition state,
 //!   breakers of returning nodes, settles and repairs.
 //! - [`server`]: binding, joining, serving, health and reflection.
+//! - `serving`: accepting connections and handing them to the runtime, or
+//!   the threads, that serve them.
 //! - [`http`]: `/metrics` and `/health`.
 //! - [`security`]: TLS, who may call what (nodes, operators, tokens), and
 //!   the certificates directory.
@@ -50,6 +52,7 @@ pub mod replication;
 pub mod security;
 pub mod server;
 pub mod service;
+mod serving;
 mod telemetry;
 
 pub use config::NodeConfig;

@@ -227,9 +227,13 @@ pub(crate) fn recall(
             min,
         )
     };
-    // A large scan takes milliseconds: let the runtime move other tasks off
-    // this worker. A small one is cheaper than that hand-off.
-    let found = if node.store.len(&r.space) > INLINE_SCAN_LIMIT {
+    // A large scan takes milliseconds: on a multi-threaded runtime, let it
+    // move other tasks off this worker (a small one is cheaper than that
+    // hand-off). A serving thread's runtime has no other worker: there the
+    // scan holds the thread, and the other serving threads go on.
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let found = if multi_threaded && node.store.len(&r.space) > INLINE_SCAN_LIMIT {
         tokio::task::block_in_place(scan)
     } else {
         scan()

@@ -352,3 +352,11 @@ pub(crate) fn channel_to(router: &Router, id: &str) -> Option<tonic::transport::
     let idx = table.topology().index_of(id)?;
     Some(table.remote(idx)?.channels.as_ref()?.get().clone())
 }
+
+/// A new channel to node `id`, not one of the pool's (see
+/// `NodeChannels::dedicated`).
+pub(crate) fn dedicated_channel_to(router: &Router, id: &str) -> Option<tonic::transport::Channel> {
+    let table = router.table();
+    let idx = table.topology().index_of(id)?;
+    Some(table.remote(idx)?.channels.as_ref()?.dedicated())
+}

@@ -16,7 +16,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 
 use crate::antientropy::AntiEntropy;
 use crate::config::{MAX_MESSAGE_BYTES, NodeConfig};
@@ -41,7 +40,7 @@ pub struct Running {
     pub http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     left: watch::Receiver<bool>,
-    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    server: JoinHandle<Result<(), BoxError>>,
 }
 
 impl Running {
@@ -172,6 +171,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
     } else {
         health.set_not_serving::<MnemoServer<MnemoService>>().await;
     }
+    let hops = crate::hop::Hops::new(config.serving_threads, Arc::clone(&router));
     let node = Arc::new(Node {
         id: config.id.clone(),
         addr: local_addr.to_string(),
@@ -180,7 +180,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         router,
         replicator,
         sync,
-        hops: crate::hop::Hops::default(),
+        hops,
         left: left.clone(),
         view: view.clone(),
         membership: tokio::sync::Mutex::new(Some(membership)),
@@ -223,25 +223,21 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
     if let Some(security) = &node.config.security {
         builder = builder.tls_config(security.server_tls.clone())?;
     }
-    let leaving = Arc::clone(&node);
-    let server = tokio::spawn(
-        builder
-            .tcp_nodelay(true)
-            .layer(crate::telemetry::TimedLayer)
-            .layer(crate::limits::resource_exhausted_layer())
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(public)
-            .add_service(internal)
-            // Our own listener (bound before membership started) bypasses
-            // the builder's TCP settings: set no-delay on accepted sockets
-            // here, or Nagle and delayed ACKs add ~40 ms to small replies.
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                leave_when_stopped(leaving, stopped, left_tx),
-            ),
-    );
+    let router = builder
+        .layer(crate::telemetry::TimedLayer)
+        .layer(crate::limits::resource_exhausted_layer())
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(public)
+        .add_service(internal);
+    let server = crate::serving::serve(
+        listener,
+        node.config.serving_threads,
+        &left,
+        move |incoming, stop| router.serve_with_incoming_shutdown(incoming, stop),
+    )?;
+    tokio::spawn(leave_when_stopped(Arc::clone(&node), stopped, left_tx));
     tracing::info!(id = %node.id, addr = %local_addr, "node serving");
     Ok(Running {
         node,

@@ -4,8 +4,8 @@
 //! only, query scattered per space and gathered.
 //!
 //! Every call routed to the holders of one space (remember, forget, recall,
-//! get, list) has one shape, [`MnemoService::handle`]: checks, then either
-//! serve a request another node forwarded ([`MnemoService::serve_forwarded`])
+//! get, list) has one shape, `MnemoService::handle`: checks, then either
+//! serve a request another node forwarded (`MnemoService::serve_forwarded`)
 //! or route it and forward it where it belongs (`forward.rs`). What differs
 //! per call is its `Routed` impl (`calls.rs`); the work on this node's own
 //! copy is `local.rs`.

@@ -131,6 +131,13 @@ impl NodeChannels {
         })
     }
 
+    /// A channel of its own, outside the pool's slots, with the pool's
+    /// settings: its connection's tasks run on the runtime that first uses
+    /// it (so a single-threaded runtime can keep a call's I/O to itself).
+    pub fn dedicated(&self) -> Channel {
+        self.endpoint.connect_lazy()
+    }
+
     /// Channels opened so far.
     pub fn open_count(&self) -> usize {
         self.slots.iter().filter(|s| s.get().is_some()).count()

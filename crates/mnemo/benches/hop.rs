@@ -6,9 +6,13 @@
 //! concurrent caller). Prints p50 and p99 of each, and what each hop adds
 //! over the direct call. Numbers are printed, never asserted.
 //!
+//! It runs twice: nodes serving on their shared multi-threaded runtime (the
+//! default), then with `--serving-threads` set to the host's cores (each
+//! thread alone with its connections, see the node's `serving` module).
+//!
 //! `cargo bench -p mnemo --bench hop` (`-- --samples N` per path and
 //! concurrency, default 4000; `-- --only forwarded` runs one path, to
-//! profile it). nginx is Debian's `nginx-light`: found on
+//! profile it; `-- --serving-threads N` runs one mode). nginx is Debian's `nginx-light`: found on
 //! `PATH` or in `/usr/sbin`, or installed with `apt-get` when running as
 //! root; when it cannot be had, its rows say why and the rest still runs.
 
@@ -183,8 +187,25 @@ fn main() {
     };
     let samples: usize = support::bench_arg(&args, "--samples", 4000);
     let only: String = support::bench_arg(&args, "--only", String::new());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let modes = match support::bench_arg::<usize>(&args, "--serving-threads", usize::MAX) {
+        usize::MAX => vec![0, cores],
+        n => vec![n],
+    };
     rt.block_on(async move {
-        let cluster = Cluster::start(3).await;
+        for threads in modes {
+            println!("\n--serving-threads {threads} (0: one shared runtime)");
+            let flags = ["--serving-threads".to_owned(), threads.to_string()];
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            run(samples, &only, &flags).await;
+        }
+    });
+}
+
+/// One cluster with `flags` on every node; prints the table.
+async fn run(samples: usize, only: &str, flags: &[&str]) {
+    {
+        let cluster = Cluster::start_with(3, flags).await;
         let mut c = cluster.nodes[0].client().await;
         for i in 0..100 {
             support::remember_meeting(&mut c, SPACE, i).await;
@@ -265,5 +286,5 @@ fn main() {
                 );
             }
         }
-    });
+    }
 }

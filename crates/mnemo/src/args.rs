@@ -205,6 +205,12 @@ pub(crate) struct NodeArgs {
     /// (default 64).
     #[arg(long, env = "MNEMO_SYNC_RATE_MIB", value_name = "MIB")]
     pub(crate) sync_rate_mib: Option<u64>,
+    /// Threads serving gRPC connections, each alone with the connections
+    /// it was handed: forwards cost less, but only a host that gives the
+    /// node its cores keeps tail latencies low [default: 0, one runtime
+    /// whose workers share all connections].
+    #[arg(long, env = "MNEMO_SERVING_THREADS", value_name = "N")]
+    pub(crate) serving_threads: Option<usize>,
     /// Checkpoint the store (and start the write-ahead log over) once the
     /// log holds this many MiB (default 64); bounds replay at start-up.
     #[arg(long, env = "MNEMO_CHECKPOINT_MIB", value_name = "MIB")]

@@ -29,11 +29,15 @@ struct FileConfig {
     hedge_ms: Option<u64>,
     anti_entropy_ms: Option<u64>,
     sync_rate_mib: Option<u64>,
+    serving_threads: Option<usize>,
     checkpoint_mib: Option<u64>,
     certs_dir: Option<PathBuf>,
     #[serde(default)]
     insecure: bool,
 }
+
+/// Most `--serving-threads`: far more than any host's cores.
+const MAX_SERVING_THREADS: usize = 1024;
 
 fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
     let file = match &args.config {
@@ -91,6 +95,14 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
             return Err(Failure("--sync-rate-mib must be at least 1".into()));
         }
         c.sync_bytes_per_sec = mib.saturating_mul(1024 * 1024);
+    }
+    if let Some(n) = args.serving_threads.or(file.serving_threads) {
+        if n > MAX_SERVING_THREADS {
+            return Err(Failure(format!(
+                "--serving-threads must be at most {MAX_SERVING_THREADS}"
+            )));
+        }
+        c.serving_threads = n;
     }
     if let Some(mib) = args.checkpoint_mib.or(file.checkpoint_mib) {
         if mib == 0 {

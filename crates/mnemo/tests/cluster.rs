@@ -649,3 +649,73 @@ async fn an_oversized_forwarded_answer_fails_alone() {
     let small = small.expect("the other call is answered").into_inner();
     assert_eq!(small.memories[0].memory.as_ref().unwrap().id, "small");
 }
+
+/// Nodes whose connections are served by threads of their own (each with
+/// its own hop streams to its peers) write, forward and answer as nodes on
+/// one shared runtime do, and stop cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_serving_threads_route_forward_and_stop() {
+    let mut cluster = Cluster::start_with(4, &["--serving-threads", "2"]).await;
+    for node in &cluster.nodes {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", node.pid())).unwrap();
+        let mut names: Vec<String> = tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_owned())
+            .filter(|n| n.starts_with("mnemo-serve"))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["mnemo-serve-1", "mnemo-serve-2"], "{}", node.id);
+    }
+    for i in 0..4 {
+        let space = format!("threads-{i}");
+        let placed = cluster.agreed_placement(&space).await;
+        let holders: Vec<String> = placed
+            .primary
+            .iter()
+            .chain(&placed.replicas)
+            .map(|n| n.id.clone())
+            .collect();
+        let outsider = cluster
+            .nodes
+            .iter()
+            .find(|n| !holders.contains(&n.id))
+            .expect("4 nodes, 3 holders");
+        // Written through the node that holds nothing of it: forwarded.
+        let mut c = outsider.client().await;
+        for j in 0..4 {
+            c.remember(support::remember(
+                &space,
+                &format!("m-{j}"),
+                &format!("line {j} of {space}"),
+                v1::Ack::Quorum,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("write {j} to {space} through {}: {e}", outsider.id));
+        }
+        // Read through every node on several connections, which the
+        // nodes hand to different threads.
+        for node in &cluster.nodes {
+            for _ in 0..3 {
+                let r = node.recall(support::recall_all(&space, "line")).await;
+                assert_eq!(
+                    support::ids(&r).len(),
+                    4,
+                    "{space} through {}: {r:?}",
+                    node.id
+                );
+                assert!(
+                    holders.contains(&r.served_by),
+                    "{space} through {} served by {}, not a holder {holders:?}",
+                    node.id,
+                    r.served_by
+                );
+            }
+        }
+    }
+    let mut n4 = cluster.remove("n4");
+    assert!(n4.terminate().success(), "n4 stops on SIGTERM");
+    assert!(
+        !n4.lingered.load(std::sync::atomic::Ordering::SeqCst),
+        "n4 waited for connections to close"
+    );
+}

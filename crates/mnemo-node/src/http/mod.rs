@@ -1,7 +1,7 @@
 //! `--http HOST:PORT`: the HTTP/JSON API under `/v1` ([`api`]) with its
 //! OpenAPI document at `/v1/openapi.json`, Prometheus text at `/metrics`,
 //! and `/livez`, `/readyz` (and `/health`) for probes. On a secure node
-//! the port speaks TLS with the node's certificate ([`tls`]) and `/v1`
+//! the port speaks TLS with the node's certificate (`tls`) and `/v1`
 //! takes the same credentials as gRPC; the probes, the metrics and the
 //! OpenAPI document need none.
 

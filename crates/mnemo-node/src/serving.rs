@@ -1,0 +1,168 @@
+//! Serving threads: where gRPC connections live.
+//!
+//! One task accepts connections. By default it hands them all to one
+//! server on the node's multi-threaded runtime, whose workers share every
+//! connection's work. With [`NodeConfig::serving_threads`](crate::NodeConfig)
+//! set, it hands each, round-robin, to one of that many threads instead. Each thread
+//! runs a single-threaded runtime that serves every request of the
+//! connections it was handed, and keeps its own [hop streams](crate::hop)
+//! to peers. A forwarded request is thus read, routed, sent on, answered
+//! and written back on one thread: the tasks it passes through wake each
+//! other by a queue push, never by a wake-up of another thread (on small
+//! hosts that is most of what a hop costs). Threads share the rest of the
+//! node (store, router, membership), and background work (anti-entropy,
+//! membership, the HTTP API) stays on the main runtime.
+//!
+//! The price: a thread has no one to take its work over. Where the node
+//! shares its cores with other busy processes, a thread the kernel puts
+//! aside for a scheduler tick holds all its connections' requests that
+//! long, which a multi-threaded runtime's work stealing would have moved.
+//! Hence threads are for hosts that give the node its cores.
+
+use std::cell::Cell;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+thread_local! {
+    /// 1-based index of the serving thread this is; 0 elsewhere.
+    static SERVING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The serving thread this code runs on (1-based), or 0 off them.
+pub(crate) fn current() -> usize {
+    SERVING.with(Cell::get)
+}
+
+/// Pause after a failed accept (out of file descriptors, say) so that the
+/// loop does not spin while the condition lasts.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(20);
+
+/// The connections one serving thread is handed.
+pub(crate) type Incoming = tokio_stream::adapters::Map<
+    UnboundedReceiverStream<TcpStream>,
+    fn(TcpStream) -> std::io::Result<tokio::net::TcpStream>,
+>;
+
+/// Resolves when the thread is to stop taking requests.
+pub(crate) type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Runs `server` (a tonic router served over the connections given, until
+/// the signal) on `threads` threads with the connections `listener`
+/// accepts, until `left` turns true; then each thread finishes what its
+/// connections asked (tonic's graceful shutdown). The handle's result is
+/// the first thread's error, if any.
+pub(crate) fn serve<S, F>(
+    listener: TcpListener,
+    threads: usize,
+    left: &watch::Receiver<bool>,
+    server: S,
+) -> Result<tokio::task::JoinHandle<Result<(), BoxError>>, BoxError>
+where
+    S: FnOnce(Incoming, Stop) -> F + Clone + Send + 'static,
+    F: std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+{
+    let mut handoff = Vec::new();
+    let mut done = Vec::new();
+    if threads == 0 {
+        // On the runtime this runs on, with the other tasks.
+        let (tx, rx) = mpsc::unbounded_channel::<TcpStream>();
+        let (finished, finish) = oneshot::channel::<Result<(), BoxError>>();
+        let mut left = left.clone();
+        let server = server.clone();
+        tokio::spawn(async move {
+            let stop: Stop = Box::pin(async move {
+                let _ = left.wait_for(|l| *l).await;
+            });
+            let result = server(adopted(rx), stop).await.map_err(BoxError::from);
+            let _ = finished.send(result);
+        });
+        handoff.push(tx);
+        done.push(finish);
+    }
+    for index in 1..=threads {
+        let (tx, rx) = mpsc::unbounded_channel::<TcpStream>();
+        let (finished, finish) = oneshot::channel::<Result<(), BoxError>>();
+        let server = server.clone();
+        let mut left = left.clone();
+        std::thread::Builder::new()
+            .name(format!("mnemo-serve-{index}"))
+            .spawn(move || {
+                SERVING.with(|s| s.set(index));
+                let result = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(async move {
+                        let incoming = adopted(rx);
+                        let stop: Stop = Box::pin(async move {
+                            let _ = left.wait_for(|l| *l).await;
+                        });
+                        server(incoming, stop).await.map_err(BoxError::from)
+                    }),
+                    Err(e) => Err(e.into()),
+                };
+                let _ = finished.send(result);
+            })?;
+        handoff.push(tx);
+        done.push(finish);
+    }
+    tokio::spawn(accept(listener, handoff, left.clone()));
+    Ok(tokio::spawn(async move {
+        for finish in done {
+            match finish.await {
+                Ok(result) => result?,
+                Err(_) => return Err("a serving thread ended without a word".into()),
+            }
+        }
+        Ok(())
+    }))
+}
+
+/// The connections sent on `rx`, each registered with the runtime that
+/// polls the stream.
+fn adopted(rx: mpsc::UnboundedReceiver<TcpStream>) -> Incoming {
+    let adopt: fn(TcpStream) -> std::io::Result<tokio::net::TcpStream> =
+        tokio::net::TcpStream::from_std;
+    UnboundedReceiverStream::new(rx).map(adopt)
+}
+
+/// Accepts connections and hands them out in turn, until `left`.
+async fn accept(
+    listener: TcpListener,
+    threads: Vec<mpsc::UnboundedSender<TcpStream>>,
+    mut left: watch::Receiver<bool>,
+) {
+    let mut next = 0usize;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = left.wait_for(|l| *l) => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            }
+        };
+        // Small replies must not wait for Nagle and delayed ACKs (~40 ms).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        if threads[next % threads.len()].send(stream).is_err() {
+            return; // that thread's server ended: the node is stopping
+        }
+        next = next.wrapping_add(1);
+    }
+}
