@@ -160,6 +160,16 @@ impl AntiEntropy {
         }
     }
 
+    /// Queues `job` behind everything queued, unless it is queued already.
+    pub fn enqueue_last(&self, job: Job) {
+        let mut q = self.queue.lock().expect("lock poisoned");
+        if q.queued.insert(job.clone()) {
+            q.pending.push_back(job);
+            drop(q);
+            self.wake.notify_one();
+        }
+    }
+
     /// True outside a settle.
     pub fn settled(&self) -> bool {
         self.readiness.lock().expect("lock poisoned").settled()
@@ -271,6 +281,10 @@ fn periodic(node: &Node, tick: usize) {
 /// (outside a settle, which catches them up itself). Without this, a space
 /// whose last catch-up failed (a peer unreachable at the time) would stay
 /// out of service here until a read of it came by.
+///
+/// They queue behind the work already waiting (repairs, hand-overs, the
+/// catch-ups reads asked for): while a peer stays unreachable they keep
+/// failing, and must not hold everything else up.
 pub fn retry_stale(node: &Node) {
     let stale = node
         .sync
@@ -280,7 +294,13 @@ pub fn retry_stale(node: &Node) {
         .to_retry();
     for space in stale {
         if node.is_holder(&space) {
-            node.sync.enqueue(Job::CatchUp { space });
+            node.sync.enqueue_last(Job::CatchUp { space });
+        } else {
+            node.sync
+                .readiness
+                .lock()
+                .expect("lock poisoned")
+                .forget(&space);
         }
     }
 }
@@ -456,22 +476,20 @@ async fn try_catch_up(node: &Node, space: &str) -> Result<(), Status> {
         .lock()
         .expect("lock poisoned")
         .generation();
-    if let Some(why) = node.placed_only_on_down_nodes(space) {
+    let failed = |e: Status| {
         node.sync
             .readiness
             .lock()
             .expect("lock poisoned")
-            .mark_stale(space);
-        return Err(Status::unavailable(why));
+            .failed(space, generation);
+        Err(e)
+    };
+    if let Some(why) = node.placed_only_on_down_nodes(space) {
+        return failed(Status::unavailable(why));
     }
     for peer in node.sources_of(space) {
         if let Err(e) = sync_space(node, space, &peer).await {
-            node.sync
-                .readiness
-                .lock()
-                .expect("lock poisoned")
-                .mark_stale(space);
-            return Err(e);
+            return failed(e);
         }
     }
     let stand_in = node.stands_in_for(space);

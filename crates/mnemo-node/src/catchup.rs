@@ -106,6 +106,21 @@ impl Readiness {
         true
     }
 
+    /// A catch-up of `space` that started in `generation` failed: stale,
+    /// unless a settle began since (it catches the space up itself, and
+    /// may have already).
+    pub fn failed(&mut self, space: &str, generation: u64) {
+        if generation == self.generation {
+            self.mark_stale(space);
+        }
+    }
+
+    /// No longer a holder of `space`: whether it is stale no longer
+    /// matters (becoming a holder again marks it anew).
+    pub fn forget(&mut self, space: &str) {
+        self.stale.remove(space);
+    }
+
     /// Marks `space` as needing a catch-up before it is read again.
     pub fn mark_stale(&mut self, space: &str) {
         self.synced.remove(space);
@@ -199,6 +214,23 @@ mod tests {
         assert_eq!(r.to_retry(), ["c"], "still stale after a settle");
         r.mark_stale("d");
         assert_eq!(r.to_retry(), ["c", "d"], "inherited spaces too");
+        r.forget("d");
+        assert_eq!(r.to_retry(), ["c"], "no longer held");
+    }
+
+    #[test]
+    fn a_catch_up_outdated_by_a_settle_does_not_mark_its_space_stale() {
+        let mut r = Readiness::starting();
+        let g = r.begin(SettleKind::Full);
+        r.end(g, []);
+        let retry = r.generation();
+        let settle = r.begin(SettleKind::Full);
+        r.caught_up("a", false, settle);
+        r.end(settle, []);
+        r.failed("a", retry);
+        assert!(r.ready("a", false), "the settle caught it up since");
+        r.failed("a", r.generation());
+        assert!(!r.ready("a", false));
     }
 
     #[test]

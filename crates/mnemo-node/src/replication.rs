@@ -50,6 +50,10 @@ pub type ChannelFor = Arc<dyn Fn(&str) -> Option<Channel> + Send + Sync>;
 pub struct Replicator {
     node_id: String,
     channel_for: ChannelFor,
+    /// Where the per-peer workers run: the runtime the replicator was made
+    /// on, which lives as long as the node (not a serving thread's, which
+    /// ends while the node stops; see `crate::serving`).
+    runtime: tokio::runtime::Handle,
     peers: Mutex<HashMap<String, Arc<Peer>>>,
     /// Per peer, the spaces whose writes did not reach it: anti-entropy
     /// repairs them once the peer is reachable.
@@ -103,10 +107,12 @@ impl Acks {
 
 impl Replicator {
     /// A replicator of node `node_id`, reaching peers through `channel_for`.
+    /// Must run inside the node's main runtime (its workers run there).
     pub fn new(node_id: String, channel_for: ChannelFor) -> Arc<Self> {
         Arc::new(Replicator {
             node_id,
             channel_for,
+            runtime: tokio::runtime::Handle::current(),
             peers: Mutex::new(HashMap::new()),
             undelivered: Mutex::new(HashMap::new()),
         })
@@ -170,7 +176,8 @@ impl Replicator {
         });
         peers.insert(node.to_owned(), Arc::clone(&peer));
         let (this, worker_peer, id) = (Arc::clone(self), Arc::clone(&peer), node.to_owned());
-        tokio::spawn(async move { this.work(id, worker_peer).await });
+        self.runtime
+            .spawn(async move { this.work(id, worker_peer).await });
         peer
     }
 

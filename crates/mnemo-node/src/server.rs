@@ -120,6 +120,9 @@ pub(crate) fn router_config(config: &NodeConfig) -> RouterConfig {
     };
     router_config.breaker.open_timeout = config.breaker_open_timeout;
     router_config.pool.tls = config.security.as_ref().map(|s| s.peer_tls.clone());
+    // Pooled channels are shared by the whole node: their tasks stay on the
+    // main runtime, whichever serving thread opens them.
+    router_config.pool.runtime = tokio::runtime::Handle::try_current().ok();
     router_config
 }
 

@@ -114,14 +114,14 @@ where
         done.push(finish);
     }
     tokio::spawn(accept(listener, handoff, left.clone()));
+    // Ends at the first server's error, or when all have ended.
+    let each = done.into_iter().map(|finish| async move {
+        finish
+            .await
+            .unwrap_or_else(|_| Err("a serving thread ended without a word".into()))
+    });
     Ok(tokio::spawn(async move {
-        for finish in done {
-            match finish.await {
-                Ok(result) => result?,
-                Err(_) => return Err("a serving thread ended without a word".into()),
-            }
-        }
-        Ok(())
+        futures_util::future::try_join_all(each).await.map(drop)
     }))
 }
 
@@ -157,12 +157,23 @@ async fn accept(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let Ok(stream) = stream.into_std() else {
+        let Ok(mut stream) = stream.into_std() else {
             continue;
         };
-        if threads[next % threads.len()].send(stream).is_err() {
-            return; // that thread's server ended: the node is stopping
+        // To the next thread whose server still runs (one that ended, its
+        // error is in the serving handle, must not stop the others).
+        let mut tried = 0;
+        loop {
+            let thread = &threads[next % threads.len()];
+            next = next.wrapping_add(1);
+            match thread.send(stream) {
+                Ok(()) => break,
+                Err(mpsc::error::SendError(back)) => stream = back,
+            }
+            tried += 1;
+            if tried == threads.len() {
+                return; // every server ended
+            }
         }
-        next = next.wrapping_add(1);
     }
 }

@@ -45,6 +45,25 @@ pub struct PoolConfig {
     /// TLS for every channel (the scheme becomes `https`); `None`:
     /// plaintext.
     pub tls: Option<ClientTlsConfig>,
+    /// Where the channels' tasks (buffer and connection) run; `None`: the
+    /// runtime of the call that opens each. A node whose requests are
+    /// served on short-lived or single-threaded runtimes gives its main
+    /// runtime here, so that shared channels outlive and do not hold up
+    /// any one of them.
+    pub runtime: Option<tokio::runtime::Handle>,
+}
+
+/// Spawns a channel's tasks on a given runtime.
+#[derive(Clone)]
+struct OnRuntime(tokio::runtime::Handle);
+
+impl<F> hyper::rt::Executor<F> for OnRuntime
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.0.spawn(future);
+    }
 }
 
 impl Default for PoolConfig {
@@ -55,6 +74,7 @@ impl Default for PoolConfig {
             keep_alive_interval: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(5),
             tls: None,
+            runtime: None,
         }
     }
 }
@@ -76,6 +96,9 @@ pub fn endpoint(member: &Member, config: &PoolConfig) -> Result<Endpoint, Router
         Endpoint::from_shared(format!("{scheme}://{}", member.addr)).map_err(|_| invalid())?;
     if let Some(tls) = &config.tls {
         endpoint = endpoint.tls_config(tls.clone()).map_err(|_| invalid())?;
+    }
+    if let Some(runtime) = &config.runtime {
+        endpoint = endpoint.executor(OnRuntime(runtime.clone()));
     }
     Ok(endpoint
         .connect_timeout(config.connect_timeout)
@@ -132,10 +155,12 @@ impl NodeChannels {
     }
 
     /// A channel of its own, outside the pool's slots, with the pool's
-    /// settings: its connection's tasks run on the runtime that first uses
-    /// it (so a single-threaded runtime can keep a call's I/O to itself).
+    /// settings except that its tasks run on the calling runtime (so that
+    /// a single-threaded runtime keeps a call's I/O to itself).
+    /// Must run inside a tokio runtime.
     pub fn dedicated(&self) -> Channel {
-        self.endpoint.connect_lazy()
+        let here = OnRuntime(tokio::runtime::Handle::current());
+        self.endpoint.clone().executor(here).connect_lazy()
     }
 
     /// Channels opened so far.
