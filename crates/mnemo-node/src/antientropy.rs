@@ -148,23 +148,23 @@ impl AntiEntropy {
     /// Queues `job` unless it is queued already. Catch-ups go first: a
     /// client waits on them.
     pub fn enqueue(&self, job: Job) {
-        let mut q = self.queue.lock().expect("lock poisoned");
-        if q.queued.insert(job.clone()) {
-            if matches!(job, Job::CatchUp { .. }) {
-                q.pending.push_front(job);
-            } else {
-                q.pending.push_back(job);
-            }
-            drop(q);
-            self.wake.notify_one();
-        }
+        let first = matches!(job, Job::CatchUp { .. });
+        self.queue_job(job, first);
     }
 
     /// Queues `job` behind everything queued, unless it is queued already.
     pub fn enqueue_last(&self, job: Job) {
+        self.queue_job(job, false);
+    }
+
+    fn queue_job(&self, job: Job, first: bool) {
         let mut q = self.queue.lock().expect("lock poisoned");
         if q.queued.insert(job.clone()) {
-            q.pending.push_back(job);
+            if first {
+                q.pending.push_front(job);
+            } else {
+                q.pending.push_back(job);
+            }
             drop(q);
             self.wake.notify_one();
         }
@@ -286,22 +286,19 @@ fn periodic(node: &Node, tick: usize) {
 /// catch-ups reads asked for): while a peer stays unreachable they keep
 /// failing, and must not hold everything else up.
 pub fn retry_stale(node: &Node) {
-    let stale = node
-        .sync
-        .readiness
-        .lock()
-        .expect("lock poisoned")
-        .to_retry();
-    for space in stale {
-        if node.is_holder(&space) {
-            node.sync.enqueue_last(Job::CatchUp { space });
-        } else {
-            node.sync
-                .readiness
-                .lock()
-                .expect("lock poisoned")
-                .forget(&space);
+    let held: Vec<String> = {
+        let mut readiness = node.sync.readiness.lock().expect("lock poisoned");
+        let (held, gone): (Vec<String>, Vec<String>) = readiness
+            .to_retry()
+            .into_iter()
+            .partition(|space| node.is_holder(space));
+        for space in &gone {
+            readiness.forget(space);
         }
+        held
+    };
+    for space in held {
+        node.sync.enqueue_last(Job::CatchUp { space });
     }
 }
 

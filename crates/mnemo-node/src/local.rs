@@ -231,9 +231,11 @@ pub(crate) fn recall(
     // move other tasks off this worker (a small one is cheaper than that
     // hand-off). A serving thread's runtime has no other worker: there the
     // scan holds the thread, and the other serving threads go on.
-    let multi_threaded = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    let found = if multi_threaded && node.store.len(&r.space) > INLINE_SCAN_LIMIT {
+    let multi_threaded = || {
+        tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+    };
+    let found = if node.store.len(&r.space) > INLINE_SCAN_LIMIT && multi_threaded() {
         tokio::task::block_in_place(scan)
     } else {
         scan()

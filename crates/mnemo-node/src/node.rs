@@ -348,15 +348,22 @@ impl Node {
 
 /// A pooled channel to node `id`, if it is a known remote member.
 pub(crate) fn channel_to(router: &Router, id: &str) -> Option<tonic::transport::Channel> {
-    let table = router.table();
-    let idx = table.topology().index_of(id)?;
-    Some(table.remote(idx)?.channels.as_ref()?.get().clone())
+    with_channels(router, id, |c| c.get().clone())
 }
 
 /// A new channel to node `id`, not one of the pool's (see
 /// `NodeChannels::dedicated`).
 pub(crate) fn dedicated_channel_to(router: &Router, id: &str) -> Option<tonic::transport::Channel> {
+    with_channels(router, id, mnemo_router::pool::NodeChannels::dedicated)
+}
+
+/// `f` of node `id`'s pool entry, if the topology has one for it.
+fn with_channels<T>(
+    router: &Router,
+    id: &str,
+    f: impl FnOnce(&mnemo_router::pool::NodeChannels) -> T,
+) -> Option<T> {
     let table = router.table();
     let idx = table.topology().index_of(id)?;
-    Some(table.remote(idx)?.channels.as_ref()?.dedicated())
+    Some(f(table.remote(idx)?.channels.as_ref()?))
 }

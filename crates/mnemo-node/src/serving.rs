@@ -70,46 +70,32 @@ where
 {
     let mut handoff = Vec::new();
     let mut done = Vec::new();
-    if threads == 0 {
-        // On the runtime this runs on, with the other tasks.
+    // 0: this runtime serves; else threads 1..=N do, and this one only accepts.
+    let servers = if threads == 0 { 0..=0 } else { 1..=threads };
+    for index in servers {
         let (tx, rx) = mpsc::unbounded_channel::<TcpStream>();
         let (finished, finish) = oneshot::channel::<Result<(), BoxError>>();
-        let mut left = left.clone();
-        let server = server.clone();
-        tokio::spawn(async move {
-            let stop: Stop = Box::pin(async move {
-                let _ = left.wait_for(|l| *l).await;
+        let serving = run(server.clone(), rx, left.clone());
+        if index == 0 {
+            // On the runtime this runs on, with the other tasks.
+            tokio::spawn(async move {
+                let _ = finished.send(serving.await);
             });
-            let result = server(adopted(rx), stop).await.map_err(BoxError::from);
-            let _ = finished.send(result);
-        });
-        handoff.push(tx);
-        done.push(finish);
-    }
-    for index in 1..=threads {
-        let (tx, rx) = mpsc::unbounded_channel::<TcpStream>();
-        let (finished, finish) = oneshot::channel::<Result<(), BoxError>>();
-        let server = server.clone();
-        let mut left = left.clone();
-        std::thread::Builder::new()
-            .name(format!("mnemo-serve-{index}"))
-            .spawn(move || {
-                SERVING.with(|s| s.set(index));
-                let result = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime.block_on(async move {
-                        let incoming = adopted(rx);
-                        let stop: Stop = Box::pin(async move {
-                            let _ = left.wait_for(|l| *l).await;
-                        });
-                        server(incoming, stop).await.map_err(BoxError::from)
-                    }),
-                    Err(e) => Err(e.into()),
-                };
-                let _ = finished.send(result);
-            })?;
+        } else {
+            std::thread::Builder::new()
+                .name(format!("mnemo-serve-{index}"))
+                .spawn(move || {
+                    SERVING.with(|s| s.set(index));
+                    let result = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime.block_on(serving),
+                        Err(e) => Err(e.into()),
+                    };
+                    let _ = finished.send(result);
+                })?;
+        }
         handoff.push(tx);
         done.push(finish);
     }
@@ -123,6 +109,22 @@ where
     Ok(tokio::spawn(async move {
         futures_util::future::try_join_all(each).await.map(drop)
     }))
+}
+
+/// `server` over the connections sent on `rx`, until `left`.
+async fn run<S, F>(
+    server: S,
+    rx: mpsc::UnboundedReceiver<TcpStream>,
+    mut left: watch::Receiver<bool>,
+) -> Result<(), BoxError>
+where
+    S: FnOnce(Incoming, Stop) -> F,
+    F: std::future::Future<Output = Result<(), tonic::transport::Error>>,
+{
+    let stop: Stop = Box::pin(async move {
+        let _ = left.wait_for(|l| *l).await;
+    });
+    server(adopted(rx), stop).await.map_err(BoxError::from)
 }
 
 /// The connections sent on `rx`, each registered with the runtime that
