@@ -221,7 +221,7 @@ impl Routed for v1::RecallRequest {
         request: Self,
         context: Context,
     ) -> impl Future<Output = Result<Self::Answer, Status>> + Send {
-        std::future::ready(local::recall(node, &request, context.penalty))
+        local::recall(node, request, context.penalty)
     }
 
     async fn call(

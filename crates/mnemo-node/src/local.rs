@@ -204,9 +204,9 @@ pub(crate) fn list(node: &Node, r: &v1::ListRequest) -> Result<v1::ListResponse,
 }
 
 /// Ranks the local copy of a space; confidences are scaled by `penalty`.
-pub(crate) fn recall(
+pub(crate) async fn recall(
     node: &Node,
-    r: &v1::RecallRequest,
+    r: v1::RecallRequest,
     penalty: f32,
 ) -> Result<v1::RecallResponse, Status> {
     let k = validate::k(r.k).map_err(NodeError::from)?;
@@ -214,8 +214,8 @@ pub(crate) fn recall(
     // its *returned* confidence, `confidence · penalty`, reaches the minimum.
     let min = r.min_confidence.unwrap_or(0.0) / penalty.max(f32::MIN_POSITIVE);
     check_caught_up(node, &r.space)?;
-    let scan = || {
-        node.store.recall(
+    let scan = move |store: &mnemo_store::Store, r: &v1::RecallRequest| {
+        store.recall(
             &r.space,
             Cue {
                 text: &r.cue,
@@ -227,27 +227,36 @@ pub(crate) fn recall(
             min,
         )
     };
-    // A large scan takes milliseconds: on a multi-threaded runtime, let it
-    // move other tasks off this worker (a small one is cheaper than that
-    // hand-off). A serving thread's runtime has no other worker: there the
-    // scan holds the thread, and the other serving threads go on.
-    let multi_threaded = || {
-        tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-    };
-    let found = if node.store.len(&r.space) > INLINE_SCAN_LIMIT && multi_threaded() {
-        tokio::task::block_in_place(scan)
+    // A large scan takes milliseconds, which the other requests of this
+    // worker must not wait for (a small one is cheaper than moving it). On
+    // a multi-threaded runtime the scan stays here and lets the other
+    // tasks move to another worker. A serving thread's runtime has no other
+    // worker: the scan goes to its blocking pool, and the thread goes on.
+    let (r, found) = if node.store.len(&r.space) <= INLINE_SCAN_LIMIT {
+        let found = scan(&node.store, &r);
+        (r, found)
+    } else if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        let found = tokio::task::block_in_place(|| scan(&node.store, &r));
+        (r, found)
     } else {
-        scan()
-    }
-    .map_err(NodeError::from)?;
+        let store = node.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let found = scan(&store, &r);
+            (r, found)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the recall's scan failed: {e}")))?
+    };
+    let found = found.map_err(NodeError::from)?;
     Ok(v1::RecallResponse {
-        space: r.space.clone(),
         served_by: node.id.clone(),
         fallback: false,
         degraded: penalty < 1.0,
         memories: found.iter().map(|s| scored_to_wire(s, penalty)).collect(),
         space_memories: node.store.len(&r.space) as u64,
+        space: r.space,
     })
 }
 

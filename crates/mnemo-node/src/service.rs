@@ -280,13 +280,7 @@ impl Mnemo for MnemoService {
                         operation: "query",
                         hops: &node.hops,
                     },
-                    |sub| {
-                        std::future::ready(local::recall(
-                            node,
-                            &sub,
-                            node.router.partition().penalty(),
-                        ))
-                    },
+                    |sub| local::recall(node, sub, node.router.partition().penalty()),
                     Peer::send,
                 )
             })

@@ -817,3 +817,90 @@ fn import_stops_at_the_first_bad_line_and_names_it() {
         "what came before the bad line is there: {ids:?}"
     );
 }
+
+/// A recall over a space too large to scan in line (over 20 000 memories)
+/// on a node serving on its own threads: such a thread's runtime has no
+/// other worker to hand its connections to, so the scan goes to the
+/// blocking pool. It ranks what a scan in line would, and the thread keeps
+/// serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_recall_on_a_serving_thread_is_ranked_off_the_thread() {
+    large_recall(&["--serving-threads", "1"]).await;
+}
+
+/// The same on the shared multi-threaded runtime, where the scan stays on
+/// its worker and the worker's other tasks move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_recall_on_the_shared_runtime_lets_other_tasks_move() {
+    large_recall(&[]).await;
+}
+
+/// Fills a space past the in-line scan limit on a node started with
+/// `flags`, then recalls from it and reads from it on one connection.
+async fn large_recall(flags: &[&str]) {
+    const MEMORIES: usize = 20_001;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", flags);
+    let lines = (0..MEMORIES).map(|i| {
+        let content = if i == 7_777 {
+            "the lighthouse keeper logs the storm".to_owned()
+        } else {
+            format!("routine entry {i}")
+        };
+        support::remember("big", &format!("m-{i}"), &content, v1::Ack::Primary)
+    });
+    let mut answers = node
+        .client()
+        .await
+        .remember_stream(tokio_stream::iter(lines.collect::<Vec<_>>()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut remembered = 0;
+    while let Some(answer) = answers.message().await.unwrap() {
+        assert!(
+            matches!(
+                answer.outcome,
+                Some(v1::remember_stream_response::Outcome::Remembered(_))
+            ),
+            "{answer:?}"
+        );
+        remembered += 1;
+    }
+    assert_eq!(remembered, MEMORIES);
+    let mut c = node.client().await;
+    let r = c
+        .recall(v1::RecallRequest {
+            space: "big".into(),
+            cue: "lighthouse storm".into(),
+            k: Some(3),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.space_memories, MEMORIES as u64, "{r:?}");
+    let ids: Vec<&str> = r
+        .memories
+        .iter()
+        .map(|m| m.memory.as_ref().expect("a memory").id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["m-7777"],
+        "only one memory shares a word with the cue"
+    );
+    // The thread still serves: the next call on the connection.
+    let got = c
+        .get(v1::GetRequest {
+            space: "big".into(),
+            id: "m-7777".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        got.memory.map(|m| m.content).as_deref(),
+        Some("the lighthouse keeper logs the storm")
+    );
+}
