@@ -229,9 +229,11 @@ pub(crate) async fn recall(
     };
     // A large scan takes milliseconds, which the other requests of this
     // worker must not wait for (a small one is cheaper than moving it). On
-    // a multi-threaded runtime the scan stays here and lets the other
-    // tasks move to another worker. A serving thread's runtime has no other
-    // worker: the scan goes to its blocking pool, and the thread goes on.
+    // a multi-threaded runtime the scan stays here and hands the worker's
+    // other tasks to another worker (this task's other work, such as the
+    // other calls of a hop stream, waits). A serving thread's runtime has
+    // no other worker: the scan goes to its blocking pool (a few threads,
+    // see `crate::serving`) and the thread, this task included, goes on.
     let (r, found) = if node.store.len(&r.space) <= INLINE_SCAN_LIMIT {
         let found = scan(&node.store, &r);
         (r, found)
@@ -242,12 +244,16 @@ pub(crate) async fn recall(
         (r, found)
     } else {
         let store = node.store.clone();
+        let space = r.space.clone();
         tokio::task::spawn_blocking(move || {
             let found = scan(&store, &r);
             (r, found)
         })
         .await
-        .map_err(|e| Status::internal(format!("the recall's scan failed: {e}")))?
+        .map_err(|e| {
+            tracing::error!(%space, error = %e, "a recall's scan failed");
+            Status::internal("the recall's scan failed; the node logged why")
+        })?
     };
     let found = found.map_err(NodeError::from)?;
     Ok(v1::RecallResponse {

@@ -44,6 +44,12 @@ pub(crate) fn current() -> usize {
 /// loop does not spin while the condition lasts.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(20);
 
+/// Threads of each serving thread's blocking pool (tokio's default is
+/// 512): large recall scans go there, so that they do not hold up the
+/// thread's other connections, and no more of them run at once than this
+/// per serving thread; more wait their turn.
+const BLOCKING_THREADS: usize = 2;
+
 /// The connections one serving thread is handed.
 pub(crate) type Incoming = tokio_stream::adapters::Map<
     UnboundedReceiverStream<TcpStream>,
@@ -88,6 +94,7 @@ where
                     SERVING.with(|s| s.set(index));
                     let result = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
+                        .max_blocking_threads(BLOCKING_THREADS)
                         .build()
                     {
                         Ok(runtime) => runtime.block_on(serving),

@@ -820,18 +820,19 @@ fn import_stops_at_the_first_bad_line_and_names_it() {
 
 /// A recall over a space too large to scan in line (over 20 000 memories)
 /// on a node serving on its own threads: such a thread's runtime has no
-/// other worker to hand its connections to, so the scan goes to the
-/// blocking pool. It ranks what a scan in line would, and the thread keeps
-/// serving.
+/// other worker to hand its connections to, so the scan goes to its
+/// blocking pool (`block_in_place`, as on the shared runtime, would fail
+/// there). It ranks what a scan in line would, and the connection is
+/// served afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_recall_on_a_serving_thread_is_ranked_off_the_thread() {
     large_recall(&["--serving-threads", "1"]).await;
 }
 
 /// The same on the shared multi-threaded runtime, where the scan stays on
-/// its worker and the worker's other tasks move.
+/// its worker (`block_in_place`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_recall_on_the_shared_runtime_lets_other_tasks_move() {
+async fn a_large_recall_on_the_shared_runtime_is_ranked_in_place() {
     large_recall(&[]).await;
 }
 
