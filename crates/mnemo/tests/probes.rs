@@ -129,6 +129,14 @@ async fn metrics_fit_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &["--http", "127.0.0.1:0"]);
     let http = node.http.clone().unwrap();
+    // Histogram samples are folded into buckets by a thread of the node's
+    // own, not only by scrapes (which a node may never get): else every
+    // timed request would stay in memory for good.
+    let threads = std::fs::read_dir(format!("/proc/{}/task", node.pid())).unwrap();
+    let upkeep = threads
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .any(|name| name.trim() == "mnemo-metrics");
+    assert!(upkeep, "no metrics upkeep thread in node n1");
     // Before any request: counters already there, at zero.
     let page = support::http_get(&http, "/metrics");
     for series in [
