@@ -4,7 +4,9 @@
 //! primary. Rounds of the three are interleaved so they share the machine's
 //! conditions; each runs at concurrency 1 and 8 (one connection per
 //! concurrent caller). Prints percentiles of each, what each hop adds over
-//! the direct call, and how far the forward's addition is beyond nginx's.
+//! the direct call, how far the forward's addition is beyond nginx's, and
+//! the CPU each path's processes spent per call (the primary, and the
+//! forwarding node or nginx's workers).
 //! Numbers are printed, never asserted.
 //!
 //! It runs twice: nodes serving on their shared multi-threaded runtime (the
@@ -181,6 +183,68 @@ struct Path {
     name: &'static str,
     clients: Vec<Client>,
     times: Vec<Duration>,
+    /// The processes of the hop (none for the direct call).
+    hop: Vec<u32>,
+    /// CPU the primary and the hop spent on this path's rounds.
+    cpu: (Duration, Duration),
+}
+
+impl Path {
+    fn new(name: &'static str, clients: Vec<Client>, hop: Vec<u32>) -> Self {
+        Path {
+            name,
+            clients,
+            times: Vec::new(),
+            hop,
+            cpu: Default::default(),
+        }
+    }
+}
+
+/// CPU time (user and system) `pids` have used so far, from `/proc`.
+fn cpu_of(pids: &[u32], tick: Duration) -> Duration {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .map(|stat| {
+            // Fields after the command name (which may hold spaces): the
+            // 14th and 15th of the line, utime and stime, in clock ticks.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let ticks = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|f| f.parse::<u32>().ok())
+                    .unwrap_or(0)
+            };
+            tick * (ticks(11) + ticks(12))
+        })
+        .sum()
+}
+
+/// The length of a `/proc` clock tick (`getconf CLK_TCK`, 100 on Linux).
+fn clock_tick() -> Duration {
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse::<u32>().ok())
+        .unwrap_or(100);
+    Duration::from_secs(1) / hz
+}
+
+/// nginx's workers: the children of its master.
+fn nginx_workers(master: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+                after.split_whitespace().nth(1) == Some(&master.to_string())
+            })
+        })
+        .collect()
 }
 
 fn main() {
@@ -221,7 +285,9 @@ async fn run(samples: usize, only: &str, flags: &[&str]) {
             forwarder.id,
             forwarder.pid()
         );
-        let forwarder = forwarder.addr;
+        let (forwarder, forwarder_pid) = (forwarder.addr, forwarder.pid());
+        let primary_pid = [cluster.node(&primary).pid()];
+        let tick = clock_tick();
         let nginx = start_nginx(direct);
         if let Err(why) = &nginx {
             println!("nginx rows skipped: {why}");
@@ -236,23 +302,20 @@ async fn run(samples: usize, only: &str, flags: &[&str]) {
         );
         for concurrency in [1usize, 8] {
             let mut paths = vec![
-                Path {
-                    name: "direct",
-                    clients: clients(direct, concurrency).await,
-                    times: Vec::new(),
-                },
-                Path {
-                    name: "forwarded",
-                    clients: clients(forwarder, concurrency).await,
-                    times: Vec::new(),
-                },
+                Path::new("direct", clients(direct, concurrency).await, Vec::new()),
+                Path::new(
+                    "forwarded",
+                    clients(forwarder, concurrency).await,
+                    vec![forwarder_pid],
+                ),
             ];
             if let Ok(n) = &nginx {
-                paths.push(Path {
-                    name: "nginx",
-                    clients: clients(n.addr, concurrency).await,
-                    times: Vec::new(),
-                });
+                let workers = nginx_workers(n.child.id());
+                paths.push(Path::new(
+                    "nginx",
+                    clients(n.addr, concurrency).await,
+                    workers,
+                ));
             }
             paths.retain(|p| only.is_empty() || p.name == only);
             let rounds = 10;
@@ -262,44 +325,69 @@ async fn run(samples: usize, only: &str, flags: &[&str]) {
             }
             for _ in 0..rounds {
                 for p in &mut paths {
+                    let before = (cpu_of(&primary_pid, tick), cpu_of(&p.hop, tick));
                     let t = measure(&p.clients, per_client, &primary).await;
+                    p.cpu.0 += cpu_of(&primary_pid, tick).saturating_sub(before.0);
+                    p.cpu.1 += cpu_of(&p.hop, tick).saturating_sub(before.1);
                     p.times.extend(t);
                 }
             }
             for p in &mut paths {
                 p.times.sort();
             }
-            // What each path adds over the direct call (when it ran).
-            let at = |name: &str, q: f64| {
-                paths
-                    .iter()
-                    .find(|p| p.name == name)
-                    .map(|p| micros(percentile(&p.times, q)))
-            };
-            let added = |name: &str, q: f64| Some(at(name, q)? - at("direct", q)?);
-            for p in &paths {
-                let q = |q: f64| micros(percentile(&p.times, q));
-                let plus = |q: f64| added(p.name, q).unwrap_or_default();
-                println!(
-                    "{concurrency:>5}  {:<10} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.1} {:>10.1}",
-                    p.name,
-                    q(0.5),
-                    q(0.9),
-                    q(0.99),
-                    q(0.999),
-                    plus(0.5),
-                    plus(0.99)
-                );
-            }
-            // The verdict the project's target asks for: the forward adds
-            // no more than nginx's hop (<= 0 here).
-            let beyond = |q: f64| Some(added("forwarded", q)? - added("nginx", q)?);
-            if let (Some(p50), Some(p99)) = (beyond(0.5), beyond(0.99)) {
-                println!(
-                    "{concurrency:>5}  forwarded adds {p50:+.1} µs at p50 and {p99:+.1} µs at p99 \
-                     beyond what nginx adds"
-                );
-            }
+            report(concurrency, &paths);
         }
+    }
+}
+
+/// Prints one concurrency's rows: percentiles, what each path adds over
+/// the direct call, CPU per call, and the verdict.
+fn report(concurrency: usize, paths: &[Path]) {
+    // What each path adds over the direct call (when it ran).
+    let at = |name: &str, q: f64| {
+        paths
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| micros(percentile(&p.times, q)))
+    };
+    let added = |name: &str, q: f64| Some(at(name, q)? - at("direct", q)?);
+    for p in paths {
+        let q = |q: f64| micros(percentile(&p.times, q));
+        let plus = |q: f64| added(p.name, q).unwrap_or_default();
+        println!(
+            "{concurrency:>5}  {:<10} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.1} {:>10.1}",
+            p.name,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            plus(0.5),
+            plus(0.99)
+        );
+    }
+    // Where the time goes, whatever the scheduler did: CPU per call
+    // of the primary and of the hop's process (the forwarding node,
+    // or nginx's workers), to within a clock tick per round.
+    let per_call = |d: Duration, p: &Path| micros(d) / p.times.len().max(1) as f64;
+    let cpu: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            let hop = if p.hop.is_empty() {
+                String::new()
+            } else {
+                format!(" + hop {:.0}", per_call(p.cpu.1, p))
+            };
+            format!("{} primary {:.0}{hop}", p.name, per_call(p.cpu.0, p))
+        })
+        .collect();
+    println!("{concurrency:>5}  CPU µs per call: {}", cpu.join("; "));
+    // The verdict the project's target asks for: the forward adds
+    // no more than nginx's hop (<= 0 here).
+    let beyond = |q: f64| Some(added("forwarded", q)? - added("nginx", q)?);
+    if let (Some(p50), Some(p99)) = (beyond(0.5), beyond(0.99)) {
+        println!(
+            "{concurrency:>5}  forwarded adds {p50:+.1} µs at p50 and {p99:+.1} µs at p99 \
+             beyond what nginx adds"
+        );
     }
 }
