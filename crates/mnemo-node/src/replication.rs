@@ -32,9 +32,14 @@ use crate::convert::element_to_wire;
 
 /// Largest encoded `Merge` call, half the gRPC message limit.
 pub(crate) const MAX_CALL_BYTES: usize = MAX_MESSAGE_BYTES / 2;
-/// Most writes queued for one peer; beyond it the queue goes to
-/// anti-entropy instead of growing without bound.
-const MAX_QUEUE: usize = 100_000;
+/// Most writes, and bytes of them (roughly), queued for one peer. A write
+/// that would go beyond either is not queued: anti-entropy repairs its
+/// space on that peer instead. So a peer that answers, only slower than
+/// writes come, holds its sender's memory to this, whatever the rate.
+const BOUNDS: Bounds = Bounds {
+    writes: 100_000,
+    bytes: 64 << 20,
+};
 /// Consecutive failed sends after which a peer's queue is handed to
 /// anti-entropy rather than retried.
 const MAX_FAILURES: u32 = 5;
@@ -58,16 +63,80 @@ pub struct Replicator {
     /// Per peer, the spaces whose writes did not reach it: anti-entropy
     /// repairs them once the peer is reachable.
     undelivered: Mutex<HashMap<String, HashSet<String>>>,
+    bounds: Bounds,
+}
+
+/// How much one peer's queue may hold.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    writes: usize,
+    bytes: usize,
 }
 
 struct Push {
     space: String,
     elements: Vec<Element>,
     ack: Option<mpsc::Sender<()>>,
+    /// Roughly what the elements take, counted against [`Bounds::bytes`].
+    bytes: usize,
+}
+
+/// What a write's elements take in memory, roughly (the strings and
+/// embeddings, and a fixed amount for the rest).
+fn bytes_of(elements: &[Element]) -> usize {
+    elements
+        .iter()
+        .map(|e| match e {
+            Element::Memory(m) => {
+                64 + m.id.len()
+                    + m.content.len()
+                    + 4 * m.embedding.len()
+                    + m.tags.iter().map(|t| 24 + t.len()).sum::<usize>()
+            }
+            Element::Tombstone(id) => 32 + id.len(),
+        })
+        .sum()
+}
+
+/// One peer's pushes in order, and their bytes.
+#[derive(Default)]
+struct Queue {
+    pushes: VecDeque<Push>,
+    bytes: usize,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.pushes.len()
+    }
+
+    /// Whether `push` fits within `bounds`.
+    fn has_room(&self, push: &Push, bounds: Bounds) -> bool {
+        self.pushes.len() < bounds.writes && self.bytes + push.bytes <= bounds.bytes
+    }
+
+    fn over(&self, bounds: Bounds) -> bool {
+        self.pushes.len() > bounds.writes || self.bytes > bounds.bytes
+    }
+
+    fn push_back(&mut self, push: Push) {
+        self.bytes += push.bytes;
+        self.pushes.push_back(push);
+    }
+
+    fn push_front(&mut self, push: Push) {
+        self.bytes += push.bytes;
+        self.pushes.push_front(push);
+    }
+
+    fn take(&mut self) -> VecDeque<Push> {
+        self.bytes = 0;
+        std::mem::take(&mut self.pushes)
+    }
 }
 
 struct Peer {
-    queue: Mutex<VecDeque<Push>>,
+    queue: Mutex<Queue>,
     wake: Notify,
     refused: AtomicU64,
 }
@@ -109,12 +178,17 @@ impl Replicator {
     /// A replicator of node `node_id`, reaching peers through `channel_for`.
     /// Must run inside the node's main runtime (its workers run there).
     pub fn new(node_id: String, channel_for: ChannelFor) -> Arc<Self> {
+        Self::bounded(node_id, channel_for, BOUNDS)
+    }
+
+    fn bounded(node_id: String, channel_for: ChannelFor, bounds: Bounds) -> Arc<Self> {
         Arc::new(Replicator {
             node_id,
             channel_for,
             runtime: tokio::runtime::Handle::current(),
             peers: Mutex::new(HashMap::new()),
             undelivered: Mutex::new(HashMap::new()),
+            bounds,
         })
     }
 
@@ -147,17 +221,27 @@ impl Replicator {
     }
 
     /// Sends a write's `elements` of `space` to each of `holders`. The
-    /// returned [`Acks`] hears from each holder that applied them.
+    /// returned [`Acks`] hears from each holder that applied them. A holder
+    /// whose queue is full does not get the write this way (nor count
+    /// toward its quorum): anti-entropy repairs the space there.
     pub fn send(self: &Arc<Self>, space: &str, elements: &[Element], holders: &[String]) -> Acks {
         let (tx, rx) = mpsc::channel(holders.len().max(1));
+        let bytes = bytes_of(elements);
         for holder in holders {
             let peer = self.peer(holder);
-            let mut queue = peer.queue.lock().expect("lock poisoned");
-            queue.push_back(Push {
+            let push = Push {
                 space: space.to_owned(),
                 elements: elements.to_vec(),
                 ack: Some(tx.clone()),
-            });
+                bytes,
+            };
+            let mut queue = peer.queue.lock().expect("lock poisoned");
+            if !queue.has_room(&push, self.bounds) {
+                drop(queue);
+                self.leave_to_antientropy(holder, std::iter::once(push.space));
+                continue;
+            }
+            queue.push_back(push);
             drop(queue);
             peer.wake.notify_one();
         }
@@ -170,7 +254,7 @@ impl Replicator {
             return Arc::clone(p);
         }
         let peer = Arc::new(Peer {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
             refused: AtomicU64::new(0),
         });
@@ -217,26 +301,27 @@ impl Replicator {
     /// Hands everything queued for `node` to anti-entropy; its writers stop
     /// waiting for it.
     fn give_up(&self, node: &str, peer: &Peer) {
-        let dropped: Vec<Push> = peer
-            .queue
-            .lock()
-            .expect("lock poisoned")
-            .drain(..)
-            .collect();
-        if !dropped.is_empty() {
-            self.undelivered
-                .lock()
-                .expect("lock poisoned")
-                .entry(node.to_owned())
-                .or_default()
-                .extend(dropped.iter().map(|p| p.space.clone()));
-            metrics::counter!("mnemo_replication_undelivered_total")
-                .increment(dropped.len() as u64);
-            tracing::debug!(
-                peer = node,
-                writes = dropped.len(),
-                "writes left to anti-entropy"
-            );
+        let dropped = peer.queue.lock().expect("lock poisoned").take();
+        self.leave_to_antientropy(node, dropped.into_iter().map(|p| p.space));
+    }
+
+    /// Leaves writes of `spaces` (one per write) to anti-entropy's repair
+    /// of them on `node`.
+    fn leave_to_antientropy(&self, node: &str, spaces: impl Iterator<Item = String>) {
+        let mut undelivered = self.undelivered.lock().expect("lock poisoned");
+        let to_repair = undelivered.entry(node.to_owned()).or_default();
+        let mut writes = 0u64;
+        for space in spaces {
+            to_repair.insert(space);
+            writes += 1;
+        }
+        if to_repair.is_empty() {
+            undelivered.remove(node);
+        }
+        drop(undelivered);
+        if writes > 0 {
+            metrics::counter!("mnemo_replication_undelivered_total").increment(writes);
+            tracing::debug!(peer = node, writes, "writes left to anti-entropy");
         }
     }
 
@@ -309,7 +394,7 @@ impl Replicator {
                 }
             }
             if failures >= MAX_FAILURES
-                || peer.queue.lock().expect("lock poisoned").len() > MAX_QUEUE
+                || peer.queue.lock().expect("lock poisoned").over(self.bounds)
             {
                 self.give_up(&node, &peer);
             }
@@ -348,12 +433,7 @@ impl Replicator {
 
 /// Everything queued, grouped by space in order of first appearance.
 fn take_batch(peer: &Peer) -> Vec<(String, Vec<Push>)> {
-    let drained: Vec<Push> = peer
-        .queue
-        .lock()
-        .expect("lock poisoned")
-        .drain(..)
-        .collect();
+    let drained = peer.queue.lock().expect("lock poisoned").take();
     let mut out: Vec<(String, Vec<Push>)> = Vec::new();
     let mut at: HashMap<String, usize> = HashMap::new();
     for push in drained {
@@ -384,4 +464,89 @@ pub(crate) fn chunks(elements: impl Iterator<Item = v1::Element>) -> Vec<Vec<v1:
         bytes += size;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mnemo_store::memory::Memory;
+    use tokio::sync::mpsc::error::TryRecvError;
+
+    fn memory(id: &str, content: usize) -> Vec<Element> {
+        vec![Element::Memory(Memory {
+            id: id.into(),
+            content: "x".repeat(content),
+            ..Default::default()
+        })]
+    }
+
+    /// A replicator whose peer `n2` cannot be reached. Its worker runs
+    /// only when the test awaits, so what `send` queues stays queued.
+    fn unreachable(bounds: Bounds) -> (Arc<Replicator>, Vec<String>) {
+        let r = Replicator::bounded("n1".into(), Arc::new(|_: &str| None), bounds);
+        (r, vec!["n2".to_owned()])
+    }
+
+    fn pending(r: &Replicator) -> u64 {
+        r.stats().iter().map(|p| p.pending).sum()
+    }
+
+    #[tokio::test]
+    async fn a_write_beyond_a_full_queue_is_left_to_anti_entropy_and_not_acknowledged() {
+        let (r, n2) = unreachable(Bounds {
+            writes: 3,
+            bytes: 1 << 20,
+        });
+        let mut queued: Vec<Acks> = (0..3)
+            .map(|i| r.send("a", &memory(&format!("m{i}"), 10), &n2))
+            .collect();
+        assert_eq!(pending(&r), 3);
+        assert!(r.to_repair().is_empty());
+        let mut over = r.send("b", &memory("m3", 10), &n2);
+        assert_eq!(pending(&r), 3, "the fourth write is not queued");
+        assert_eq!(r.to_repair(), HashMap::from([("n2".to_owned(), 1)]));
+        // No holder can confirm it (its quorum counts n2 out), while the
+        // queued ones may still be.
+        assert!(matches!(
+            over.rx.try_recv(),
+            Err(TryRecvError::Disconnected)
+        ));
+        assert!(matches!(queued[0].rx.try_recv(), Err(TryRecvError::Empty)));
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_too() {
+        let (r, n2) = unreachable(Bounds {
+            writes: 100,
+            bytes: 1000,
+        });
+        r.send("a", &memory("big-1", 600), &n2);
+        r.send("b", &memory("big-2", 600), &n2);
+        assert_eq!(pending(&r), 1, "600 + 600 bytes do not fit in 1000");
+        assert_eq!(r.to_repair(), HashMap::from([("n2".to_owned(), 1)]));
+        r.send("a", &memory("small", 10), &n2);
+        assert_eq!(pending(&r), 2, "a small write still fits");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_given_up_takes_writes_again() {
+        let (r, n2) = unreachable(Bounds {
+            writes: 2,
+            bytes: 1 << 20,
+        });
+        for i in 0..3 {
+            r.send("a", &memory(&format!("m{i}"), 10), &n2);
+        }
+        assert_eq!(pending(&r), 2);
+        // The worker fails to reach n2 until it hands the queue over.
+        r.drained().await;
+        assert_eq!(r.to_repair(), HashMap::from([("n2".to_owned(), 1)]));
+        r.send("b", &memory("m3", 10), &n2);
+        assert_eq!(pending(&r), 1, "room again once the queue was handed over");
+        let taken = r.take_undelivered(|_| true);
+        assert_eq!(
+            taken,
+            vec![("n2".to_owned(), HashSet::from(["a".to_owned()]))]
+        );
+    }
 }
