@@ -29,6 +29,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Longest a graceful leave waits for its hand-over.
 const HANDOFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// HTTP/2 pings on a connection that has been quiet this long...
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// ...which close it when unanswered for this long.
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A node that is serving.
 pub struct Running {
@@ -222,7 +226,12 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let internal = InterceptedService::new(internal, move |r| gate.internal(r));
 
-    let mut builder = tonic::transport::Server::builder();
+    // A peer or client that stops answering on an open connection (its
+    // host gone, a network cut) is pinged, then dropped: its connection
+    // and buffers do not stay for good.
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
     if let Some(security) = &node.config.security {
         builder = builder.tls_config(security.server_tls.clone())?;
     }

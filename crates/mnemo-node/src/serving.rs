@@ -50,6 +50,13 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(20);
 /// per serving thread; more wait their turn.
 const BLOCKING_THREADS: usize = 2;
 
+/// TCP keepalive of accepted connections: first probe after this long
+/// idle, then every [`KEEPALIVE_INTERVAL`], closed after
+/// [`KEEPALIVE_RETRIES`] unanswered (about 2 minutes in all).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 6;
+
 /// The connections one serving thread is handed.
 pub(crate) type Incoming = tokio_stream::adapters::Map<
     UnboundedReceiverStream<TcpStream>,
@@ -165,6 +172,16 @@ async fn accept(
         // Small replies must not wait for Nagle and delayed ACKs (~40 ms).
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        // A client that vanished without a word (its host lost power, a
+        // NAT forgot it) is found out by the kernel, even on a connection
+        // that never got as far as HTTP/2's own pings.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_RETRIES);
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+            tracing::debug!(error = %e, "cannot set TCP keepalive");
         }
         let Ok(mut stream) = stream.into_std() else {
             continue;

@@ -746,3 +746,23 @@ async fn a_stream_ends_when_its_token_expires() {
         "{held:?}"
     );
 }
+
+/// A client that opens a connection to the gRPC port and never starts its
+/// TLS handshake is dropped: its connection does not stay for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_shakes_hands_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let cluster = Cluster::start_secure(1, &[]).await;
+    let mut silent = tokio::net::TcpStream::connect(cluster.nodes[0].addr)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    // The node's handshake timeout is 10 s; a minute means it has none.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(60), silent.read(&mut buf))
+        .await
+        .expect("the node still holds a connection that never shook hands after a minute");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the node closes it without a word: {read:?}"
+    );
+}

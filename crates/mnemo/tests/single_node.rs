@@ -905,3 +905,53 @@ async fn large_recall(flags: &[&str]) {
         Some("the lighthouse keeper logs the storm")
     );
 }
+
+/// Accepted connections carry TCP keepalive, so that a client whose host
+/// vanished without closing is found out by the kernel (the node's side of
+/// the connection has its keepalive timer armed, in `/proc/net/tcp`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_connections_carry_tcp_keepalive() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &[]);
+    let client = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let (ours, theirs) = (client.local_addr().unwrap(), node.addr);
+    // `/proc/net/tcp` writes an IPv4 endpoint as the address's bytes in
+    // the host's order, then the port, in hex.
+    let hex = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        std::net::SocketAddr::V6(_) => unreachable!("the node listens on 127.0.0.1"),
+    };
+    let (local, remote) = (hex(theirs), hex(ours));
+    // The node's end: local is the node's port, remote is ours. Its timer
+    // field (`tr`) is 2 while the keepalive timer runs.
+    support::observe(
+        "the node's end of the connection to have keepalive armed",
+        || {
+            let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+            let row = table
+                .lines()
+                .find(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.get(1) == Some(&local.as_str()) && f.get(2) == Some(&remote.as_str())
+                })
+                .map(str::to_owned);
+            let timer = row
+                .as_deref()
+                .and_then(|l| l.split_whitespace().nth(5)?.split(':').next());
+            let armed = timer == Some("02");
+            async move {
+                if armed {
+                    Ok(())
+                } else {
+                    Err(format!("{row:?}"))
+                }
+            }
+        },
+    )
+    .await;
+    drop(client);
+}

@@ -33,6 +33,9 @@ use tonic::{Request, Status};
 
 pub use token::{Claims, TokenKey};
 
+/// Longest a client may take over its TLS handshake on the gRPC port.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The name every node certificate is valid for, besides its hosts. Nodes
 /// dial each other expecting it, so a client certificate (which lacks it)
 /// can never pass for a node, whatever address a peer has.
@@ -119,10 +122,13 @@ impl Security {
         let http_tls = Arc::new(http_tls(&ca, &crt, &key)?);
         let identity = Identity::from_pem(&crt, &key);
         Ok(Security {
+            // A client that opens a connection and never finishes its
+            // handshake is dropped, not kept waiting for.
             server_tls: ServerTlsConfig::new()
                 .identity(identity.clone())
                 .client_ca_root(Certificate::from_pem(&ca))
-                .client_auth_optional(true),
+                .client_auth_optional(true)
+                .timeout(TLS_HANDSHAKE_TIMEOUT),
             peer_tls: ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(&ca))
                 .identity(identity)
