@@ -57,6 +57,20 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_RETRIES: u32 = 6;
 
+/// Arms TCP keepalive on an accepted connection, so that a client that
+/// vanished without a word (its host lost power, a NAT forgot it) is found
+/// out by the kernel, even on a connection that never got as far as
+/// HTTP/2's own pings.
+pub(crate) fn keep_alive(stream: &tokio::net::TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "cannot set TCP keepalive");
+    }
+}
+
 /// The connections one serving thread is handed.
 pub(crate) type Incoming = tokio_stream::adapters::Map<
     UnboundedReceiverStream<TcpStream>,
@@ -173,16 +187,7 @@ async fn accept(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        // A client that vanished without a word (its host lost power, a
-        // NAT forgot it) is found out by the kernel, even on a connection
-        // that never got as far as HTTP/2's own pings.
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(KEEPALIVE_IDLE)
-            .with_interval(KEEPALIVE_INTERVAL)
-            .with_retries(KEEPALIVE_RETRIES);
-        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
-            tracing::debug!(error = %e, "cannot set TCP keepalive");
-        }
+        keep_alive(&stream);
         let Ok(mut stream) = stream.into_std() else {
             continue;
         };

@@ -61,6 +61,7 @@ impl TlsListener {
                     }
                 };
                 let _ = tcp.set_nodelay(true);
+                crate::serving::keep_alive(&tcp);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
