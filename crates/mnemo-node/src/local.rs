@@ -102,7 +102,8 @@ async fn replicate(
             "quorum-shortfall",
             format!(
                 "write {what} to space {space:?} is durable on {} but only {have} of the {} other \
-             holders confirmed it before the deadline; quorum needs {needed}",
+             holders confirmed it (before the deadline, or as many as had room to queue it); \
+             quorum needs {needed}",
                 node.id,
                 replicas.len()
             ),

@@ -10,10 +10,13 @@
 //! ([`crate::antientropy`]), which is the truth: it finds every difference
 //! between two holders whatever caused it.
 //!
-//! One worker per peer drains that peer's queue, sending everything queued
-//! for a space in one `Merge` call, the calls for every space at once (so
-//! the peer group-commits them together), and acknowledges each write it
-//! carried. `ack=quorum` waits on those
+//! One worker per peer drains that peer's queue in rounds of its oldest
+//! writes (a few calls' worth), sending what a round holds for a space in
+//! `Merge` calls under the message limit, the calls for every space at
+//! once (so the peer group-commits them together), and acknowledges each
+//! write it carried. A peer's queue is bounded, in writes and in bytes
+//! (the round in flight included); a write beyond the bound is left to
+//! anti-entropy. `ack=quorum` waits on those
 //! acknowledgements, so it counts exactly the holders that durably applied
 //! *that* write.
 
@@ -40,6 +43,10 @@ const BOUNDS: Bounds = Bounds {
     writes: 100_000,
     bytes: 64 << 20,
 };
+/// Most bytes of writes one round sends a peer (the rest wait for the
+/// next round): a few calls' worth, so that the sender holds little more
+/// than its bound, and the oldest writes are answered first.
+const BATCH_BYTES: usize = 4 * MAX_CALL_BYTES;
 /// Consecutive failed sends after which a peer's queue is handed to
 /// anti-entropy rather than retried.
 const MAX_FAILURES: u32 = 5;
@@ -81,28 +88,26 @@ struct Push {
     bytes: usize,
 }
 
-/// What a write's elements take in memory, roughly (the strings and
-/// embeddings, and a fixed amount for the rest).
+/// What a write's elements take, roughly: their encoded size (what the
+/// strings, embeddings and merged inputs come to) and a little for the
+/// rest.
 fn bytes_of(elements: &[Element]) -> usize {
     elements
         .iter()
         .map(|e| match e {
-            Element::Memory(m) => {
-                64 + m.id.len()
-                    + m.content.len()
-                    + 4 * m.embedding.len()
-                    + m.tags.iter().map(|t| 24 + t.len()).sum::<usize>()
-            }
+            Element::Memory(m) => 64 + prost::Message::encoded_len(m),
             Element::Tombstone(id) => 32 + id.len(),
         })
         .sum()
 }
 
-/// One peer's pushes in order, and their bytes.
+/// One peer's pushes in order, their bytes, and the bytes of the batch
+/// being sent (which count against the bound until its round ends).
 #[derive(Default)]
 struct Queue {
     pushes: VecDeque<Push>,
     bytes: usize,
+    in_flight: usize,
 }
 
 impl Queue {
@@ -112,7 +117,8 @@ impl Queue {
 
     /// Whether `push` fits within `bounds`.
     fn has_room(&self, push: &Push, bounds: Bounds) -> bool {
-        self.pushes.len() < bounds.writes && self.bytes + push.bytes <= bounds.bytes
+        self.pushes.len() < bounds.writes
+            && self.bytes + self.in_flight + push.bytes <= bounds.bytes
     }
 
     fn over(&self, bounds: Bounds) -> bool {
@@ -132,6 +138,23 @@ impl Queue {
     fn take(&mut self) -> VecDeque<Push> {
         self.bytes = 0;
         std::mem::take(&mut self.pushes)
+    }
+
+    /// The oldest pushes, up to [`BATCH_BYTES`] (at least one), as the
+    /// batch in flight.
+    fn take_batch(&mut self) -> Vec<Push> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(push) = self.pushes.front() {
+            if !batch.is_empty() && bytes + push.bytes > BATCH_BYTES {
+                break;
+            }
+            bytes += push.bytes;
+            batch.extend(self.pushes.pop_front());
+        }
+        self.bytes -= bytes;
+        self.in_flight = bytes;
+        batch
     }
 }
 
@@ -351,6 +374,7 @@ impl Replicator {
                     (space, pushes, outcome)
                 }))
                 .await;
+            peer.queue.lock().expect("lock poisoned").in_flight = 0;
             let mut failed: Vec<Push> = Vec::new();
             for (space, pushes, outcome) in delivered {
                 match outcome {
@@ -431,9 +455,10 @@ impl Replicator {
     }
 }
 
-/// Everything queued, grouped by space in order of first appearance.
+/// The next batch (see [`Queue::take_batch`]), grouped by space in order
+/// of first appearance.
 fn take_batch(peer: &Peer) -> Vec<(String, Vec<Push>)> {
-    let drained = peer.queue.lock().expect("lock poisoned").take();
+    let drained = peer.queue.lock().expect("lock poisoned").take_batch();
     let mut out: Vec<(String, Vec<Push>)> = Vec::new();
     let mut at: HashMap<String, usize> = HashMap::new();
     for push in drained {
@@ -483,8 +508,20 @@ mod tests {
     /// A replicator whose peer `n2` cannot be reached. Its worker runs
     /// only when the test awaits, so what `send` queues stays queued.
     fn unreachable(bounds: Bounds) -> (Arc<Replicator>, Vec<String>) {
-        let r = Replicator::bounded("n1".into(), Arc::new(|_: &str| None), bounds);
-        (r, vec!["n2".to_owned()])
+        let (r, n2, _) = counting(bounds);
+        (r, n2)
+    }
+
+    /// [`unreachable`], and how many times its worker tried to reach `n2`.
+    fn counting(bounds: Bounds) -> (Arc<Replicator>, Vec<String>, Arc<AtomicU64>) {
+        let tries = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&tries);
+        let channel_for: ChannelFor = Arc::new(move |_: &str| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            None
+        });
+        let r = Replicator::bounded("n1".into(), channel_for, bounds);
+        (r, vec!["n2".to_owned()], tries)
     }
 
     fn pending(r: &Replicator) -> u64 {
@@ -526,6 +563,56 @@ mod tests {
         assert_eq!(r.to_repair(), HashMap::from([("n2".to_owned(), 1)]));
         r.send("a", &memory("small", 10), &n2);
         assert_eq!(pending(&r), 2, "a small write still fits");
+    }
+
+    fn push(bytes: usize) -> Push {
+        Push {
+            space: "a".into(),
+            elements: Vec::new(),
+            ack: None,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn a_round_takes_the_oldest_writes_up_to_its_budget_and_they_still_count() {
+        let mut q = Queue::default();
+        for _ in 0..4 {
+            q.push_back(push(3 << 20));
+        }
+        let batch = q.take_batch();
+        assert_eq!(batch.len(), 2, "6 MiB fit in a round of 8 MiB, 9 do not");
+        assert_eq!((q.len(), q.bytes, q.in_flight), (2, 6 << 20, 6 << 20));
+        let bounds = Bounds {
+            writes: 100,
+            bytes: 64 << 20,
+        };
+        assert!(q.has_room(&push(52 << 20), bounds));
+        assert!(
+            !q.has_room(&push(53 << 20), bounds),
+            "the round in flight counts against the bound"
+        );
+        // One write larger than a round still goes, alone.
+        let mut q = Queue::default();
+        q.push_back(push(20 << 20));
+        q.push_back(push(1));
+        assert_eq!(q.take_batch().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn writes_that_failed_to_go_count_against_the_bound_again() {
+        let (r, n2, tries) = counting(Bounds {
+            writes: 100,
+            bytes: 1000,
+        });
+        r.send("a", &memory("first", 500), &n2);
+        // The worker takes it, fails to reach n2, puts it back and waits.
+        tokio::task::yield_now().await;
+        assert_eq!(tries.load(Ordering::Relaxed), 1, "one round was tried");
+        assert_eq!(pending(&r), 1);
+        r.send("b", &memory("second", 500), &n2);
+        assert_eq!(pending(&r), 1, "the first is back in the queue: no room");
+        assert_eq!(r.to_repair(), HashMap::from([("n2".to_owned(), 1)]));
     }
 
     #[tokio::test(start_paused = true)]
