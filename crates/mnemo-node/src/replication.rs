@@ -298,10 +298,17 @@ impl Replicator {
         }
     }
 
-    /// Returns once nothing is queued for any peer (sent, or handed to
-    /// anti-entropy).
+    /// Returns once nothing is queued for or on its way to any peer (sent,
+    /// or handed to anti-entropy).
     pub async fn drained(&self) {
-        while self.stats().iter().any(|p| p.pending > 0) {
+        let busy = || {
+            let peers = self.peers.lock().expect("lock poisoned");
+            peers.values().any(|p| {
+                let queue = p.queue.lock().expect("lock poisoned");
+                queue.len() > 0 || queue.in_flight > 0
+            })
+        };
+        while busy() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -374,7 +381,6 @@ impl Replicator {
                     (space, pushes, outcome)
                 }))
                 .await;
-            peer.queue.lock().expect("lock poisoned").in_flight = 0;
             let mut failed: Vec<Push> = Vec::new();
             for (space, pushes, outcome) in delivered {
                 match outcome {
@@ -405,18 +411,22 @@ impl Replicator {
                     }
                 }
             }
-            if failed.is_empty() {
+            // The round ends, and what failed is back at the front, in one
+            // step: `drained` never sees a moment with neither.
+            let failed_any = !failed.is_empty();
+            {
+                let mut queue = peer.queue.lock().expect("lock poisoned");
+                queue.in_flight = 0;
+                for push in failed.into_iter().rev() {
+                    queue.push_front(push);
+                }
+            }
+            if !failed_any {
                 failures = 0;
                 backoff = FIRST_BACKOFF;
                 continue;
             }
             failures += 1;
-            {
-                let mut queue = peer.queue.lock().expect("lock poisoned");
-                for push in failed.into_iter().rev() {
-                    queue.push_front(push);
-                }
-            }
             if failures >= MAX_FAILURES
                 || peer.queue.lock().expect("lock poisoned").over(self.bounds)
             {
@@ -613,6 +623,44 @@ mod tests {
         r.send("b", &memory("second", 500), &n2);
         assert_eq!(pending(&r), 1, "the first is back in the queue: no room");
         assert_eq!(r.to_repair(), HashMap::from([("n2".to_owned(), 1)]));
+    }
+
+    #[tokio::test]
+    async fn drained_waits_for_the_round_in_flight() {
+        use futures_util::FutureExt;
+        // A peer that takes the connection and never answers: the round
+        // stays in flight (until its call times out).
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .unwrap()
+            .connect_lazy();
+        let r = Replicator::bounded(
+            "n1".into(),
+            Arc::new(move |_: &str| Some(channel.clone())),
+            BOUNDS,
+        );
+        r.send("a", &memory("m", 10), &["n2".to_owned()]);
+        // The worker takes the write and waits on the call.
+        let in_flight = || {
+            r.peers.lock().unwrap()["n2"]
+                .queue
+                .lock()
+                .unwrap()
+                .in_flight
+        };
+        for _ in 0..100 {
+            if in_flight() > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(in_flight() > 0, "the worker took the write");
+        assert_eq!(pending(&r), 0, "nothing is queued any more");
+        assert!(
+            r.drained().now_or_never().is_none(),
+            "but the write is not delivered yet"
+        );
     }
 
     #[tokio::test(start_paused = true)]
