@@ -657,10 +657,9 @@ async fn an_oversized_forwarded_answer_fails_alone() {
 async fn nodes_with_serving_threads_route_forward_and_stop() {
     let mut cluster = Cluster::start_with(4, &["--serving-threads", "2"]).await;
     for node in &cluster.nodes {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", node.pid())).unwrap();
-        let mut names: Vec<String> = tasks
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .map(|n| n.trim().to_owned())
+        let mut names: Vec<String> = node
+            .thread_names()
+            .into_iter()
             .filter(|n| n.starts_with("mnemo-serve"))
             .collect();
         names.sort();

@@ -132,11 +132,11 @@ async fn metrics_fit_prometheus() {
     // Histogram samples are folded into buckets by a thread of the node's
     // own, not only by scrapes (which a node may never get): else every
     // timed request would stay in memory for good.
-    let threads = std::fs::read_dir(format!("/proc/{}/task", node.pid())).unwrap();
-    let upkeep = threads
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .any(|name| name.trim() == "mnemo-metrics");
-    assert!(upkeep, "no metrics upkeep thread in node n1");
+    let threads = node.thread_names();
+    assert!(
+        threads.iter().any(|t| t == "mnemo-metrics"),
+        "no metrics upkeep thread in node n1: {threads:?}"
+    );
     // Before any request: counters already there, at zero.
     let page = support::http_get(&http, "/metrics");
     for series in [

@@ -396,6 +396,15 @@ impl NodeProcess {
         self.child.id()
     }
 
+    /// The names of the process's threads, from `/proc`.
+    pub fn thread_names(&self) -> Vec<String> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap();
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_owned())
+            .collect()
+    }
+
     /// SIGKILL: no chance to flush or say goodbye.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
