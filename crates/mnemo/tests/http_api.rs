@@ -554,3 +554,64 @@ async fn browsers_and_odd_requests_are_refused() {
     let body: Value = r.body_mut().read_json().unwrap();
     assert!(error(&body).1.contains("ack"), "{body}");
 }
+
+/// A request refused before its body was needed (here a page's cross-site
+/// POST) still has its body read: the connection then stays open for the
+/// next request. Left unread, the node would close the connection with
+/// the body still arriving, and the kernel's reset could wipe the refusal
+/// off the client's socket before it read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_leaves_its_connection_usable() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &["--http", "127.0.0.1:0"]);
+    let tcp = tokio::net::TcpStream::connect(node.http.clone().unwrap())
+        .await
+        .unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let mut conn = BufReader::new(tcp);
+    let body = br#"{"content":"from a page"}"#;
+    let head = format!(
+        "POST /v1/spaces/notes/memories HTTP/1.1\r\nhost: n1\r\norigin: http://evil.example\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    // The head and the body as two writes, as many clients send them.
+    conn.get_mut().write_all(head.as_bytes()).await.unwrap();
+    conn.get_mut().flush().await.unwrap();
+    conn.get_mut().write_all(body).await.unwrap();
+    let (status, refusal) = response(&mut conn).await;
+    assert!(status.starts_with("HTTP/1.1 403"), "{status} {refusal}");
+    conn.get_mut()
+        .write_all(b"GET /livez HTTP/1.1\r\nhost: n1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut next = String::new();
+    let read = conn.read_line(&mut next).await;
+    assert!(
+        matches!(read, Ok(n) if n > 0) && next.starts_with("HTTP/1.1 200"),
+        "the connection serves the next request: {read:?} {next:?}"
+    );
+}
+
+/// One HTTP/1.1 response off `conn`: its status line, and as much body as
+/// its headers say.
+async fn response(conn: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> (String, String) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut status = String::new();
+    conn.read_line(&mut status).await.unwrap();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).await.unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body).await.unwrap();
+    (status, String::from_utf8(body).unwrap())
+}

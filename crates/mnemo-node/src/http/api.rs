@@ -135,7 +135,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
     }
 }
 
-fn too_large() -> Response {
+pub(crate) fn too_large() -> Response {
     let refusal = tonic::Status::resource_exhausted(format!(
         "the body is larger than the limit of {} bytes",
         crate::config::MAX_MESSAGE_BYTES

@@ -79,6 +79,7 @@ pub(crate) async fn serve(addr: SocketAddr, node: Arc<Node>) -> std::io::Result<
             Gate::new(security.clone()),
             authenticate,
         ))
+        .layer(middleware::from_fn(read_body_first))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .layer(middleware::from_fn(timed));
     let app = Router::new()
@@ -201,6 +202,38 @@ async fn authenticate(
             next.run(request).await
         }
         Err(refusal) => api::ApiError(refusal).into_response(),
+    }
+}
+
+/// Reads a request's whole body (up to the message limit) before anything
+/// answers it. A refusal that comes before the handler reads the body (a
+/// page's request, a bad token, a bad path) would otherwise leave it
+/// unread: the server then closes the connection while the body may still
+/// be arriving, and the reset the kernel sends for unread data can wipe the
+/// refusal off the client's socket before the client reads it. Read, the
+/// connection stays open for the next request. A body announced over the
+/// limit is refused unread, as the handlers would.
+async fn read_body_first(request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > MAX_MESSAGE_BYTES) {
+        return api::too_large();
+    }
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_MESSAGE_BYTES).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, bytes.into())).await,
+        Err(e) => {
+            let over = std::error::Error::source(&e)
+                .is_some_and(<dyn std::error::Error>::is::<http_body_util::LengthLimitError>);
+            if over {
+                api::too_large()
+            } else {
+                let refusal = tonic::Status::invalid_argument(format!("cannot read the body: {e}"));
+                api::ApiError(refusal).into_response()
+            }
+        }
     }
 }
 
