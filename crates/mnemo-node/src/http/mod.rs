@@ -75,11 +75,11 @@ pub(crate) async fn serve(addr: SocketAddr, node: Arc<Node>) -> std::io::Result<
     let (api, doc) = api::routes(MnemoService::new(Arc::clone(&node)));
     let doc = Arc::new(doc.to_json().map_err(std::io::Error::other)?);
     let api = api
+        .layer(middleware::from_fn(read_body_first))
         .layer(middleware::from_fn_with_state(
             Gate::new(security.clone()),
             authenticate,
         ))
-        .layer(middleware::from_fn(read_body_first))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .layer(middleware::from_fn(timed));
     let app = Router::new()
@@ -185,7 +185,7 @@ async fn authenticate(
     next: Next,
 ) -> Response {
     if let Err(refusal) = from_a_program(&gate, &request) {
-        return api::ApiError(refusal).into_response();
+        return refuse(request, refusal).await;
     }
     let authorization = request
         .headers()
@@ -194,32 +194,61 @@ async fn authenticate(
         .transpose();
     let Ok(authorization) = authorization else {
         let refusal = tonic::Status::unauthenticated("the authorization header is not ASCII");
-        return api::ApiError(refusal).into_response();
+        return refuse(request, refusal).await;
     };
     match gate.caller(peer.certificate.as_ref(), authorization.as_ref()) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        Err(refusal) => api::ApiError(refusal).into_response(),
+        Err(refusal) => refuse(request, refusal).await,
     }
 }
 
-/// Reads a request's whole body (up to the message limit) before anything
-/// answers it. A refusal that comes before the handler reads the body (a
-/// page's request, a bad token, a bad path) would otherwise leave it
-/// unread: the server then closes the connection while the body may still
-/// be arriving, and the reset the kernel sends for unread data can wipe the
-/// refusal off the client's socket before the client reads it. Read, the
-/// connection stays open for the next request. A body announced over the
-/// limit is refused unread, as the handlers would.
-async fn read_body_first(request: Request, next: Next) -> Response {
-    let announced = request
+/// `refusal`, once what `request` sends has been read and thrown away.
+async fn refuse(request: Request, refusal: tonic::Status) -> Response {
+    discard_body(request).await;
+    api::ApiError(refusal).into_response()
+}
+
+/// Longest a refused request's body is waited for before the refusal goes
+/// out anyway.
+const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and throws away what a refused request sends (up to the message
+/// limit, for at most [`DISCARD_FOR`]), so that the refusal does not race
+/// the body's arrival (see [`read_body_first`]). A body announced over the
+/// limit is not waited for.
+async fn discard_body(request: Request) {
+    use http_body_util::BodyExt;
+    if announced_length(&request).is_some_and(|n| n > MAX_MESSAGE_BYTES) {
+        return;
+    }
+    let mut body = http_body_util::Limited::new(request.into_body(), MAX_MESSAGE_BYTES);
+    let _ = tokio::time::timeout(DISCARD_FOR, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+}
+
+fn announced_length(request: &Request) -> Option<usize> {
+    request
         .headers()
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if announced.is_some_and(|n| n > MAX_MESSAGE_BYTES) {
-        return api::too_large();
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+}
+
+/// Reads an authenticated request's whole body (up to the message limit)
+/// before its handler runs. A refusal that comes before the handler reads
+/// the body (a bad path, a bad parameter) would otherwise leave it unread:
+/// the server then closes the connection while the body may still be
+/// arriving, and the reset the kernel sends for unread data can wipe the
+/// refusal off the client's socket before the client reads it. Read, the
+/// connection stays open for the next request. A body announced over the
+/// limit is left to the handler, which refuses it unread if it wants one.
+async fn read_body_first(request: Request, next: Next) -> Response {
+    if announced_length(&request).is_some_and(|n| n > MAX_MESSAGE_BYTES) {
+        return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
     match axum::body::to_bytes(body, MAX_MESSAGE_BYTES).await {
