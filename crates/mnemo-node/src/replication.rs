@@ -266,6 +266,18 @@ impl Replicator {
             }
             queue.push_back(push);
             drop(queue);
+            // Forgotten meanwhile (the member left): its worker is gone, so
+            // what was just queued goes to anti-entropy, not nowhere.
+            let current = self
+                .peers
+                .lock()
+                .expect("lock poisoned")
+                .get(holder)
+                .is_some_and(|p| Arc::ptr_eq(p, &peer));
+            if !current {
+                self.give_up(holder, &peer);
+                continue;
+            }
             peer.wake.notify_one();
         }
         Acks { rx }

@@ -77,8 +77,21 @@ impl Running {
 async fn hand_over_before_leaving(node: &Node) {
     let handed = async {
         let spaces = crate::antientropy::hand_over_all(node).await?;
-        // Writes taken meanwhile are still on their way to the holders.
-        node.replicator.drained().await;
+        // Writes taken meanwhile are still on their way to the holders, or
+        // were left to anti-entropy (a peer's queue full, or given up on):
+        // either way they must reach the holders before this node goes.
+        loop {
+            node.replicator.drained().await;
+            let left_over = node.replicator.take_undelivered(|p| node.is_live(p));
+            if left_over.is_empty() {
+                break;
+            }
+            for (peer, spaces) in left_over {
+                for space in spaces {
+                    crate::antientropy::sync_space(node, &space, &peer).await?;
+                }
+            }
+        }
         Ok::<_, tonic::Status>(spaces)
     };
     match tokio::time::timeout(HANDOFF_TIMEOUT, handed).await {

@@ -562,6 +562,7 @@ async fn browsers_and_odd_requests_are_refused() {
 /// off the client's socket before it read it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_request_leaves_its_connection_usable() {
+    use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &["--http", "127.0.0.1:0"]);
     let http = node.http.clone().unwrap();
@@ -576,6 +577,19 @@ async fn a_refused_request_leaves_its_connection_usable() {
     .await;
     // Refused by the router, before any handler reads the body.
     refused_then_reused(&http, "PUT", "/v1/spaces/notes/memories", "", "405").await;
+    // A client that waits to be asked for its body is refused at once,
+    // not invited to upload it first.
+    let mut conn = tokio::io::BufReader::new(tokio::net::TcpStream::connect(&http).await.unwrap());
+    conn.get_mut()
+        .write_all(
+            b"POST /v1/spaces/notes/memories HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+              origin: http://evil.example\r\nexpect: 100-continue\r\n\
+              content-type: application/json\r\ncontent-length: 1000000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (line, refusal) = response(&mut conn).await;
+    assert!(line.starts_with("HTTP/1.1 403"), "{line} {refusal}");
 }
 
 /// Sends a memory by `method` to `path` (with `extra` headers), its body a

@@ -218,10 +218,16 @@ const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 /// Reads and throws away what a refused request sends (up to the message
 /// limit, for at most [`DISCARD_FOR`]), so that the refusal does not race
 /// the body's arrival (see [`read_body_first`]). A body announced over the
-/// limit is not waited for.
+/// limit, or one the client waits to be asked for, is not waited for.
 async fn discard_body(request: Request) {
     use http_body_util::BodyExt;
-    if announced_length(&request).is_some_and(|n| n > MAX_MESSAGE_BYTES) {
+    // A client that waits to be told to send (`Expect: 100-continue`) has
+    // sent nothing to race; reading would invite the upload.
+    let waits = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if waits || announced_length(&request).is_some_and(|n| n > MAX_MESSAGE_BYTES) {
         return;
     }
     let mut body = http_body_util::Limited::new(request.into_body(), MAX_MESSAGE_BYTES);
