@@ -101,13 +101,15 @@ fn bytes_of(elements: &[Element]) -> usize {
         .sum()
 }
 
-/// One peer's pushes in order, their bytes, and the bytes of the batch
-/// being sent (which count against the bound until its round ends).
+/// One peer's pushes in order, their bytes, and the bytes and writes of
+/// the batch being sent (which count against the bound until its round
+/// ends, so that what fails and comes back fits again).
 #[derive(Default)]
 struct Queue {
     pushes: VecDeque<Push>,
     bytes: usize,
     in_flight: usize,
+    in_flight_writes: usize,
 }
 
 impl Queue {
@@ -117,7 +119,7 @@ impl Queue {
 
     /// Whether `push` fits within `bounds`.
     fn has_room(&self, push: &Push, bounds: Bounds) -> bool {
-        self.pushes.len() < bounds.writes
+        self.pushes.len() + self.in_flight_writes < bounds.writes
             && self.bytes + self.in_flight + push.bytes <= bounds.bytes
     }
 
@@ -154,6 +156,7 @@ impl Queue {
         }
         self.bytes -= bytes;
         self.in_flight = bytes;
+        self.in_flight_writes = batch.len();
         batch
     }
 }
@@ -429,6 +432,7 @@ impl Replicator {
             {
                 let mut queue = peer.queue.lock().expect("lock poisoned");
                 queue.in_flight = 0;
+                queue.in_flight_writes = 0;
                 for push in failed.into_iter().rev() {
                     queue.push_front(push);
                 }
@@ -614,6 +618,13 @@ mod tests {
             !q.has_room(&push(53 << 20), bounds),
             "the round in flight counts against the bound"
         );
+        // Writes in flight count too: 2 queued and 2 on their way fill a
+        // bound of 4, so the 2 coming back after a failure fit again.
+        let four = Bounds {
+            writes: 4,
+            bytes: 64 << 20,
+        };
+        assert!(!q.has_room(&push(1), four));
         // One write larger than a round still goes, alone.
         let mut q = Queue::default();
         q.push_back(push(20 << 20));
