@@ -235,26 +235,21 @@ pub(crate) async fn recall(
     // other calls of a hop stream, waits). A serving thread's runtime has
     // no other worker: the scan goes to its blocking pool (a few threads,
     // see `crate::serving`) and the thread, this task included, goes on.
-    let (r, found) = if node.store.len(&r.space) <= INLINE_SCAN_LIMIT {
-        let found = scan(&node.store, &r);
-        (r, found)
+    let found = if node.store.len(&r.space) <= INLINE_SCAN_LIMIT {
+        scan(&node.store, &r)
     } else if tokio::runtime::Handle::current().runtime_flavor()
         == tokio::runtime::RuntimeFlavor::MultiThread
     {
-        let found = tokio::task::block_in_place(|| scan(&node.store, &r));
-        (r, found)
+        tokio::task::block_in_place(|| scan(&node.store, &r))
     } else {
-        let store = node.store.clone();
-        let space = r.space.clone();
-        tokio::task::spawn_blocking(move || {
-            let found = scan(&store, &r);
-            (r, found)
-        })
-        .await
-        .map_err(|e| {
-            tracing::error!(%space, error = %e, "a recall's scan failed");
-            Status::internal("the recall's scan failed; the node logged why")
-        })?
+        // The request's copy is nothing beside a scan this large.
+        let (store, request) = (node.store.clone(), r.clone());
+        tokio::task::spawn_blocking(move || scan(&store, &request))
+            .await
+            .map_err(|e| {
+                tracing::error!(space = %r.space, error = %e, "a recall's scan failed");
+                Status::internal("the recall's scan failed; the node logged why")
+            })?
     };
     let found = found.map_err(NodeError::from)?;
     Ok(v1::RecallResponse {

@@ -142,6 +142,21 @@ impl Queue {
         std::mem::take(&mut self.pushes)
     }
 
+    /// Nothing queued, nothing on its way.
+    fn is_idle(&self) -> bool {
+        self.pushes.is_empty() && self.in_flight_writes == 0
+    }
+
+    /// The round in flight ended; what `failed` goes back to the front, in
+    /// order, in the same step (so no moment looks idle in between).
+    fn end_round(&mut self, failed: Vec<Push>) {
+        self.in_flight = 0;
+        self.in_flight_writes = 0;
+        for push in failed.into_iter().rev() {
+            self.push_front(push);
+        }
+    }
+
     /// The oldest pushes, up to [`BATCH_BYTES`] (at least one), as the
     /// batch in flight.
     fn take_batch(&mut self) -> Vec<Push> {
@@ -254,40 +269,33 @@ impl Replicator {
         let (tx, rx) = mpsc::channel(holders.len().max(1));
         let bytes = bytes_of(elements);
         for holder in holders {
-            let peer = self.peer(holder);
             let push = Push {
                 space: space.to_owned(),
                 elements: elements.to_vec(),
                 ack: Some(tx.clone()),
                 bytes,
             };
+            // Under the peers' lock, as `forget_peer` hands a queue over: a
+            // write lands in a queue that is sent or handed to
+            // anti-entropy, never in one a forgotten peer left behind.
+            let mut peers = self.peers.lock().expect("lock poisoned");
+            let peer = self.peer_in(&mut peers, holder);
             let mut queue = peer.queue.lock().expect("lock poisoned");
             if !queue.has_room(&push, self.bounds) {
-                drop(queue);
+                drop((queue, peers));
                 self.leave_to_antientropy(holder, std::iter::once(push.space));
                 continue;
             }
             queue.push_back(push);
-            drop(queue);
-            // Forgotten meanwhile (the member left): its worker is gone, so
-            // what was just queued goes to anti-entropy, not nowhere.
-            let current = self
-                .peers
-                .lock()
-                .expect("lock poisoned")
-                .get(holder)
-                .is_some_and(|p| Arc::ptr_eq(p, &peer));
-            if !current {
-                self.give_up(holder, &peer);
-                continue;
-            }
+            drop((queue, peers));
             peer.wake.notify_one();
         }
         Acks { rx }
     }
 
-    fn peer(self: &Arc<Self>, node: &str) -> Arc<Peer> {
-        let mut peers = self.peers.lock().expect("lock poisoned");
+    /// `node`'s entry in `peers` (the locked map), made with its worker
+    /// if there is none.
+    fn peer_in(self: &Arc<Self>, peers: &mut HashMap<String, Arc<Peer>>, node: &str) -> Arc<Peer> {
         if let Some(p) = peers.get(node) {
             return Arc::clone(p);
         }
@@ -306,7 +314,10 @@ impl Replicator {
     /// Stops sending to a node that left; what was queued goes to
     /// anti-entropy (which drops it if the node is gone for good).
     pub fn forget_peer(&self, node: &str) {
-        if let Some(peer) = self.peers.lock().expect("lock poisoned").remove(node) {
+        let mut peers = self.peers.lock().expect("lock poisoned");
+        if let Some(peer) = peers.remove(node) {
+            // Under the peers' lock: no write joins the queue while it is
+            // handed over (see `send`).
             self.give_up(node, &peer);
             // Its worker wakes, finds itself gone and ends.
             peer.wake.notify_one();
@@ -318,10 +329,9 @@ impl Replicator {
     pub async fn drained(&self) {
         let busy = || {
             let peers = self.peers.lock().expect("lock poisoned");
-            peers.values().any(|p| {
-                let queue = p.queue.lock().expect("lock poisoned");
-                queue.len() > 0 || queue.in_flight > 0
-            })
+            peers
+                .values()
+                .any(|p| !p.queue.lock().expect("lock poisoned").is_idle())
         };
         while busy() {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -353,21 +363,19 @@ impl Replicator {
     /// Leaves writes of `spaces` (one per write) to anti-entropy's repair
     /// of them on `node`.
     fn leave_to_antientropy(&self, node: &str, spaces: impl Iterator<Item = String>) {
-        let mut undelivered = self.undelivered.lock().expect("lock poisoned");
-        let to_repair = undelivered.entry(node.to_owned()).or_default();
-        let mut writes = 0u64;
-        for space in spaces {
-            to_repair.insert(space);
-            writes += 1;
+        let spaces: Vec<String> = spaces.collect();
+        if spaces.is_empty() {
+            return;
         }
-        if to_repair.is_empty() {
-            undelivered.remove(node);
-        }
-        drop(undelivered);
-        if writes > 0 {
-            metrics::counter!("mnemo_replication_undelivered_total").increment(writes);
-            tracing::debug!(peer = node, writes, "writes left to anti-entropy");
-        }
+        let writes = spaces.len();
+        self.undelivered
+            .lock()
+            .expect("lock poisoned")
+            .entry(node.to_owned())
+            .or_default()
+            .extend(spaces);
+        metrics::counter!("mnemo_replication_undelivered_total").increment(writes as u64);
+        tracing::debug!(peer = node, writes, "writes left to anti-entropy");
     }
 
     async fn work(self: Arc<Self>, node: String, peer: Arc<Peer>) {
@@ -426,17 +434,8 @@ impl Replicator {
                     }
                 }
             }
-            // The round ends, and what failed is back at the front, in one
-            // step: `drained` never sees a moment with neither.
             let failed_any = !failed.is_empty();
-            {
-                let mut queue = peer.queue.lock().expect("lock poisoned");
-                queue.in_flight = 0;
-                queue.in_flight_writes = 0;
-                for push in failed.into_iter().rev() {
-                    queue.push_front(push);
-                }
-            }
+            peer.queue.lock().expect("lock poisoned").end_round(failed);
             if !failed_any {
                 failures = 0;
                 backoff = FIRST_BACKOFF;

@@ -112,11 +112,11 @@ pub(crate) fn describe() {
         describe_counter!(name, help);
         counter!(name).absolute(0);
     }
+    describe_counter!(
+        "mnemo_antientropy_catchups_total",
+        "Catch-ups of a space with its other holders, by outcome"
+    );
     for outcome in ["caught_up", "failed"] {
-        describe_counter!(
-            "mnemo_antientropy_catchups_total",
-            "Catch-ups of a space with its other holders, by outcome"
-        );
         counter!("mnemo_antientropy_catchups_total", "outcome" => outcome).absolute(0);
     }
     for direction in ["pulled", "pushed"] {

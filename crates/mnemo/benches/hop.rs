@@ -204,12 +204,9 @@ impl Path {
 /// CPU time (user and system) `pids` have used so far, from `/proc`.
 fn cpu_of(pids: &[u32], tick: Duration) -> Duration {
     pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .map(|stat| {
-            // Fields after the command name (which may hold spaces): the
-            // 14th and 15th of the line, utime and stime, in clock ticks.
-            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            let fields: Vec<&str> = after.split_whitespace().collect();
+        .filter_map(|&pid| support::proc_stat(pid))
+        .map(|fields| {
+            // utime and stime (`proc(5)`'s fields 14 and 15), in ticks.
             let ticks = |i: usize| {
                 fields
                     .get(i)
@@ -238,11 +235,8 @@ fn nginx_workers(master: u32) -> Vec<u32> {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-                after.split_whitespace().nth(1) == Some(&master.to_string())
-            })
+        .filter(|&pid| {
+            support::proc_stat(pid).is_some_and(|f| f.get(1) == Some(&master.to_string()))
         })
         .collect()
 }

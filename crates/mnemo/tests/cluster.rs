@@ -667,13 +667,7 @@ async fn nodes_with_serving_threads_route_forward_and_stop() {
     }
     for i in 0..4 {
         let space = format!("threads-{i}");
-        let placed = cluster.agreed_placement(&space).await;
-        let holders: Vec<String> = placed
-            .primary
-            .iter()
-            .chain(&placed.replicas)
-            .map(|n| n.id.clone())
-            .collect();
+        let holders = cluster.holders(&space).await;
         let outsider = cluster
             .nodes
             .iter()

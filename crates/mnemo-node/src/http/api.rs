@@ -109,11 +109,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         // Refused on the announced length, before reading any of it.
-        let announced = req
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        if announced.is_some_and(|n| n > crate::config::MAX_MESSAGE_BYTES) {
+        if super::announced_length(&req).is_some_and(|n| n > crate::config::MAX_MESSAGE_BYTES) {
             return Err(too_large());
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {

@@ -237,6 +237,7 @@ async fn discard_body(request: Request) {
     .await;
 }
 
+/// The body length a request announces (`Content-Length`), if any.
 fn announced_length(request: &Request) -> Option<usize> {
     request
         .headers()

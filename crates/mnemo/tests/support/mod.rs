@@ -433,12 +433,9 @@ impl NodeProcess {
     /// Waits until a SIGSTOP took effect: the process is stopped (`T` in
     /// `/proc/<pid>/stat`), not merely signalled.
     pub async fn await_stopped(&self) {
-        let stat = format!("/proc/{}/stat", self.child.id());
-        eventually(&format!("{} to be stopped", self.id), || async {
-            let text = std::fs::read_to_string(&stat).ok()?;
-            // The state follows the command name, which is in parentheses.
-            let state = text.rsplit_once(") ")?.1.chars().next()?;
-            (state == 'T').then_some(())
+        let pid = self.child.id();
+        eventually(&format!("{} to be stopped", self.id), || async move {
+            (proc_stat(pid)?.first()? == "T").then_some(())
         })
         .await;
     }
@@ -511,6 +508,15 @@ where
         async move { polled.await.ok_or_else(String::new) }
     })
     .await
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (which may hold
+/// spaces): the state first, then the parent's pid, ... (`proc(5)`'s field
+/// n is at n − 3). `None` once the process is gone.
+pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after) = stat.rsplit_once(')')?;
+    Some(after.split_whitespace().map(str::to_owned).collect())
 }
 
 /// Polls `check` until it returns `Ok`, failing the test after [`GUARD`]
