@@ -48,11 +48,12 @@ pub struct NodeConfig {
     /// before it is served. Zero (the default) in any real deployment.
     pub inject_latency: Duration,
     /// Threads serving gRPC connections, each a single-threaded runtime
-    /// that owns the connections handed to it; 0 (the default): the
-    /// node's multi-threaded runtime serves them all. With threads, a
-    /// request and the forward it makes stay on one thread (a hop costs
-    /// about a proxy's), but a thread the kernel sets aside stalls its
-    /// connections: for hosts that give the node its cores.
+    /// that owns the connections handed to it; 0 (this type's default,
+    /// for a node embedded in another program): the node's multi-threaded
+    /// runtime serves them all. With threads, a request and the forward it
+    /// makes stay on one thread (a hop costs about a proxy's), but a thread
+    /// the kernel sets aside stalls its connections. `mnemo node` runs one
+    /// per core unless told otherwise.
     pub serving_threads: usize,
     /// How the embedded store runs (checkpoints of its write-ahead log).
     pub store: mnemo_store::StoreOptions,

@@ -9,9 +9,10 @@
 //! forwarding node or nginx's workers).
 //! Numbers are printed, never asserted.
 //!
-//! It runs twice: nodes serving on their shared multi-threaded runtime (the
-//! default), then with `--serving-threads` set to the host's cores (each
-//! thread alone with its connections, see the node's `serving` module).
+//! It runs twice: nodes serving on their shared multi-threaded runtime
+//! (`--serving-threads 0`), then with `--serving-threads` set to the
+//! host's cores (the default: each thread alone with its connections, see
+//! the node's `serving` module).
 //!
 //! `cargo bench -p mnemo --bench hop` (`-- --samples N` per path and
 //! concurrency, default 10 000 so that a p99 rests on 100 samples;

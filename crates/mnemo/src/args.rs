@@ -206,9 +206,9 @@ pub(crate) struct NodeArgs {
     #[arg(long, env = "MNEMO_SYNC_RATE_MIB", value_name = "MIB")]
     pub(crate) sync_rate_mib: Option<u64>,
     /// Threads serving gRPC connections, each alone with the connections
-    /// it was handed: forwards cost less, but only a host that gives the
-    /// node its cores keeps tail latencies low [default: 0, one runtime
-    /// whose workers share all connections].
+    /// it was handed, so that a forward never changes threads [default:
+    /// one per core; 0: one runtime whose workers share all connections,
+    /// for a host whose cores other busy processes share].
     #[arg(long, env = "MNEMO_SERVING_THREADS", value_name = "N")]
     pub(crate) serving_threads: Option<usize>,
     /// Checkpoint the store (and start the write-ahead log over) once the

@@ -39,6 +39,15 @@ struct FileConfig {
 /// Most `--serving-threads`: far more than any host's cores.
 const MAX_SERVING_THREADS: usize = 1024;
 
+/// Serving threads when none are asked for: one per core the node may use
+/// (`available_parallelism` counts a cgroup's CPU quota), as a proxy runs
+/// a worker per core.
+fn default_serving_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_SERVING_THREADS)
+}
+
 fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
     let file = match &args.config {
         Some(path) => {
@@ -96,14 +105,15 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
         }
         c.sync_bytes_per_sec = mib.saturating_mul(1024 * 1024);
     }
-    if let Some(n) = args.serving_threads.or(file.serving_threads) {
-        if n > MAX_SERVING_THREADS {
+    c.serving_threads = match args.serving_threads.or(file.serving_threads) {
+        Some(n) if n > MAX_SERVING_THREADS => {
             return Err(Failure(format!(
                 "--serving-threads must be at most {MAX_SERVING_THREADS}"
             )));
         }
-        c.serving_threads = n;
-    }
+        Some(n) => n,
+        None => default_serving_threads(),
+    };
     if let Some(mib) = args.checkpoint_mib.or(file.checkpoint_mib) {
         if mib == 0 {
             return Err(Failure("--checkpoint-mib must be at least 1".into()));
@@ -328,6 +338,32 @@ mod tests {
         }
         assert_eq!(parsed.id.as_deref(), Some("n1"));
         assert_eq!(parsed.join.len(), 2);
+    }
+
+    fn node_args(flags: &[&str]) -> NodeArgs {
+        use clap::Parser;
+        let argv = ["mnemo", "node", "--insecure"].iter().chain(flags);
+        match crate::args::Cli::try_parse_from(argv)
+            .expect("valid flags")
+            .command
+        {
+            crate::args::Command::Node(node) => node,
+            other => panic!("not a node command: {other:?}"),
+        }
+    }
+
+    /// One serving thread per core unless told otherwise; 0 is the
+    /// shared runtime; too many is refused, naming the flag and the limit.
+    #[test]
+    fn serving_threads_default_to_one_per_core() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let threads = |flags: &[&str]| config(node_args(flags)).map(|c| c.serving_threads);
+        assert_eq!(threads(&[]).ok(), Some(cores));
+        assert_eq!(threads(&["--serving-threads", "0"]).ok(), Some(0));
+        let Err(Failure(e)) = threads(&["--serving-threads", "1025"]) else {
+            panic!("1025 serving threads accepted");
+        };
+        assert_eq!(e, "--serving-threads must be at most 1024");
     }
 
     #[test]

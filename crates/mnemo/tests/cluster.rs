@@ -651,11 +651,25 @@ async fn an_oversized_forwarded_answer_fails_alone() {
 }
 
 /// Nodes whose connections are served by threads of their own (each with
-/// its own hop streams to its peers) write, forward and answer as nodes on
-/// one shared runtime do, and stop cleanly.
+/// its own hop streams to its peers) write, forward and answer, and stop
+/// cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_with_serving_threads_route_forward_and_stop() {
-    let mut cluster = Cluster::start_with(4, &["--serving-threads", "2"]).await;
+    route_forward_and_stop("2", &["mnemo-serve-1", "mnemo-serve-2"]).await;
+}
+
+/// The same on nodes whose one multi-threaded runtime serves every
+/// connection (`--serving-threads 0`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_one_shared_runtime_route_forward_and_stop() {
+    route_forward_and_stop("0", &[]).await;
+}
+
+/// Four nodes with `--serving-threads threads`, which run the serving
+/// threads named `expected`: writes and reads forwarded through a node
+/// that holds nothing of a space, reads through every node, a clean stop.
+async fn route_forward_and_stop(threads: &str, expected: &[&str]) {
+    let mut cluster = Cluster::start_with(4, &["--serving-threads", threads]).await;
     for node in &cluster.nodes {
         let mut names: Vec<String> = node
             .thread_names()
@@ -663,7 +677,7 @@ async fn nodes_with_serving_threads_route_forward_and_stop() {
             .filter(|n| n.starts_with("mnemo-serve"))
             .collect();
         names.sort();
-        assert_eq!(names, ["mnemo-serve-1", "mnemo-serve-2"], "{}", node.id);
+        assert_eq!(names, expected, "{}", node.id);
     }
     for i in 0..4 {
         let space = format!("threads-{i}");

@@ -833,7 +833,7 @@ async fn a_large_recall_on_a_serving_thread_is_ranked_off_the_thread() {
 /// its worker (`block_in_place`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_recall_on_the_shared_runtime_is_ranked_in_place() {
-    large_recall(&[]).await;
+    large_recall(&["--serving-threads", "0"]).await;
 }
 
 /// Fills a space past the in-line scan limit on a node started with
