@@ -17,7 +17,9 @@
 //! `cargo bench -p mnemo --bench hop` (`-- --samples N` per path and
 //! concurrency, default 10 000 so that a p99 rests on 100 samples;
 //! `-- --only forwarded` runs one path, to profile it;
-//! `-- --serving-threads N` runs one mode). nginx is Debian's `nginx-light`: found on
+//! `-- --serving-threads N` runs one mode; `-- --one-connection` has each
+//! path's 32 concurrent callers share one connection instead, as one
+//! multiplexing client would). nginx is Debian's `nginx-light`: found on
 //! `PATH` or in `/usr/sbin`, or installed with `apt-get` when running as
 //! root; when it cannot be had, its rows say why and the rest still runs.
 
@@ -147,7 +149,15 @@ fn start_nginx(upstream: SocketAddr) -> Result<Nginx, String> {
     Ok(nginx)
 }
 
-async fn clients(addr: SocketAddr, n: usize) -> Vec<Client> {
+/// `n` clients of `addr`: on one connection if `shared`, else each on its
+/// own.
+async fn clients(addr: SocketAddr, n: usize, shared: bool) -> Vec<Client> {
+    if shared {
+        let client = Client::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+        return vec![client; n];
+    }
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         out.push(
@@ -248,6 +258,7 @@ fn main() {
     };
     let samples: usize = support::bench_arg(&args, "--samples", 10_000);
     let only: String = support::bench_arg(&args, "--only", String::new());
+    let shared = args.iter().any(|a| a == "--one-connection");
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let modes = match support::bench_arg::<usize>(&args, "--serving-threads", usize::MAX) {
         usize::MAX => vec![0, cores],
@@ -258,13 +269,14 @@ fn main() {
             println!("\n--serving-threads {threads} (0: one shared runtime)");
             let flags = ["--serving-threads".to_owned(), threads.to_string()];
             let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-            run(samples, &only, &flags).await;
+            run(samples, &only, shared, &flags).await;
         }
     });
 }
 
-/// One cluster with `flags` on every node; prints the table.
-async fn run(samples: usize, only: &str, flags: &[&str]) {
+/// One cluster with `flags` on every node; prints the table (callers on
+/// one connection per path if `shared`).
+async fn run(samples: usize, only: &str, shared: bool, flags: &[&str]) {
     {
         let cluster = Cluster::start_with(3, flags).await;
         let mut c = cluster.nodes[0].client().await;
@@ -295,12 +307,17 @@ async fn run(samples: usize, only: &str, flags: &[&str]) {
             "{:>5}  {:<10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
             "conc", "path", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "+p50 µs", "+p99 µs"
         );
-        for concurrency in [1usize, 8] {
+        let concurrencies: &[usize] = if shared { &[32] } else { &[1, 8] };
+        for &concurrency in concurrencies {
             let mut paths = vec![
-                Path::new("direct", clients(direct, concurrency).await, Vec::new()),
+                Path::new(
+                    "direct",
+                    clients(direct, concurrency, shared).await,
+                    Vec::new(),
+                ),
                 Path::new(
                     "forwarded",
-                    clients(forwarder, concurrency).await,
+                    clients(forwarder, concurrency, shared).await,
                     vec![forwarder_pid],
                 ),
             ];
@@ -308,7 +325,7 @@ async fn run(samples: usize, only: &str, flags: &[&str]) {
                 let workers = nginx_workers(n.child.id());
                 paths.push(Path::new(
                     "nginx",
-                    clients(n.addr, concurrency).await,
+                    clients(n.addr, concurrency, shared).await,
                     workers,
                 ));
             }
