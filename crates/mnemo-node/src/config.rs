@@ -55,6 +55,11 @@ pub struct NodeConfig {
     /// the kernel sets aside stalls its connections. `mnemo node` runs one
     /// per core unless told otherwise.
     pub serving_threads: usize,
+    /// Most gRPC connections open at once, clients' and peers' together;
+    /// one more is closed as soon as it is accepted. Every connection holds
+    /// a file descriptor, and a node out of them can neither accept nor
+    /// open its files: keep this below the process's open-file limit.
+    pub max_connections: usize,
     /// How the embedded store runs (checkpoints of its write-ahead log).
     pub store: mnemo_store::StoreOptions,
     /// TLS, peer and client authentication; `None`: an insecure node that
@@ -66,6 +71,9 @@ pub struct NodeConfig {
 pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(10);
 /// Default [`NodeConfig::sync_bytes_per_sec`].
 pub const DEFAULT_SYNC_BYTES_PER_SEC: u64 = 64 * 1024 * 1024;
+/// Default [`NodeConfig::max_connections`] (Redis's default client limit).
+/// `mnemo node` lowers it to what its open-file limit leaves room for.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 impl NodeConfig {
     /// Default [`NodeConfig::decay`]: half-life 30 days, floor 0.1.
@@ -92,6 +100,7 @@ impl NodeConfig {
             sync_bytes_per_sec: DEFAULT_SYNC_BYTES_PER_SEC,
             inject_latency: Duration::ZERO,
             serving_threads: 0,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             store: mnemo_store::StoreOptions::default(),
             security: None,
         }

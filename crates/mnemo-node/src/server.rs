@@ -256,12 +256,9 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         .add_service(reflection_v1alpha)
         .add_service(public)
         .add_service(internal);
-    let server = crate::serving::serve(
-        listener,
-        node.config.serving_threads,
-        &left,
-        move |incoming, stop| router.serve_with_incoming_shutdown(incoming, stop),
-    )?;
+    let server = crate::serving::serve(listener, &node.config, &left, move |incoming, stop| {
+        router.serve_with_incoming_shutdown(incoming, stop)
+    })?;
     tokio::spawn(leave_when_stopped(Arc::clone(&node), stopped, left_tx));
     tracing::info!(id = %node.id, addr = %local_addr, "node serving");
     Ok(Running {

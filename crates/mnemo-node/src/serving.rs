@@ -30,10 +30,14 @@
 
 use std::cell::Cell;
 use std::net::TcpStream;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -80,23 +84,101 @@ pub(crate) fn keep_alive(stream: &tokio::net::TcpStream) {
     }
 }
 
+/// How often, at most, a refused connection is logged.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A connection accepted within the node's limit, with its place.
+type Admitted = (TcpStream, OwnedSemaphorePermit);
+
 /// The connections one serving thread is handed.
 pub(crate) type Incoming = tokio_stream::adapters::Map<
-    UnboundedReceiverStream<TcpStream>,
-    fn(TcpStream) -> std::io::Result<tokio::net::TcpStream>,
+    UnboundedReceiverStream<Admitted>,
+    fn(Admitted) -> std::io::Result<Connection>,
 >;
+
+/// An accepted connection; its place under the node's limit is given back
+/// when it closes.
+pub(crate) struct Connection {
+    stream: tokio::net::TcpStream,
+    _place: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    fn adopt((stream, place): Admitted) -> std::io::Result<Self> {
+        metrics::gauge!("mnemo_grpc_connections").increment(1.0);
+        Ok(Connection {
+            stream: tokio::net::TcpStream::from_std(stream)?,
+            _place: place,
+        })
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        metrics::gauge!("mnemo_grpc_connections").decrement(1.0);
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Connection {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
 
 /// Resolves when the thread is to stop taking requests.
 pub(crate) type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Runs `server` (a tonic router served over the connections given, until
-/// the signal) on `threads` threads with the connections `listener`
-/// accepts, until `left` turns true; then each thread finishes what its
-/// connections asked (tonic's graceful shutdown). The handle's result is
-/// the first thread's error, if any.
+/// the signal) on `config.serving_threads` threads with the connections
+/// `listener` accepts, at most `config.max_connections` open at once (one
+/// over it is closed at once), until `left` turns true; then each thread
+/// finishes what its connections asked (tonic's graceful shutdown). The
+/// handle's result is the first thread's error, if any.
 pub(crate) fn serve<S, F>(
     listener: TcpListener,
-    threads: usize,
+    config: &crate::NodeConfig,
     left: &watch::Receiver<bool>,
     server: S,
 ) -> Result<tokio::task::JoinHandle<Result<(), BoxError>>, BoxError>
@@ -107,9 +189,10 @@ where
     let mut handoff = Vec::new();
     let mut done = Vec::new();
     // 0: this runtime serves; else threads 1..=N do, and this one only accepts.
+    let threads = config.serving_threads;
     let servers = if threads == 0 { 0..=0 } else { 1..=threads };
     for index in servers {
-        let (tx, rx) = mpsc::unbounded_channel::<TcpStream>();
+        let (tx, rx) = mpsc::unbounded_channel::<Admitted>();
         let (finished, finish) = oneshot::channel::<Result<(), BoxError>>();
         let serving = run(server.clone(), rx, left.clone());
         if index == 0 {
@@ -136,7 +219,8 @@ where
         handoff.push(tx);
         done.push(finish);
     }
-    tokio::spawn(accept(listener, handoff, left.clone()));
+    let limit = config.max_connections.min(Semaphore::MAX_PERMITS);
+    tokio::spawn(accept(listener, handoff, limit, left.clone()));
     // Ends at the first server's error, or when all have ended.
     let each = done.into_iter().map(|finish| async move {
         finish
@@ -151,7 +235,7 @@ where
 /// `server` over the connections sent on `rx`, until `left`.
 async fn run<S, F>(
     server: S,
-    rx: mpsc::UnboundedReceiver<TcpStream>,
+    rx: mpsc::UnboundedReceiver<Admitted>,
     mut left: watch::Receiver<bool>,
 ) -> Result<(), BoxError>
 where
@@ -166,19 +250,22 @@ where
 
 /// The connections sent on `rx`, each registered with the runtime that
 /// polls the stream.
-fn adopted(rx: mpsc::UnboundedReceiver<TcpStream>) -> Incoming {
-    let adopt: fn(TcpStream) -> std::io::Result<tokio::net::TcpStream> =
-        tokio::net::TcpStream::from_std;
+fn adopted(rx: mpsc::UnboundedReceiver<Admitted>) -> Incoming {
+    let adopt: fn(Admitted) -> std::io::Result<Connection> = Connection::adopt;
     UnboundedReceiverStream::new(rx).map(adopt)
 }
 
-/// Accepts connections and hands them out in turn, until `left`.
+/// Accepts connections, at most `limit` open at once, and hands them out
+/// in turn, until `left`.
 async fn accept(
     listener: TcpListener,
-    threads: Vec<mpsc::UnboundedSender<TcpStream>>,
+    threads: Vec<mpsc::UnboundedSender<Admitted>>,
+    limit: usize,
     mut left: watch::Receiver<bool>,
 ) {
+    let places = Arc::new(Semaphore::new(limit));
     let mut next = 0usize;
+    let mut last_logged: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -192,23 +279,40 @@ async fn accept(
                 continue;
             }
         };
+        // Over the limit the connection is closed at once: the client sees
+        // it reset and may try another node. Its file descriptor is given
+        // back at once, before it can take one the node needs (its store,
+        // its peers).
+        let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
+            metrics::counter!("mnemo_grpc_connections_refused_total").increment(1);
+            if last_logged.is_none_or(|at| at.elapsed() >= REFUSED_LOG_EVERY) {
+                last_logged = Some(Instant::now());
+                tracing::warn!(
+                    limit,
+                    "refused a connection: as many are open as --max-connections allows"
+                );
+            }
+            drop(stream);
+            continue;
+        };
         // Small replies must not wait for Nagle and delayed ACKs (~40 ms).
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         keep_alive(&stream);
-        let Ok(mut stream) = stream.into_std() else {
+        let Ok(stream) = stream.into_std() else {
             continue;
         };
         // To the next thread whose server still runs (one that ended, its
         // error is in the serving handle, must not stop the others).
+        let mut admitted = (stream, place);
         let mut tried = 0;
         loop {
             let thread = &threads[next % threads.len()];
             next = next.wrapping_add(1);
-            match thread.send(stream) {
+            match thread.send(admitted) {
                 Ok(()) => break,
-                Err(mpsc::error::SendError(back)) => stream = back,
+                Err(mpsc::error::SendError(back)) => admitted = back,
             }
             tried += 1;
             if tried == threads.len() {

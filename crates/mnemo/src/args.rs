@@ -211,6 +211,11 @@ pub(crate) struct NodeArgs {
     /// for a host whose cores other busy processes share].
     #[arg(long, env = "MNEMO_SERVING_THREADS", value_name = "N")]
     pub(crate) serving_threads: Option<usize>,
+    /// Most gRPC connections open at once, clients' and peers' together;
+    /// one more is closed as soon as it is accepted [default: 10000, or
+    /// less where the open-file limit leaves less room].
+    #[arg(long, env = "MNEMO_MAX_CONNECTIONS", value_name = "N")]
+    pub(crate) max_connections: Option<usize>,
     /// Checkpoint the store (and start the write-ahead log over) once the
     /// log holds this many MiB (default 64); bounds replay at start-up.
     #[arg(long, env = "MNEMO_CHECKPOINT_MIB", value_name = "MIB")]

@@ -30,6 +30,7 @@ struct FileConfig {
     anti_entropy_ms: Option<u64>,
     sync_rate_mib: Option<u64>,
     serving_threads: Option<usize>,
+    max_connections: Option<usize>,
     checkpoint_mib: Option<u64>,
     certs_dir: Option<PathBuf>,
     #[serde(default)]
@@ -38,6 +39,29 @@ struct FileConfig {
 
 /// Most `--serving-threads`: far more than any host's cores.
 const MAX_SERVING_THREADS: usize = 1024;
+
+/// File descriptors kept for what is not a client's gRPC connection: the
+/// store's files, gossip, the HTTP port, connections to peers.
+const RESERVED_FILES: u64 = 512;
+
+/// Raises the process's open-file limit to the most the host allows (as a
+/// server that holds many connections should; many hosts start processes
+/// at 1024) and returns it.
+fn raise_open_file_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "cannot read or raise the open-file limit");
+        1024
+    })
+}
+
+/// The connection limit when none is asked for: the default, or what
+/// `open_files` leaves room for beside [`RESERVED_FILES`] (at least 64).
+fn default_max_connections(open_files: u64) -> usize {
+    let room = open_files.saturating_sub(RESERVED_FILES).max(64);
+    usize::try_from(room)
+        .unwrap_or(usize::MAX)
+        .min(mnemo_node::config::DEFAULT_MAX_CONNECTIONS)
+}
 
 /// Serving threads when none are asked for: one per core the node may use
 /// (`available_parallelism` counts a cgroup's CPU quota), as a proxy runs
@@ -113,6 +137,12 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
         }
         Some(n) => n,
         None => default_serving_threads(),
+    };
+    let open_files = raise_open_file_limit();
+    c.max_connections = match args.max_connections.or(file.max_connections) {
+        Some(0) => return Err(Failure("--max-connections must be at least 1".into())),
+        Some(n) => n,
+        None => default_max_connections(open_files),
     };
     if let Some(mib) = args.checkpoint_mib.or(file.checkpoint_mib) {
         if mib == 0 {
@@ -364,6 +394,21 @@ mod tests {
             panic!("1025 serving threads accepted");
         };
         assert_eq!(e, "--serving-threads must be at most 1024");
+    }
+
+    /// The connection limit leaves room for the node's own files, and
+    /// 0 is refused, naming the flag.
+    #[test]
+    fn the_connection_limit_fits_the_open_file_limit() {
+        assert_eq!(default_max_connections(1024), 512);
+        assert_eq!(default_max_connections(1 << 20), 10_000);
+        assert_eq!(default_max_connections(100), 64);
+        let limit = |flags: &[&str]| config(node_args(flags)).map(|c| c.max_connections);
+        assert_eq!(limit(&["--max-connections", "3"]).ok(), Some(3));
+        let Err(Failure(e)) = limit(&["--max-connections", "0"]) else {
+            panic!("a limit of 0 accepted");
+        };
+        assert_eq!(e, "--max-connections must be at least 1");
     }
 
     #[test]

@@ -955,3 +955,62 @@ async fn accepted_connections_carry_tcp_keepalive() {
     .await;
     drop(client);
 }
+
+/// A node holds at most `--max-connections` gRPC connections: one more is
+/// closed at once, without harm to those open, and its place comes back
+/// when one of them closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_and_places_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &["--max-connections", "3"]);
+    let write = |i: usize| remember("limit", &format!("m-{i}"), "a line");
+    let mut open = Vec::new();
+    for i in 0..3 {
+        let mut c = node.client().await;
+        c.remember(write(i))
+            .await
+            .expect("a connection within the limit");
+        open.push(c);
+    }
+    // The fourth is accepted and closed: its call fails on the transport,
+    // as on a connection that broke (its code depends on how far the
+    // client got: reset, broken pipe, closed), and nothing is written.
+    let mut over = node.client().await;
+    let e = over.remember(write(3)).await.expect_err("over the limit");
+    let source = std::error::Error::source(&e);
+    let broken = source.is_some_and(<dyn std::error::Error>::is::<tonic::transport::Error>);
+    assert!(broken, "{e:?}");
+    // Those open still serve.
+    for (i, c) in open.iter_mut().enumerate() {
+        c.remember(write(10 + i)).await.expect("an open connection");
+    }
+    // One closes; its place is given back once the node has seen it go,
+    // which a new connection's call shows.
+    open.pop();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut again = loop {
+        let mut c = node.client().await;
+        if c.remember(write(20)).await.is_ok() {
+            break c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no place came back after a connection closed"
+        );
+    };
+    // (On the connection just opened: the node is at its limit again.)
+    let ids: HashSet<String> = again
+        .recall(recall_all("limit", "line"))
+        .await
+        .expect("recall")
+        .into_inner()
+        .memories
+        .iter()
+        .map(|m| m.memory.as_ref().unwrap().id.clone())
+        .collect();
+    assert!(
+        !ids.contains("m-3"),
+        "the refused write is not there: {ids:?}"
+    );
+    assert_eq!(ids.len(), 7, "{ids:?}");
+}
