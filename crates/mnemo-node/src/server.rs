@@ -145,6 +145,9 @@ pub(crate) fn router_config(config: &NodeConfig) -> RouterConfig {
 
 /// Binds the TCP listener, then starts membership on the same port.
 async fn bind_and_join(config: &NodeConfig) -> Result<(TcpListener, MembershipHandle), BoxError> {
+    if config.max_connections == 0 {
+        return Err("max_connections must be at least 1: the node could take no connection".into());
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -159,6 +162,12 @@ async fn bind_and_join(config: &NodeConfig) -> Result<(TcpListener, MembershipHa
         .await
         .map_err(|e| format!("cannot start membership on udp {local_addr}: {e}"))?;
     Ok((listener, membership))
+}
+
+/// Whether an address is one of the members' in the current view (peers
+/// connect from their own host's address, from any port).
+fn is_member(view: watch::Receiver<mnemo_cluster::ClusterView>) -> crate::serving::IsMember {
+    Box::new(move |ip| view.borrow().members.iter().any(|m| m.addr.ip() == ip))
 }
 
 /// Opens the node's store, joins the cluster and starts serving on
@@ -256,9 +265,9 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         .add_service(reflection_v1alpha)
         .add_service(public)
         .add_service(internal);
-    let server = crate::serving::serve(listener, &node.config, &left, move |incoming, stop| {
-        router.serve_with_incoming_shutdown(incoming, stop)
-    })?;
+    let members = is_member(node.view.clone());
+    let serve = move |incoming, stop| router.serve_with_incoming_shutdown(incoming, stop);
+    let server = crate::serving::serve(listener, &node.config, members, &left, serve)?;
     tokio::spawn(leave_when_stopped(Arc::clone(&node), stopped, left_tx));
     tracing::info!(id = %node.id, addr = %local_addr, "node serving");
     Ok(Running {

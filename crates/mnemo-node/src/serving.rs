@@ -87,6 +87,14 @@ pub(crate) fn keep_alive(stream: &tokio::net::TcpStream) {
 /// How often, at most, a refused connection is logged.
 const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// The share of the connection limit kept for connections from cluster
+/// members' addresses (one in this many places): clients that fill the
+/// rest cannot lock peers out of forwarding and replicating to the node.
+const MEMBERS_SHARE: usize = 8;
+
+/// Whether a remote address is a cluster member's.
+pub(crate) type IsMember = Box<dyn Fn(std::net::IpAddr) -> bool + Send>;
+
 /// A connection accepted within the node's limit, with its place.
 type Admitted = (TcpStream, OwnedSemaphorePermit);
 
@@ -105,9 +113,10 @@ pub(crate) struct Connection {
 
 impl Connection {
     fn adopt((stream, place): Admitted) -> std::io::Result<Self> {
+        let stream = tokio::net::TcpStream::from_std(stream)?;
         metrics::gauge!("mnemo_grpc_connections").increment(1.0);
         Ok(Connection {
-            stream: tokio::net::TcpStream::from_std(stream)?,
+            stream,
             _place: place,
         })
     }
@@ -173,12 +182,14 @@ pub(crate) type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 
 /// Runs `server` (a tonic router served over the connections given, until
 /// the signal) on `config.serving_threads` threads with the connections
 /// `listener` accepts, at most `config.max_connections` open at once (one
-/// over it is closed at once), until `left` turns true; then each thread
-/// finishes what its connections asked (tonic's graceful shutdown). The
-/// handle's result is the first thread's error, if any.
+/// over it is closed at once; the last of every [`MEMBERS_SHARE`] places
+/// go to addresses `is_member` names only), until `left` turns true; then
+/// each thread finishes what its connections asked (tonic's graceful
+/// shutdown). The handle's result is the first thread's error, if any.
 pub(crate) fn serve<S, F>(
     listener: TcpListener,
     config: &crate::NodeConfig,
+    is_member: IsMember,
     left: &watch::Receiver<bool>,
     server: S,
 ) -> Result<tokio::task::JoinHandle<Result<(), BoxError>>, BoxError>
@@ -220,7 +231,7 @@ where
         done.push(finish);
     }
     let limit = config.max_connections.min(Semaphore::MAX_PERMITS);
-    tokio::spawn(accept(listener, handoff, limit, left.clone()));
+    tokio::spawn(accept(listener, handoff, limit, is_member, left.clone()));
     // Ends at the first server's error, or when all have ended.
     let each = done.into_iter().map(|finish| async move {
         finish
@@ -255,15 +266,18 @@ fn adopted(rx: mpsc::UnboundedReceiver<Admitted>) -> Incoming {
     UnboundedReceiverStream::new(rx).map(adopt)
 }
 
-/// Accepts connections, at most `limit` open at once, and hands them out
-/// in turn, until `left`.
+/// Accepts connections, at most `limit` open at once (the last
+/// `limit / MEMBERS_SHARE` for members' addresses only), and hands them
+/// out in turn, until `left`.
 async fn accept(
     listener: TcpListener,
     threads: Vec<mpsc::UnboundedSender<Admitted>>,
     limit: usize,
+    is_member: IsMember,
     mut left: watch::Receiver<bool>,
 ) {
     let places = Arc::new(Semaphore::new(limit));
+    let kept = limit / MEMBERS_SHARE;
     let mut next = 0usize;
     let mut last_logged: Option<Instant> = None;
     loop {
@@ -271,8 +285,8 @@ async fn accept(
             accepted = listener.accept() => accepted,
             _ = left.wait_for(|l| *l) => return,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, from) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot accept a connection");
                 tokio::time::sleep(ACCEPT_PAUSE).await;
@@ -282,8 +296,12 @@ async fn accept(
         // Over the limit the connection is closed at once: the client sees
         // it reset and may try another node. Its file descriptor is given
         // back at once, before it can take one the node needs (its store,
-        // its peers).
-        let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
+        // its peers). This task alone takes places (closing connections
+        // only give them back), so the count it reads cannot fall before
+        // it takes one.
+        let admitted = places.available_permits() > kept || is_member(from.ip());
+        let place = admitted.then(|| Arc::clone(&places).try_acquire_owned().ok());
+        let Some(Some(place)) = place else {
             metrics::counter!("mnemo_grpc_connections_refused_total").increment(1);
             if last_logged.is_none_or(|at| at.elapsed() >= REFUSED_LOG_EVERY) {
                 last_logged = Some(Instant::now());

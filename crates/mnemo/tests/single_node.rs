@@ -997,6 +997,9 @@ async fn connections_over_the_limit_are_closed_and_places_come_back() {
             std::time::Instant::now() < deadline,
             "no place came back after a connection closed"
         );
+        // The node learns of the close from the kernel; no event of it
+        // reaches this test, so it asks again at a modest pace.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     };
     // (On the connection just opened: the node is at its limit again.)
     let ids: HashSet<String> = again
@@ -1013,4 +1016,47 @@ async fn connections_over_the_limit_are_closed_and_places_come_back() {
         "the refused write is not there: {ids:?}"
     );
     assert_eq!(ids.len(), 7, "{ids:?}");
+}
+
+/// An eighth of the places are kept for cluster members' addresses: once
+/// clients from elsewhere hold the rest, one more of theirs is closed, yet
+/// a connection from a member's address (the node's own, 127.0.0.1, here)
+/// is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_places_are_kept_for_members_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &["--max-connections", "8"]);
+    // 127.0.0.2 reaches the node over loopback; no member has it.
+    let stranger = || async {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
+            .unwrap()
+            .local_address(Some("127.0.0.2".parse().unwrap()));
+        v1::mnemo_client::MnemoClient::new(endpoint.connect_lazy())
+    };
+    let write = |i: usize| remember("kept", &format!("m-{i}"), "a line");
+    let mut open = Vec::new();
+    for i in 0..7 {
+        let mut c = stranger().await;
+        c.remember(write(i))
+            .await
+            .expect("a place outside the members' share");
+        open.push(c);
+    }
+    let e = stranger()
+        .await
+        .remember(write(7))
+        .await
+        .expect_err("the rest is the members'");
+    let source = std::error::Error::source(&e);
+    assert!(
+        source.is_some_and(<dyn std::error::Error>::is::<tonic::transport::Error>),
+        "{e:?}"
+    );
+    let mut member = node.client().await;
+    member
+        .remember(write(8))
+        .await
+        .expect("a member's address takes a kept place");
+    // With that taken too, even a member's address is refused.
+    assert!(node.client().await.remember(write(9)).await.is_err());
 }
