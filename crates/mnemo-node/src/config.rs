@@ -55,10 +55,11 @@ pub struct NodeConfig {
     /// the kernel sets aside stalls its connections. `mnemo node` runs one
     /// per core unless told otherwise.
     pub serving_threads: usize,
-    /// Most gRPC connections open at once, clients' and peers' together;
-    /// one more is closed as soon as it is accepted. Every connection holds
-    /// a file descriptor, and a node out of them can neither accept nor
-    /// open its files: keep this below the process's open-file limit.
+    /// Most connections open at once on the gRPC and HTTP ports together,
+    /// clients' and peers'; one more is closed as soon as it is accepted,
+    /// and an eighth are kept for members' addresses. Every connection
+    /// holds a file descriptor, and a node out of them can neither accept
+    /// nor open its files: keep this below the process's open-file limit.
     pub max_connections: usize,
     /// How the embedded store runs (checkpoints of its write-ahead log).
     pub store: mnemo_store::StoreOptions,

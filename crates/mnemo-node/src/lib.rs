@@ -48,6 +48,7 @@ mod limits;
 mod local;
 mod membership;
 pub mod node;
+mod places;
 pub mod replication;
 pub mod security;
 pub mod server;

@@ -21,6 +21,8 @@ pub struct Node {
     pub addr: String,
     /// The node's durable spaces.
     pub store: Store,
+    /// Places for connections on its gRPC and HTTP ports.
+    pub(crate) places: Arc<crate::places::Places>,
     /// How it was started.
     pub config: NodeConfig,
     /// Where requests go.

@@ -205,6 +205,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         id: config.id.clone(),
         addr: local_addr.to_string(),
         store,
+        places: crate::places::Places::new(config.max_connections),
         config,
         router,
         replicator,
@@ -265,9 +266,10 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
         .add_service(reflection_v1alpha)
         .add_service(public)
         .add_service(internal);
-    let members = is_member(node.view.clone());
+    let places = (Arc::clone(&node.places), is_member(node.view.clone()));
     let serve = move |incoming, stop| router.serve_with_incoming_shutdown(incoming, stop);
-    let server = crate::serving::serve(listener, &node.config, members, &left, serve)?;
+    let threads = node.config.serving_threads;
+    let server = crate::serving::serve(listener, threads, places, &left, serve)?;
     tokio::spawn(leave_when_stopped(Arc::clone(&node), stopped, left_tx));
     tracing::info!(id = %node.id, addr = %local_addr, "node serving");
     Ok(Running {

@@ -30,16 +30,15 @@
 
 use std::cell::Cell;
 use std::net::TcpStream;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::places::{Held, Places};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -84,19 +83,14 @@ pub(crate) fn keep_alive(stream: &tokio::net::TcpStream) {
     }
 }
 
-/// How often, at most, a refused connection is logged.
-const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// The share of the connection limit kept for connections from cluster
-/// members' addresses (one in this many places): clients that fill the
-/// rest cannot lock peers out of forwarding and replicating to the node.
-const MEMBERS_SHARE: usize = 8;
-
 /// Whether a remote address is a cluster member's.
 pub(crate) type IsMember = Box<dyn Fn(std::net::IpAddr) -> bool + Send>;
 
-/// A connection accepted within the node's limit, with its place.
+/// A connection accepted with its place under the node's limit.
 type Admitted = (TcpStream, OwnedSemaphorePermit);
+
+/// An accepted gRPC connection, holding its place.
+pub(crate) type Connection = Held<tokio::net::TcpStream>;
 
 /// The connections one serving thread is handed.
 pub(crate) type Incoming = tokio_stream::adapters::Map<
@@ -104,92 +98,20 @@ pub(crate) type Incoming = tokio_stream::adapters::Map<
     fn(Admitted) -> std::io::Result<Connection>,
 >;
 
-/// An accepted connection; its place under the node's limit is given back
-/// when it closes.
-pub(crate) struct Connection {
-    stream: tokio::net::TcpStream,
-    _place: OwnedSemaphorePermit,
-}
-
-impl Connection {
-    fn adopt((stream, place): Admitted) -> std::io::Result<Self> {
-        let stream = tokio::net::TcpStream::from_std(stream)?;
-        metrics::gauge!("mnemo_grpc_connections").increment(1.0);
-        Ok(Connection {
-            stream,
-            _place: place,
-        })
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        metrics::gauge!("mnemo_grpc_connections").decrement(1.0);
-    }
-}
-
-impl AsyncRead for Connection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Connection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-impl tonic::transport::server::Connected for Connection {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
 /// Resolves when the thread is to stop taking requests.
 pub(crate) type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Runs `server` (a tonic router served over the connections given, until
-/// the signal) on `config.serving_threads` threads with the connections
-/// `listener` accepts, at most `config.max_connections` open at once (one
-/// over it is closed at once; the last of every [`MEMBERS_SHARE`] places
-/// go to addresses `is_member` names only), until `left` turns true; then
-/// each thread finishes what its connections asked (tonic's graceful
-/// shutdown). The handle's result is the first thread's error, if any.
+/// the signal) on `threads` threads (0: this runtime) with the connections
+/// `listener` accepts, each while it has one of the node's `places`
+/// (`is_member` says which addresses are members'), until `left` turns
+/// true; then each thread finishes what its connections asked (tonic's
+/// graceful shutdown). The handle's result is the first thread's error,
+/// if any.
 pub(crate) fn serve<S, F>(
     listener: TcpListener,
-    config: &crate::NodeConfig,
-    is_member: IsMember,
+    threads: usize,
+    (places, is_member): (Arc<Places>, IsMember),
     left: &watch::Receiver<bool>,
     server: S,
 ) -> Result<tokio::task::JoinHandle<Result<(), BoxError>>, BoxError>
@@ -200,7 +122,6 @@ where
     let mut handoff = Vec::new();
     let mut done = Vec::new();
     // 0: this runtime serves; else threads 1..=N do, and this one only accepts.
-    let threads = config.serving_threads;
     let servers = if threads == 0 { 0..=0 } else { 1..=threads };
     for index in servers {
         let (tx, rx) = mpsc::unbounded_channel::<Admitted>();
@@ -230,8 +151,7 @@ where
         handoff.push(tx);
         done.push(finish);
     }
-    let limit = config.max_connections.min(Semaphore::MAX_PERMITS);
-    tokio::spawn(accept(listener, handoff, limit, is_member, left.clone()));
+    tokio::spawn(accept(listener, handoff, places, is_member, left.clone()));
     // Ends at the first server's error, or when all have ended.
     let each = done.into_iter().map(|finish| async move {
         finish
@@ -262,24 +182,23 @@ where
 /// The connections sent on `rx`, each registered with the runtime that
 /// polls the stream.
 fn adopted(rx: mpsc::UnboundedReceiver<Admitted>) -> Incoming {
-    let adopt: fn(Admitted) -> std::io::Result<Connection> = Connection::adopt;
+    let adopt: fn(Admitted) -> std::io::Result<Connection> = |(stream, place)| {
+        let stream = tokio::net::TcpStream::from_std(stream)?;
+        Ok(Held::new(stream, place, "grpc"))
+    };
     UnboundedReceiverStream::new(rx).map(adopt)
 }
 
-/// Accepts connections, at most `limit` open at once (the last
-/// `limit / MEMBERS_SHARE` for members' addresses only), and hands them
-/// out in turn, until `left`.
+/// Accepts connections, each while one of `places` is free for it, and
+/// hands them out in turn, until `left`.
 async fn accept(
     listener: TcpListener,
     threads: Vec<mpsc::UnboundedSender<Admitted>>,
-    limit: usize,
+    places: Arc<Places>,
     is_member: IsMember,
     mut left: watch::Receiver<bool>,
 ) {
-    let places = Arc::new(Semaphore::new(limit));
-    let kept = limit / MEMBERS_SHARE;
     let mut next = 0usize;
-    let mut last_logged: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -293,24 +212,10 @@ async fn accept(
                 continue;
             }
         };
-        // Over the limit the connection is closed at once: the client sees
-        // it reset and may try another node. Its file descriptor is given
-        // back at once, before it can take one the node needs (its store,
-        // its peers). This task alone takes places (closing connections
-        // only give them back), so the count it reads cannot fall before
-        // it takes one.
-        let admitted = places.available_permits() > kept || is_member(from.ip());
-        let place = admitted.then(|| Arc::clone(&places).try_acquire_owned().ok());
-        let Some(Some(place)) = place else {
-            metrics::counter!("mnemo_grpc_connections_refused_total").increment(1);
-            if last_logged.is_none_or(|at| at.elapsed() >= REFUSED_LOG_EVERY) {
-                last_logged = Some(Instant::now());
-                tracing::warn!(
-                    limit,
-                    "refused a connection: as many are open as --max-connections allows"
-                );
-            }
-            drop(stream);
+        // Over the limit the connection is closed at once, which gives its
+        // file descriptor back before it can take one the node needs; the
+        // client sees it reset and may try another node.
+        let Some(place) = places.take("grpc", || is_member(from.ip())) else {
             continue;
         };
         // Small replies must not wait for Nagle and delayed ACKs (~40 ms).

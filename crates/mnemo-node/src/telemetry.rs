@@ -9,8 +9,8 @@
 //! | `mnemo_http_request_duration_seconds` | histogram | route, status |
 //! | `mnemo_store_commit_seconds`, `mnemo_store_batch_writes` | histogram | |
 //! | `mnemo_store_spaces`, `_memories`, `_forgotten`, `_disk_bytes` | gauge | |
-//! | `mnemo_grpc_connections` | gauge | |
-//! | `mnemo_grpc_connections_refused_total` | counter | |
+//! | `mnemo_connections` | gauge | port (grpc, http) |
+//! | `mnemo_connections_refused_total` | counter | port |
 //! | `mnemo_router_*`, `mnemo_cluster_*`, `mnemo_gossip_*` | see their crates | |
 //! | `mnemo_replication_*`, `mnemo_antientropy_*`, `mnemo_merge_refused_total`, `mnemo_catching_up_refusals_total` | counter | `mnemo_antientropy_catchups_total`: outcome |
 
@@ -61,10 +61,17 @@ pub(crate) fn describe() {
     );
     describe_gauge!("mnemo_store_spaces", "Spaces this node holds data of");
     describe_gauge!(
-        "mnemo_grpc_connections",
-        "gRPC connections open (clients and peers)"
+        "mnemo_connections",
+        "Connections open (clients and peers), by port"
     );
-    gauge!("mnemo_grpc_connections").set(0.0);
+    describe_counter!(
+        "mnemo_connections_refused_total",
+        "Connections closed on arrival: --max-connections were open"
+    );
+    for port in crate::places::PORTS {
+        gauge!("mnemo_connections", "port" => port).set(0.0);
+        counter!("mnemo_connections_refused_total", "port" => port).absolute(0);
+    }
     describe_gauge!(
         "mnemo_store_memories",
         "Live memories this node holds, all spaces"
@@ -114,10 +121,6 @@ pub(crate) fn describe() {
         (
             "mnemo_catching_up_refusals_total",
             "Reads refused because this holder is still catching up",
-        ),
-        (
-            "mnemo_grpc_connections_refused_total",
-            "gRPC connections closed on arrival: --max-connections were open",
         ),
     ] {
         describe_counter!(name, help);

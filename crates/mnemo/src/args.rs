@@ -211,9 +211,10 @@ pub(crate) struct NodeArgs {
     /// for a host whose cores other busy processes share].
     #[arg(long, env = "MNEMO_SERVING_THREADS", value_name = "N")]
     pub(crate) serving_threads: Option<usize>,
-    /// Most gRPC connections open at once, clients' and peers' together;
-    /// one more is closed as soon as it is accepted [default: 10000, or
-    /// less where the open-file limit leaves less room].
+    /// Most connections open at once on the gRPC and HTTP ports together,
+    /// clients' and peers'; one more is closed as soon as it is accepted
+    /// [default: 10000, or less where the open-file limit leaves less
+    /// room].
     #[arg(long, env = "MNEMO_MAX_CONNECTIONS", value_name = "N")]
     pub(crate) max_connections: Option<usize>,
     /// Checkpoint the store (and start the write-ahead log over) once the

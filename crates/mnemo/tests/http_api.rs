@@ -650,3 +650,51 @@ async fn response(conn: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> (St
     conn.read_exact(&mut body).await.unwrap();
     (status, String::from_utf8(body).unwrap())
 }
+
+/// The HTTP port shares the node's connection places with the gRPC port:
+/// with a gRPC client holding one of two places and an HTTP connection
+/// the other, one more HTTP connection is closed unanswered, while the
+/// open one keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_port_shares_the_connection_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(
+        "n1",
+        dir.path(),
+        "127.0.0.1:0",
+        &["--http", "127.0.0.1:0", "--max-connections", "2"],
+    );
+    let http = node.http.clone().unwrap();
+    let mut grpc = node.client().await;
+    grpc.recall(v1::RecallRequest {
+        space: "notes".into(),
+        cue: "anything".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("a place for gRPC");
+    let get = b"GET /livez HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
+    let mut open = tokio::io::BufReader::new(tokio::net::TcpStream::connect(&http).await.unwrap());
+    open.get_mut().write_all(get).await.unwrap();
+    let (line, _) = response(&mut open).await;
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    // Over the limit: closed without a response. (Served instead, it
+    // would be kept open: the bound turns that into a failure, not a hang.)
+    let mut over = tokio::net::TcpStream::connect(&http).await.unwrap();
+    let _ = over.write_all(get).await;
+    let mut answer = Vec::new();
+    let bound = std::time::Duration::from_secs(10);
+    let read = tokio::time::timeout(bound, over.read_to_end(&mut answer))
+        .await
+        .expect("the node closes a connection over the limit");
+    assert!(
+        read.is_err() || answer.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The open connection still serves.
+    open.get_mut().write_all(get).await.unwrap();
+    let (line, _) = response(&mut open).await;
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+}

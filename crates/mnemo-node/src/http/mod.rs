@@ -24,7 +24,7 @@ use crate::config::MAX_MESSAGE_BYTES;
 use crate::node::Node;
 use crate::security::Gate;
 use crate::service::MnemoService;
-use tls::{Peer, TlsListener};
+use tls::{Peer, PlainListener, TlsListener};
 
 /// The process-wide Prometheus recorder, installed on first use. Call it
 /// before starting a node so that no early metric is lost.
@@ -72,6 +72,7 @@ pub(crate) async fn serve(addr: SocketAddr, node: Arc<Node>) -> std::io::Result<
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let security = node.config.security.clone();
+    let places = Arc::clone(&node.places);
     let (api, doc) = api::routes(MnemoService::new(Arc::clone(&node)));
     let doc = Arc::new(doc.to_json().map_err(std::io::Error::other)?);
     let api = api
@@ -104,8 +105,11 @@ pub(crate) async fn serve(addr: SocketAddr, node: Arc<Node>) -> std::io::Result<
         .into_make_service_with_connect_info::<Peer>();
     tokio::spawn(async move {
         let served = match security {
-            Some(s) => axum::serve(TlsListener::new(listener, Arc::clone(&s.http_tls)), app).await,
-            None => axum::serve(listener, app).await,
+            Some(s) => {
+                let tls = Arc::clone(&s.http_tls);
+                axum::serve(TlsListener::new(listener, tls, places), app).await
+            }
+            None => axum::serve(PlainListener::new(listener, places), app).await,
         };
         if let Err(e) = served {
             tracing::warn!(error = %e, "http server stopped");

@@ -14,6 +14,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 
+use crate::places::{Held, Places};
+
 /// Longest a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the server to take them.
@@ -26,9 +28,59 @@ pub(crate) struct Peer {
     pub(crate) certificate: Option<CertificateDer<'static>>,
 }
 
-impl Connected<IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(_: IncomingStream<'_, TcpListener>) -> Self {
+impl Connected<IncomingStream<'_, PlainListener>> for Peer {
+    fn connect_info(_: IncomingStream<'_, PlainListener>) -> Self {
         Peer { certificate: None }
+    }
+}
+
+/// Accepts TCP connections while the node has places for them (see
+/// `crate::places`); closes those over the limit.
+pub(crate) struct PlainListener {
+    listener: TcpListener,
+    places: Arc<Places>,
+}
+
+impl PlainListener {
+    pub(crate) fn new(listener: TcpListener, places: Arc<Places>) -> Self {
+        PlainListener { listener, places }
+    }
+}
+
+impl Listener for PlainListener {
+    type Io = Held<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (tcp, from) = accept(&self.listener).await;
+            if let Some(place) = self.places.take("http", || false) {
+                return (Held::new(tcp, place, "http"), from);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// The next connection `listener` accepts, with `TCP_NODELAY` and
+/// keepalive set; failures (out of file descriptors and the like) are
+/// waited out.
+async fn accept(listener: &TcpListener) -> (TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, from)) => {
+                let _ = tcp.set_nodelay(true);
+                crate::serving::keep_alive(&tcp);
+                return (tcp, from);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "http accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 
@@ -41,27 +93,26 @@ impl Connected<IncomingStream<'_, TlsListener>> for Peer {
 /// Accepts TCP connections and hands over those whose TLS handshake
 /// succeeded. Handshakes run concurrently, so a slow or silent client
 /// holds up no one else.
+/// A connection takes its place under the node's limit before its
+/// handshake, and holds it until it closes.
 pub(crate) struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
+    ready: mpsc::Receiver<(Held<TlsStream<TcpStream>>, Peer)>,
 }
 
 impl TlsListener {
-    pub(crate) fn new(listener: TcpListener, config: Arc<ServerConfig>) -> Self {
+    pub(crate) fn new(
+        listener: TcpListener,
+        config: Arc<ServerConfig>,
+        places: Arc<Places>,
+    ) -> Self {
         let (tx, ready) = mpsc::channel(BACKLOG);
         let acceptor = TlsAcceptor::from(config);
         tokio::spawn(async move {
             loop {
-                let (tcp, from) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "http accept failed");
-                        // Out of file descriptors and the like: let it pass.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
+                let (tcp, from) = accept(&listener).await;
+                let Some(place) = places.take("http", || false) else {
+                    continue;
                 };
-                let _ = tcp.set_nodelay(true);
-                crate::serving::keep_alive(&tcp);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -72,6 +123,7 @@ impl TlsListener {
                                 .peer_certificates()
                                 .and_then(|c| c.first())
                                 .map(|c| c.clone().into_owned());
+                            let tls = Held::new(tls, place, "http");
                             let _ = tx.send((tls, Peer { certificate })).await;
                         }
                         Ok(Err(e)) => {
@@ -87,7 +139,7 @@ impl TlsListener {
 }
 
 impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = Held<TlsStream<TcpStream>>;
     type Addr = Peer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
