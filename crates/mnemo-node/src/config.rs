@@ -57,7 +57,8 @@ pub struct NodeConfig {
     pub serving_threads: usize,
     /// Most connections open at once on the gRPC and HTTP ports together,
     /// clients' and peers'; one more is closed as soon as it is accepted,
-    /// and an eighth are kept for members' addresses. Every connection
+    /// and an eighth are kept for gRPC connections from members'
+    /// addresses. Every connection
     /// holds a file descriptor, and a node out of them can neither accept
     /// nor open its files: keep this below the process's open-file limit.
     pub max_connections: usize,

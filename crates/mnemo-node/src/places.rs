@@ -10,6 +10,7 @@
 //! members' addresses only: clients that fill the rest cannot lock peers
 //! out of forwarding and replicating to the node.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -33,7 +34,8 @@ pub(crate) struct Places {
     limit: usize,
     /// Places only members' addresses may take.
     kept: usize,
-    last_logged: Mutex<Option<Instant>>,
+    /// When a refusal was last logged, by port.
+    last_logged: Mutex<HashMap<&'static str, Instant>>,
 }
 
 impl Places {
@@ -44,7 +46,7 @@ impl Places {
             free: Arc::new(Semaphore::new(limit)),
             limit,
             kept: limit / MEMBERS_SHARE,
-            last_logged: Mutex::new(None),
+            last_logged: Mutex::new(HashMap::new()),
         })
     }
 
@@ -64,9 +66,10 @@ impl Places {
             .flatten();
         if place.is_none() {
             metrics::counter!("mnemo_connections_refused_total", "port" => port).increment(1);
-            let mut last = self.last_logged.lock().expect("lock poisoned");
+            let mut logged = self.last_logged.lock().expect("lock poisoned");
+            let last = logged.get(port);
             if last.is_none_or(|at| at.elapsed() >= REFUSED_LOG_EVERY) {
-                *last = Some(Instant::now());
+                logged.insert(port, Instant::now());
                 tracing::warn!(
                     port,
                     limit = self.limit,
@@ -170,6 +173,8 @@ mod tests {
             places.take("grpc", client).is_none(),
             "kept places came back"
         );
+        let member_again = places.take("grpc", member);
+        assert!(member_again.is_some(), "to members");
         drop(clients);
         assert!(places.take("http", client).is_some());
     }

@@ -698,3 +698,46 @@ async fn the_http_port_shares_the_connection_limit() {
     let (line, _) = response(&mut open).await;
     assert!(line.starts_with("HTTP/1.1 200"), "{line}");
 }
+
+/// On a secure node's HTTPS port a connection takes its place before its
+/// TLS handshake: two that never start one fill a limit of two, so a
+/// client's request is refused; once one of them goes, its place comes
+/// back and the client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_holds_its_place() {
+    // One node on its own: a cluster's start-up checks would open
+    // connections of their own, closing as this test begins.
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    support::make_certs(&certs, 1);
+    let flags = ["--http", "127.0.0.1:0", "--max-connections", "2"];
+    let node =
+        NodeProcess::start_secure(&certs, "n1", &dir.path().join("n1"), "127.0.0.1:0", &flags);
+    let http = node.http.clone().unwrap();
+    let livez = move || {
+        let (agent, url) = (
+            agent(&certs, Some("client")),
+            format!("https://{http}/livez"),
+        );
+        tokio::task::spawn_blocking(move || agent.get(&url).call().map(|r| r.status().as_u16()))
+    };
+    let addr = node.http.clone().unwrap();
+    let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _also = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Accepted in order: the request's connection comes third.
+    let refused = livez().await.unwrap();
+    assert!(refused.is_err(), "{refused:?}");
+    drop(silent);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(status) = livez().await.unwrap() {
+            assert_eq!(status, 200);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no place came back after a silent connection closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

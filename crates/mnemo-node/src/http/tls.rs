@@ -53,7 +53,7 @@ impl Listener for PlainListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            let (tcp, from) = accept(&self.listener).await;
+            let (tcp, from) = accept(&mut self.listener).await;
             if let Some(place) = self.places.take("http", || false) {
                 return (Held::new(tcp, place, "http"), from);
             }
@@ -66,22 +66,14 @@ impl Listener for PlainListener {
 }
 
 /// The next connection `listener` accepts, with `TCP_NODELAY` and
-/// keepalive set; failures (out of file descriptors and the like) are
-/// waited out.
-async fn accept(listener: &TcpListener) -> (TcpStream, std::net::SocketAddr) {
-    loop {
-        match listener.accept().await {
-            Ok((tcp, from)) => {
-                let _ = tcp.set_nodelay(true);
-                crate::serving::keep_alive(&tcp);
-                return (tcp, from);
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "http accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+/// keepalive set. Failures are axum's to handle: a connection reset
+/// before it was taken is skipped; anything else (out of file descriptors)
+/// is logged as an error and waited out for a second.
+async fn accept(listener: &mut TcpListener) -> (TcpStream, std::net::SocketAddr) {
+    let (tcp, from) = Listener::accept(listener).await;
+    let _ = tcp.set_nodelay(true);
+    crate::serving::keep_alive(&tcp);
+    (tcp, from)
 }
 
 impl Connected<IncomingStream<'_, TlsListener>> for Peer {
@@ -96,12 +88,12 @@ impl Connected<IncomingStream<'_, TlsListener>> for Peer {
 /// A connection takes its place under the node's limit before its
 /// handshake, and holds it until it closes.
 pub(crate) struct TlsListener {
-    ready: mpsc::Receiver<(Held<TlsStream<TcpStream>>, Peer)>,
+    ready: mpsc::Receiver<(TlsStream<Held<TcpStream>>, Peer)>,
 }
 
 impl TlsListener {
     pub(crate) fn new(
-        listener: TcpListener,
+        mut listener: TcpListener,
         config: Arc<ServerConfig>,
         places: Arc<Places>,
     ) -> Self {
@@ -109,10 +101,11 @@ impl TlsListener {
         let acceptor = TlsAcceptor::from(config);
         tokio::spawn(async move {
             loop {
-                let (tcp, from) = accept(&listener).await;
+                let (tcp, from) = accept(&mut listener).await;
                 let Some(place) = places.take("http", || false) else {
                     continue;
                 };
+                let tcp = Held::new(tcp, place, "http");
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -123,7 +116,6 @@ impl TlsListener {
                                 .peer_certificates()
                                 .and_then(|c| c.first())
                                 .map(|c| c.clone().into_owned());
-                            let tls = Held::new(tls, place, "http");
                             let _ = tx.send((tls, Peer { certificate })).await;
                         }
                         Ok(Err(e)) => {
@@ -139,7 +131,7 @@ impl TlsListener {
 }
 
 impl Listener for TlsListener {
-    type Io = Held<TlsStream<TcpStream>>;
+    type Io = TlsStream<Held<TcpStream>>;
     type Addr = Peer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
