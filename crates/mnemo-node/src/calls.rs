@@ -25,6 +25,9 @@ pub(crate) struct Context {
     pub(crate) until: tokio::time::Instant,
     /// Factor for the confidences a recall returns (1 unless partitioned).
     pub(crate) penalty: f32,
+    /// Served by a holder other than the primary, in its place: a read
+    /// first overlaps the write quorum (`local::overlap_write_quorum`).
+    pub(crate) fallback: bool,
 }
 
 /// Largest `k` of a recall sent over a hop stream.
@@ -221,7 +224,7 @@ impl Routed for v1::RecallRequest {
         request: Self,
         context: Context,
     ) -> impl Future<Output = Result<Self::Answer, Status>> + Send {
-        local::recall(node, request, context.penalty)
+        local::recall(node, request, context)
     }
 
     async fn call(
@@ -252,20 +255,18 @@ impl Routed for v1::GetRequest {
     }
 
     /// A `get` of nothing is NOT_FOUND, said by the holder that looked.
-    fn serve(
-        node: &Node,
-        request: Self,
-        _: Context,
-    ) -> impl Future<Output = Result<Self::Answer, Status>> + Send {
-        std::future::ready(local::get(node, &request).and_then(|answer| {
-            if answer.memory.is_none() && answer.merged_into.is_none() {
-                return Err(Status::not_found(format!(
-                    "space {:?} has no memory {:?} (served by {})",
-                    request.space, request.id, answer.served_by
-                )));
-            }
-            Ok(answer)
-        }))
+    async fn serve(node: &Node, request: Self, context: Context) -> Result<Self::Answer, Status> {
+        if context.fallback {
+            local::overlap_write_quorum(node, &request.space).await?;
+        }
+        let answer = local::get(node, &request)?;
+        if answer.memory.is_none() && answer.merged_into.is_none() {
+            return Err(Status::not_found(format!(
+                "space {:?} has no memory {:?} (served by {})",
+                request.space, request.id, answer.served_by
+            )));
+        }
+        Ok(answer)
     }
 
     async fn call(
@@ -309,12 +310,11 @@ impl Routed for v1::ListRequest {
         Ok(())
     }
 
-    fn serve(
-        node: &Node,
-        request: Self,
-        _: Context,
-    ) -> impl Future<Output = Result<Self::Answer, Status>> + Send {
-        std::future::ready(local::list(node, &request))
+    async fn serve(node: &Node, request: Self, context: Context) -> Result<Self::Answer, Status> {
+        if context.fallback {
+            local::overlap_write_quorum(node, &request.space).await?;
+        }
+        local::list(node, &request)
     }
 
     async fn call(

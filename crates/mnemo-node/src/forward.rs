@@ -66,13 +66,26 @@ pub(crate) fn internal_client(channel: Channel) -> InternalClient<Channel> {
 }
 
 /// `message` as a forwarded request from node `from` on behalf of
-/// `caller`, with `timeout` left.
-pub(crate) fn request<T>(message: T, from: &str, caller: &Caller, timeout: Duration) -> Request<T> {
+/// `caller`, with `timeout` left; marked as sent in the primary's place if
+/// `fallback`.
+pub(crate) fn request<T>(
+    message: T,
+    from: &str,
+    caller: &Caller,
+    timeout: Duration,
+    fallback: bool,
+) -> Request<T> {
     let mut request = Request::new(message);
     request.set_timeout(timeout);
     caller.pass_on(request.metadata_mut());
     if let Ok(v) = from.parse() {
         request.metadata_mut().insert(FORWARDED_BY, v);
+    }
+    if fallback {
+        request.metadata_mut().insert(
+            mnemo_proto::FALLBACK,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
     }
     request
 }
@@ -110,11 +123,13 @@ pub(crate) struct Hop<'a> {
     pub(crate) hops: &'a Hops,
 }
 
-/// The peer one attempt goes to: how to reach it, and with how much time.
+/// The peer one attempt goes to: how to reach it, with how much time, and
+/// whether in the primary's place.
 pub(crate) struct Peer<'a> {
     node: NodeId,
     channel: Channel,
     timeout: Duration,
+    fallback: bool,
     hop: Hop<'a>,
 }
 
@@ -130,7 +145,7 @@ impl Peer<'_> {
                 &self.channel,
                 &request,
                 self.hop.caller,
-                self.timeout,
+                (self.timeout, self.fallback),
             );
             // Boxed, as is the unary call below: both are large, and this
             // future lives inside every routed call's.
@@ -138,7 +153,13 @@ impl Peer<'_> {
                 return answer;
             }
         }
-        let request = self::request(request, self.hop.from, self.hop.caller, self.timeout);
+        let request = self::request(
+            request,
+            self.hop.from,
+            self.hop.caller,
+            self.timeout,
+            self.fallback,
+        );
         Box::pin(Q::call(client(self.channel), request))
             .await
             .map(Response::into_inner)
@@ -147,7 +168,9 @@ impl Peer<'_> {
 
 /// Runs `request` where `decision` says, within `deadline`: `local` on this
 /// node, or `remote` (a generated client call) on a peer, through the
-/// router's executor (breakers, fallback, retries, hedging).
+/// router's executor (breakers, fallback, retries, hedging). Each attempt
+/// is told whether it goes to a holder other than the decision's primary,
+/// in its place.
 pub(crate) async fn run<'h, Q, A, L, LF, R, RF>(
     router: &Router,
     decision: &RoutingDecision,
@@ -159,37 +182,46 @@ pub(crate) async fn run<'h, Q, A, L, LF, R, RF>(
 ) -> Result<Served<A>, Status>
 where
     Q: Clone,
-    L: Fn(Q) -> LF,
+    L: Fn(Q, bool) -> LF,
     LF: Future<Output = Result<A, Status>>,
     R: Fn(Peer<'h>, Q) -> RF,
     RF: Future<Output = Result<A, Status>>,
 {
     let (local, remote) = (&local, &remote);
+    let primary = decision.targets().first().copied();
+    let primary_id = decision.primary().id.clone();
+    let primary_is_here = primary.is_some_and(|p| decision.is_local(p));
     router
         .execute(decision, deadline, |target| {
-            dispatch(target, request.clone(), hop, local, remote)
+            let fallback = match &target {
+                Target::Local => !primary_is_here,
+                Target::Remote { node, .. } => *node != primary_id,
+            };
+            dispatch(target, request.clone(), hop, fallback, local, remote)
         })
         .await
         .map_err(exec_status)
 }
 
 /// Runs one attempt at `target`: `local` on this node, or `remote` on a
-/// peer (usually [`Peer::send`]), given the time left of the deadline.
+/// peer (usually [`Peer::send`]), given the time left of the deadline and
+/// whether it is in the primary's place.
 pub(crate) async fn dispatch<'h, Q, A, L, LF, R, RF>(
     target: Target,
     request: Q,
     hop: Hop<'h>,
+    fallback: bool,
     local: L,
     remote: R,
 ) -> Result<A, Status>
 where
-    L: FnOnce(Q) -> LF,
+    L: FnOnce(Q, bool) -> LF,
     LF: Future<Output = Result<A, Status>>,
     R: FnOnce(Peer<'h>, Q) -> RF,
     RF: Future<Output = Result<A, Status>>,
 {
     match target {
-        Target::Local => local(request).await,
+        Target::Local => local(request, fallback).await,
         Target::Remote {
             node,
             channel,
@@ -200,6 +232,7 @@ where
                 node,
                 channel,
                 timeout,
+                fallback,
                 hop,
             };
             let answer = remote(peer, request).await;

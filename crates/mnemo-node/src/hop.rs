@@ -236,16 +236,22 @@ async fn in_time(
     let caller = gate.caller(leaf, authorization.as_ref())?;
     let timeout = Duration::from_micros(call.timeout_us).min(DEFAULT_DEADLINE);
     let bytes = call.request.as_slice();
-    let deadline = Some(timeout);
+    let from = |operation| Origin {
+        operation,
+        caller,
+        forwarded: true,
+        fallback: call.fallback,
+        deadline: Some(timeout),
+    };
     let answer = async {
         if operation == v1::RememberRequest::OPERATION {
-            one::<v1::RememberRequest>(service, caller, deadline, bytes).await
+            one::<v1::RememberRequest>(service, from(operation), bytes).await
         } else if operation == v1::ForgetRequest::OPERATION {
-            one::<v1::ForgetRequest>(service, caller, deadline, bytes).await
+            one::<v1::ForgetRequest>(service, from(operation), bytes).await
         } else if operation == v1::RecallRequest::OPERATION {
-            one::<v1::RecallRequest>(service, caller, deadline, bytes).await
+            one::<v1::RecallRequest>(service, from(operation), bytes).await
         } else {
-            one::<v1::GetRequest>(service, caller, deadline, bytes).await
+            one::<v1::GetRequest>(service, from(operation), bytes).await
         }
     };
     let answer = tokio::time::timeout(timeout, answer).await.map_err(|_| {
@@ -265,18 +271,11 @@ async fn in_time(
 
 async fn one<Q: Routed>(
     service: &MnemoService,
-    caller: Caller,
-    deadline: Option<Duration>,
+    from: Origin,
     bytes: &[u8],
 ) -> Result<Vec<u8>, Status> {
     let request = Q::decode(bytes)
         .map_err(|e| Status::invalid_argument(format!("invalid {} request: {e}", Q::OPERATION)))?;
-    let from = Origin {
-        operation: Q::OPERATION,
-        caller,
-        forwarded: true,
-        deadline,
-    };
     Ok(service.handle_one(&from, request).await?.encode_to_vec())
 }
 
@@ -302,16 +301,17 @@ impl Hops {
     }
 
     /// Sends `request` to `node` over the stream of the thread this runs
-    /// on, with `timeout` left, on behalf of `caller`. `None`: send it as a
-    /// unary call instead (the peer has no stream, or the caller's
-    /// credentials are not text).
+    /// on, with `timeout` left, on behalf of `caller`, marked as sent in
+    /// the primary's place if `fallback`. `None`: send it as a unary call
+    /// instead (the peer has no stream, or the caller's credentials are
+    /// not text).
     pub(crate) async fn call<Q: Routed>(
         &self,
         node: &str,
         channel: &Channel,
         request: &Q,
         caller: &Caller,
-        timeout: Duration,
+        (timeout, fallback): (Duration, bool),
     ) -> Option<Result<Q::Answer, Status>> {
         let thread = crate::serving::current();
         let links = self.sets.get(thread)?;
@@ -322,7 +322,9 @@ impl Hops {
                 crate::node::dedicated_channel_to(&self.router, node)
             }
         };
-        links.call(node, dial, request, caller, timeout).await
+        links
+            .call(node, dial, request, caller, (timeout, fallback))
+            .await
     }
 
     /// Forgets a peer that left: its links close once their calls are done.
@@ -355,7 +357,7 @@ impl Links {
         dial: impl FnOnce() -> Option<Channel>,
         request: &Q,
         caller: &Caller,
-        timeout: Duration,
+        (timeout, fallback): (Duration, bool),
     ) -> Option<Result<Q::Answer, Status>> {
         // A header that is not text goes as it came, on a unary call: the
         // peer then decides, never a stream call without it.
@@ -368,6 +370,7 @@ impl Links {
             operation: Q::OPERATION.to_owned(),
             request: request.encode_to_vec(),
             authorization: authorization.to_owned(),
+            fallback,
         };
         let answer = match link.call(call, Instant::now() + timeout).await {
             Ok(answer) => answer,

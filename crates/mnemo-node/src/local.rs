@@ -7,6 +7,7 @@ use mnemo_proto::v1;
 use mnemo_store::{Cue, Memory, validate};
 use tonic::Status;
 
+use crate::calls::Context;
 use crate::convert::{memory_to_wire, scored_to_wire};
 use crate::error::NodeError;
 use crate::node::Node;
@@ -133,6 +134,55 @@ pub(crate) async fn forget(
     })
 }
 
+/// Makes a read served by a holder in the primary's place (a fallback or a
+/// hedge: see `Context::fallback`) see every write a quorum acknowledged.
+/// That quorum is the primary and enough replicas, not necessarily this
+/// one, and the primary does not answer this read (it declined while
+/// catching up, failed, or is being hedged around). So the space is first
+/// reconciled with the other live holders, until enough have answered
+/// that their copies and this one overlap every write quorum: with three
+/// copies, one other. A copy that agrees costs one round trip; a read the
+/// primary serves needs none of this.
+pub(crate) async fn overlap_write_quorum(node: &Node, space: &str) -> Result<(), Status> {
+    use futures_util::StreamExt;
+    // A holder still catching up refuses at once, before any exchange.
+    check_caught_up(node, space)?;
+    if node.router.partition().partitioned {
+        return Ok(());
+    }
+    // As in `remember`: copies and the acknowledging quorum over the
+    // configured factor, capped by the cluster size the partition
+    // detector expects.
+    let expected = node.view.borrow().partition.expected.max(1);
+    let copies = node.config.replication_factor.min(expected);
+    let write_quorum = 1 + copies / 2;
+    let needed = copies.saturating_sub(write_quorum);
+    if needed == 0 {
+        return Ok(());
+    }
+    let others = node.replicas_of(space);
+    let mut syncs: futures_util::stream::FuturesUnordered<_> = others
+        .iter()
+        .map(|peer| crate::antientropy::sync_space(node, space, peer))
+        .collect();
+    let (mut synced, mut last_error) = (0, None);
+    while let Some(outcome) = syncs.next().await {
+        match outcome {
+            Ok(_) => synced += 1,
+            Err(e) => last_error = Some(e),
+        }
+        if synced >= needed {
+            return Ok(());
+        }
+    }
+    Err(Status::unavailable(format!(
+        "node {} holds a replica of space {space:?} and could reconcile it with {synced} of the          {needed} other holders a complete answer needs (of {}){}",
+        node.id,
+        others.len(),
+        last_error.map_or_else(String::new, |e| format!("; last error: {}", e.message()))
+    )))
+}
+
 /// Refuses reads of a space this node is still catching up on (and makes
 /// sure the catch-up runs): the router then asks the next holder.
 fn check_caught_up(node: &Node, space: &str) -> Result<(), Status> {
@@ -204,17 +254,24 @@ pub(crate) fn list(node: &Node, r: &v1::ListRequest) -> Result<v1::ListResponse,
     })
 }
 
-/// Ranks the local copy of a space; confidences are scaled by `penalty`.
+/// Ranks the local copy of a space; confidences are scaled by the
+/// context's penalty; in the primary's place, after overlapping the write
+/// quorum.
 pub(crate) async fn recall(
     node: &Node,
     r: v1::RecallRequest,
-    penalty: f32,
+    context: Context,
 ) -> Result<v1::RecallResponse, Status> {
+    let penalty = context.penalty;
     let k = validate::k(r.k).map_err(NodeError::from)?;
     // The penalty applies before the caller's filter: a memory is kept when
     // its *returned* confidence, `confidence · penalty`, reaches the minimum.
     let min = r.min_confidence.unwrap_or(0.0) / penalty.max(f32::MIN_POSITIVE);
-    check_caught_up(node, &r.space)?;
+    if context.fallback {
+        overlap_write_quorum(node, &r.space).await?;
+    } else {
+        check_caught_up(node, &r.space)?;
+    }
     let scan = move |store: &mnemo_store::Store, r: &v1::RecallRequest| {
         store.recall(
             &r.space,

@@ -36,6 +36,8 @@ pub(crate) struct Origin {
     pub(crate) operation: &'static str,
     pub(crate) caller: Caller,
     pub(crate) forwarded: bool,
+    /// A forwarded read sent in the primary's place (`mnemo-fallback`).
+    pub(crate) fallback: bool,
     pub(crate) deadline: Option<Duration>,
 }
 
@@ -45,6 +47,7 @@ impl Origin {
             operation,
             caller: Caller::of(request),
             forwarded: is_forwarded(request),
+            fallback: request.metadata().contains_key(mnemo_proto::FALLBACK),
             deadline: forward::deadline(request),
         }
     }
@@ -85,7 +88,7 @@ impl MnemoService {
         // The caller's time runs from here, wherever the call is served.
         let until = tokio::time::Instant::now() + from.deadline.unwrap_or(DEFAULT_DEADLINE);
         if from.forwarded {
-            self.serve_forwarded(r, until).await
+            self.serve_forwarded(r, until, from.fallback).await
         } else {
             self.route(from, &r, until).await
         }
@@ -100,6 +103,7 @@ impl MnemoService {
         &self,
         r: Q,
         until: tokio::time::Instant,
+        fallback: bool,
     ) -> Result<Q::Answer, Status> {
         let node = &self.node;
         if !node.accepts_writes_for(r.space()) {
@@ -108,6 +112,7 @@ impl MnemoService {
         let context = Context {
             until,
             penalty: node.router.partition().penalty(),
+            fallback,
         };
         Q::serve(node, r, context).await
     }
@@ -122,9 +127,10 @@ impl MnemoService {
     ) -> Result<Q::Answer, Status> {
         let node = &self.node;
         let decision = Q::route(node, r.space()).map_err(route_status)?;
-        let context = Context {
+        let context = |fallback| Context {
             until,
             penalty: decision.confidence_penalty(),
+            fallback,
         };
         let hop = Hop {
             from: &node.id,
@@ -138,7 +144,7 @@ impl MnemoService {
             from.deadline,
             r,
             hop,
-            |r| Q::serve(node, r, context),
+            |r, fallback| Q::serve(node, r, context(fallback)),
             Peer::send,
         )
         .await?;
@@ -271,6 +277,14 @@ impl Mnemo for MnemoService {
                     include_unmatched: r.include_unmatched,
                     tags: r.tags.clone(),
                 };
+                // In the primary's place when the target is another holder.
+                let to = target.node().map_or(node.id.as_str(), |n| n.as_str());
+                let fallback = node.holders_of(space).first().map(String::as_str) != Some(to);
+                let context = move |fallback| Context {
+                    until: tokio::time::Instant::now() + deadline.unwrap_or(DEFAULT_DEADLINE),
+                    penalty: node.router.partition().penalty(),
+                    fallback,
+                };
                 forward::dispatch(
                     target,
                     sub,
@@ -280,7 +294,8 @@ impl Mnemo for MnemoService {
                         operation: "query",
                         hops: &node.hops,
                     },
-                    |sub| local::recall(node, sub, node.router.partition().penalty()),
+                    fallback,
+                    move |sub, fallback| local::recall(node, sub, context(fallback)),
                     Peer::send,
                 )
             })

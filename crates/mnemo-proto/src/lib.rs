@@ -5,6 +5,7 @@
 //!   `Internal` service, as client and server.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 //! - [`FORWARDED_BY`]: the metadata header that marks a forwarded request.
+//! - [`FALLBACK`]: the one that marks a read sent in the primary's place.
 
 #![allow(missing_docs, unreachable_pub, clippy::pedantic)]
 
@@ -20,3 +21,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mnem
 /// Its value is the forwarding node's id. A request carrying it is served
 /// locally or refused, never forwarded again.
 pub const FORWARDED_BY: &str = "mnemo-forwarded-by";
+
+/// Metadata header a node sets on a forwarded read it sends to a holder
+/// other than the space's primary, in the primary's place (it declined,
+/// failed, or is being hedged around). The holder reconciles the space
+/// with the other holders before it answers, so that the answer holds
+/// every write a quorum acknowledged.
+pub const FALLBACK: &str = "mnemo-fallback";

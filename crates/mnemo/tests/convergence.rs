@@ -439,3 +439,94 @@ async fn every_copy(cluster: &Cluster, space: &str, expected: [(&str, f32); 2]) 
     .await;
     cluster.await_converged(&[space.to_owned()]).await;
 }
+
+/// A write a quorum acknowledged is on the primary and one replica: the
+/// other replica may lack it. When the primary does not answer, a read
+/// served in its place by that other replica, whether sent there by
+/// another node or served where it arrived, first reconciles with the
+/// holders, so the answer still holds the write. A read of a holder's own
+/// copy (as this suite's checks make) stays its own copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_in_the_primarys_place_holds_what_a_quorum_acknowledged() {
+    // No periodic anti-entropy during the test: only reads may repair.
+    let mut cluster = Cluster::start_exactly(
+        4,
+        &[
+            "--breaker-open-timeout-ms",
+            "500",
+            "--anti-entropy-ms",
+            "600000",
+        ],
+    )
+    .await;
+    let space = "quorum";
+    let holders = cluster.holders(space).await;
+    let (primary, first_fallback, other) = (&holders[0], &holders[1], &holders[2]);
+    let outsider = cluster
+        .node_other_than(&[primary, first_fallback, other])
+        .id
+        .clone();
+    let addr = |h: &String| cluster.node(h).addr;
+    let (at_primary, at_other) = (addr(primary), addr(other));
+    // Writes as holders other than the first fallback acknowledged them.
+    merge_into(&[at_primary, at_other], space, "sent").await;
+    let own = cluster
+        .node(first_fallback)
+        .recall_local(space, "note")
+        .await
+        .unwrap();
+    assert!(ids(&own).is_empty(), "its own copy lacks it: {own:?}");
+
+    // The primary dies. A read through a node that holds nothing of the
+    // space goes to the first fallback (over its hop stream).
+    let dead = primary.clone();
+    cluster.node_mut(&dead).kill9();
+    let answer = cluster.node(&outsider).recall(everything(space)).await;
+    assert_eq!(answer.served_by, *first_fallback, "{answer:?}");
+    assert_eq!(
+        ids(&answer),
+        BTreeSet::from(["sent".to_owned()]),
+        "{answer:?}"
+    );
+
+    // Another write only `other` has; a read where it arrives, at the first
+    // fallback, is served there.
+    merge_into(&[at_other], space, "here").await;
+    let answer = cluster.node(first_fallback).recall(everything(space)).await;
+    assert_eq!(answer.served_by, *first_fallback, "{answer:?}");
+    assert!(answer.fallback, "{answer:?}");
+    let both = BTreeSet::from(["sent".to_owned(), "here".to_owned()]);
+    assert_eq!(ids(&answer), both, "{answer:?}");
+}
+
+/// Merges memory `id` into `space` on the nodes at `addrs` only, as a
+/// peer's replication would.
+async fn merge_into(addrs: &[std::net::SocketAddr], space: &str, id: &str) {
+    use mnemo_proto::v1::internal_client::InternalClient;
+    let content = format!("note {id}");
+    let element = v1::Element {
+        kind: Some(v1::element::Kind::Memory(v1::Memory {
+            id: id.into(),
+            embedding: mnemo_store::embed::lexical(&content),
+            content,
+            written_confidence: Some(0.9),
+            created_at_ms: 1_700_000_000_000,
+            ..Default::default()
+        })),
+    };
+    for addr in addrs {
+        let mut internal = InternalClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let merged = internal
+            .merge(v1::MergeRequest {
+                space: space.into(),
+                from_node: "test".into(),
+                elements: vec![element.clone()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(merged.applied, 1, "{addr}: {merged:?}");
+    }
+}

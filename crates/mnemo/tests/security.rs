@@ -178,6 +178,7 @@ fn hop_call(id: u64, recall: &v1::RecallRequest, token: &str) -> v1::HopCall {
         } else {
             format!("Bearer {token}")
         },
+        fallback: false,
     }
 }
 

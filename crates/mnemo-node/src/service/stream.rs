@@ -66,6 +66,7 @@ pub(super) fn remember(
                     caller,
                     // Nodes forward single calls, never streams.
                     forwarded: false,
+                    fallback: false,
                     deadline: Some(left.map_or(DEFAULT_DEADLINE, |l| l.min(DEFAULT_DEADLINE))),
                 };
                 let started = std::time::Instant::now();
