@@ -257,7 +257,7 @@ impl Routed for v1::GetRequest {
     /// A `get` of nothing is NOT_FOUND, said by the holder that looked.
     async fn serve(node: &Node, request: Self, context: Context) -> Result<Self::Answer, Status> {
         if context.fallback {
-            local::overlap_write_quorum(node, &request.space).await?;
+            local::overlap_write_quorum(node, &request.space, context.until).await?;
         }
         let answer = local::get(node, &request)?;
         if answer.memory.is_none() && answer.merged_into.is_none() {
@@ -312,7 +312,7 @@ impl Routed for v1::ListRequest {
 
     async fn serve(node: &Node, request: Self, context: Context) -> Result<Self::Answer, Status> {
         if context.fallback {
-            local::overlap_write_quorum(node, &request.space).await?;
+            local::overlap_write_quorum(node, &request.space, context.until).await?;
         }
         local::list(node, &request)
     }

@@ -169,11 +169,12 @@ impl Peer<'_> {
 /// Runs `request` where `decision` says, within `deadline`: `local` on this
 /// node, or `remote` (a generated client call) on a peer, through the
 /// router's executor (breakers, fallback, retries, hedging). Each attempt
-/// is told whether it goes to a holder other than the decision's primary,
-/// in its place.
+/// is told whether it goes to a holder other than `placed_primary`, in its
+/// place: the space's primary as placed over every member that has not
+/// left, which the live view's decision no longer names once it is down.
 pub(crate) async fn run<'h, Q, A, L, LF, R, RF>(
     router: &Router,
-    decision: &RoutingDecision,
+    (decision, placed_primary): (&RoutingDecision, Option<&str>),
     deadline: Option<Duration>,
     request: &Q,
     hop: Hop<'h>,
@@ -188,15 +189,10 @@ where
     RF: Future<Output = Result<A, Status>>,
 {
     let (local, remote) = (&local, &remote);
-    let primary = decision.targets().first().copied();
-    let primary_id = decision.primary().id.clone();
-    let primary_is_here = primary.is_some_and(|p| decision.is_local(p));
     router
         .execute(decision, deadline, |target| {
-            let fallback = match &target {
-                Target::Local => !primary_is_here,
-                Target::Remote { node, .. } => *node != primary_id,
-            };
+            let to = target.node().map_or(hop.from, NodeId::as_str);
+            let fallback = placed_primary.is_some_and(|p| p != to);
             dispatch(target, request.clone(), hop, fallback, local, remote)
         })
         .await

@@ -134,16 +134,21 @@ pub(crate) async fn forget(
     })
 }
 
-/// Makes a read served by a holder in the primary's place (a fallback or a
-/// hedge: see `Context::fallback`) see every write a quorum acknowledged.
-/// That quorum is the primary and enough replicas, not necessarily this
-/// one, and the primary does not answer this read (it declined while
-/// catching up, failed, or is being hedged around). So the space is first
-/// reconciled with the other live holders, until enough have answered
+/// Makes a read served by a holder in the primary's place (a fallback, a
+/// hedge, or any read while the primary as placed is down: see
+/// `Context::fallback`) see every write a quorum acknowledged. That quorum
+/// is the primary and enough replicas, not necessarily this one. So the
+/// space is first reconciled with the other live holders as placed (not
+/// stand-ins, whose copies may be partial), until enough have answered
 /// that their copies and this one overlap every write quorum: with three
 /// copies, one other. A copy that agrees costs one round trip; a read the
-/// primary serves needs none of this.
-pub(crate) async fn overlap_write_quorum(node: &Node, space: &str) -> Result<(), Status> {
+/// primary serves needs none of this. It gives up at `until`, the caller's
+/// deadline, refusing: the router then asks the next holder.
+pub(crate) async fn overlap_write_quorum(
+    node: &Node,
+    space: &str,
+    until: tokio::time::Instant,
+) -> Result<(), Status> {
     use futures_util::StreamExt;
     // A holder still catching up refuses at once, before any exchange.
     check_caught_up(node, space)?;
@@ -155,32 +160,52 @@ pub(crate) async fn overlap_write_quorum(node: &Node, space: &str) -> Result<(),
     // detector expects.
     let expected = node.view.borrow().partition.expected.max(1);
     let copies = node.config.replication_factor.min(expected);
-    let write_quorum = 1 + copies / 2;
-    let needed = copies.saturating_sub(write_quorum);
+    let needed = copies.saturating_sub(1 + copies / 2);
     if needed == 0 {
         return Ok(());
     }
-    let others = node.replicas_of(space);
+    let others: Vec<String> = node
+        .placed_holders_of(space)
+        .into_iter()
+        .filter(|(id, live)| *live && *id != node.id)
+        .map(|(id, _)| id)
+        .collect();
     let mut syncs: futures_util::stream::FuturesUnordered<_> = others
         .iter()
         .map(|peer| crate::antientropy::sync_space(node, space, peer))
         .collect();
     let (mut synced, mut last_error) = (0, None);
-    while let Some(outcome) = syncs.next().await {
-        match outcome {
-            Ok(_) => synced += 1,
-            Err(e) => last_error = Some(e),
+    let overlapped = tokio::time::timeout_at(until, async {
+        while let Some(outcome) = syncs.next().await {
+            match outcome {
+                Ok(_) => synced += 1,
+                Err(e) => last_error = Some(e.message().to_owned()),
+            }
+            if synced >= needed {
+                return true;
+            }
         }
-        if synced >= needed {
-            return Ok(());
-        }
+        false
+    })
+    .await;
+    if overlapped == Ok(true) {
+        return Ok(());
     }
-    Err(Status::unavailable(format!(
-        "node {} holds a replica of space {space:?} and could reconcile it with {synced} of the          {needed} other holders a complete answer needs (of {}){}",
-        node.id,
-        others.len(),
-        last_error.map_or_else(String::new, |e| format!("; last error: {}", e.message()))
-    )))
+    let why = match (overlapped, last_error) {
+        (Err(_), _) => "; the caller's deadline came first".to_owned(),
+        (Ok(_), Some(e)) => format!("; last error: {e}"),
+        (Ok(_), None) => String::new(),
+    };
+    // No fault of this node: the next holder may do better.
+    Err(mnemo_router::error::refusal(
+        "no-overlap",
+        format!(
+            "node {} answers for space {space:?} in its primary's place and reconciled it with \
+             {synced} of the {needed} other holders a complete answer needs ({} live){why}",
+            node.id,
+            others.len(),
+        ),
+    ))
 }
 
 /// Refuses reads of a space this node is still catching up on (and makes
@@ -268,7 +293,7 @@ pub(crate) async fn recall(
     // its *returned* confidence, `confidence · penalty`, reaches the minimum.
     let min = r.min_confidence.unwrap_or(0.0) / penalty.max(f32::MIN_POSITIVE);
     if context.fallback {
-        overlap_write_quorum(node, &r.space).await?;
+        overlap_write_quorum(node, &r.space, context.until).await?;
     } else {
         check_caught_up(node, &r.space)?;
     }

@@ -138,9 +138,11 @@ impl MnemoService {
             operation: from.operation,
             hops: &node.hops,
         };
+        let placed = node.placed_holders_of(r.space());
+        let placed_primary = placed.first().map(|(id, _)| id.as_str());
         let served = forward::run(
             &node.router,
-            &decision,
+            (&decision, placed_primary),
             from.deadline,
             r,
             hop,
@@ -279,7 +281,8 @@ impl Mnemo for MnemoService {
                 };
                 // In the primary's place when the target is another holder.
                 let to = target.node().map_or(node.id.as_str(), |n| n.as_str());
-                let fallback = node.holders_of(space).first().map(String::as_str) != Some(to);
+                let placed = node.placed_holders_of(space);
+                let fallback = placed.first().is_some_and(|(primary, _)| primary != to);
                 let context = move |fallback| Context {
                     until: tokio::time::Instant::now() + deadline.unwrap_or(DEFAULT_DEADLINE),
                     penalty: node.router.partition().penalty(),

@@ -497,6 +497,24 @@ async fn a_read_in_the_primarys_place_holds_what_a_quorum_acknowledged() {
     assert!(answer.fallback, "{answer:?}");
     let both = BTreeSet::from(["sent".to_owned(), "here".to_owned()]);
     assert_eq!(ids(&answer), both, "{answer:?}");
+
+    // Once membership declares the primary down, the first fallback leads
+    // the space in the live view; it still answers in the placed
+    // primary's place, and still reconciles first.
+    eventually("the primary to be declared down", || async {
+        let status = cluster.node(first_fallback).status().await;
+        let down = status
+            .members
+            .iter()
+            .any(|m| m.id == dead && m.state == "down");
+        down.then_some(())
+    })
+    .await;
+    merge_into(&[at_other], space, "later").await;
+    let answer = cluster.node(first_fallback).recall(everything(space)).await;
+    assert_eq!(answer.served_by, *first_fallback, "{answer:?}");
+    let all = BTreeSet::from(["sent".to_owned(), "here".to_owned(), "later".to_owned()]);
+    assert_eq!(ids(&answer), all, "{answer:?}");
 }
 
 /// Merges memory `id` into `space` on the nodes at `addrs` only, as a
