@@ -310,8 +310,6 @@ async fn consolidating_many_tags_replicates_and_writes_keep_flowing() {
 /// confidence everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decay_spares_what_any_holder_recalled_and_replicates() {
-    use mnemo_proto::v1::internal_client::InternalClient;
-
     let cluster = Cluster::start(3).await;
     let space = "decaying";
     let holders = cluster.holders(space).await;
@@ -328,25 +326,12 @@ async fn decay_spares_what_any_holder_recalled_and_replicates() {
             ..Default::default()
         })),
     };
-    for h in &holders {
-        let node = cluster.node(h);
-        let mut internal = InternalClient::connect(format!("http://{}", node.addr))
-            .await
-            .unwrap();
-        let merged = internal
-            .merge(v1::MergeRequest {
-                space: space.into(),
-                from_node: "test".into(),
-                elements: vec![
-                    old("taxi", "Alice owes Tom 12 euros for the taxi"),
-                    old("keys", "the car keys are in the blue bowl"),
-                ],
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(merged.applied, 2, "{h}: {merged:?}");
-    }
+    let addrs: Vec<_> = holders.iter().map(|h| cluster.node(h).addr).collect();
+    let elements = [
+        old("taxi", "Alice owes Tom 12 euros for the taxi"),
+        old("keys", "the car keys are in the blue bowl"),
+    ];
+    merge_into(&addrs, space, &elements).await;
     // A recall served by a replica's own copy stamps what it returned there
     // (in the background), and anti-entropy carries the stamp to the others.
     let replica = holders[1].clone();
@@ -469,7 +454,7 @@ async fn a_read_in_the_primarys_place_holds_what_a_quorum_acknowledged() {
     let addr = |h: &String| cluster.node(h).addr;
     let (at_primary, at_other) = (addr(primary), addr(other));
     // Writes as holders other than the first fallback acknowledged them.
-    merge_into(&[at_primary, at_other], space, "sent").await;
+    merge_into(&[at_primary, at_other], space, &[note("sent")]).await;
     let own = cluster
         .node(first_fallback)
         .recall_local(space, "note")
@@ -491,7 +476,7 @@ async fn a_read_in_the_primarys_place_holds_what_a_quorum_acknowledged() {
 
     // Another write only `other` has; a read where it arrives, at the first
     // fallback, is served there.
-    merge_into(&[at_other], space, "here").await;
+    merge_into(&[at_other], space, &[note("here")]).await;
     let answer = cluster.node(first_fallback).recall(everything(space)).await;
     assert_eq!(answer.served_by, *first_fallback, "{answer:?}");
     assert!(answer.fallback, "{answer:?}");
@@ -510,19 +495,17 @@ async fn a_read_in_the_primarys_place_holds_what_a_quorum_acknowledged() {
         down.then_some(())
     })
     .await;
-    merge_into(&[at_other], space, "later").await;
+    merge_into(&[at_other], space, &[note("later")]).await;
     let answer = cluster.node(first_fallback).recall(everything(space)).await;
     assert_eq!(answer.served_by, *first_fallback, "{answer:?}");
     let all = BTreeSet::from(["sent".to_owned(), "here".to_owned(), "later".to_owned()]);
     assert_eq!(ids(&answer), all, "{answer:?}");
 }
 
-/// Merges memory `id` into `space` on the nodes at `addrs` only, as a
-/// peer's replication would.
-async fn merge_into(addrs: &[std::net::SocketAddr], space: &str, id: &str) {
-    use mnemo_proto::v1::internal_client::InternalClient;
+/// A memory "note {id}", as a peer's replication carries it.
+fn note(id: &str) -> v1::Element {
     let content = format!("note {id}");
-    let element = v1::Element {
+    v1::Element {
         kind: Some(v1::element::Kind::Memory(v1::Memory {
             id: id.into(),
             embedding: mnemo_store::embed::lexical(&content),
@@ -531,7 +514,13 @@ async fn merge_into(addrs: &[std::net::SocketAddr], space: &str, id: &str) {
             created_at_ms: 1_700_000_000_000,
             ..Default::default()
         })),
-    };
+    }
+}
+
+/// Merges `elements` into `space` on the nodes at `addrs` only, as a
+/// peer's replication would; each applies all of them.
+async fn merge_into(addrs: &[std::net::SocketAddr], space: &str, elements: &[v1::Element]) {
+    use mnemo_proto::v1::internal_client::InternalClient;
     for addr in addrs {
         let mut internal = InternalClient::connect(format!("http://{addr}"))
             .await
@@ -540,11 +529,15 @@ async fn merge_into(addrs: &[std::net::SocketAddr], space: &str, id: &str) {
             .merge(v1::MergeRequest {
                 space: space.into(),
                 from_node: "test".into(),
-                elements: vec![element.clone()],
+                elements: elements.to_vec(),
             })
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(merged.applied, 1, "{addr}: {merged:?}");
+        assert_eq!(
+            merged.applied as usize,
+            elements.len(),
+            "{addr}: {merged:?}"
+        );
     }
 }
