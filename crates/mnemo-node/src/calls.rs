@@ -26,7 +26,7 @@ pub(crate) struct Context {
     /// Factor for the confidences a recall returns (1 unless partitioned).
     pub(crate) penalty: f32,
     /// Served by a holder other than the primary, in its place: a read
-    /// first overlaps the write quorum (`local::overlap_write_quorum`).
+    /// first overlaps the write quorum (`local::check_readable`).
     pub(crate) fallback: bool,
 }
 
@@ -256,10 +256,8 @@ impl Routed for v1::GetRequest {
 
     /// A `get` of nothing is NOT_FOUND, said by the holder that looked.
     async fn serve(node: &Node, request: Self, context: Context) -> Result<Self::Answer, Status> {
-        if context.fallback {
-            local::overlap_write_quorum(node, &request.space, context.until).await?;
-        }
-        let answer = local::get(node, &request)?;
+        local::check_readable(node, &request.space, context).await?;
+        let answer = local::get(node, &request);
         if answer.memory.is_none() && answer.merged_into.is_none() {
             return Err(Status::not_found(format!(
                 "space {:?} has no memory {:?} (served by {})",
@@ -311,10 +309,8 @@ impl Routed for v1::ListRequest {
     }
 
     async fn serve(node: &Node, request: Self, context: Context) -> Result<Self::Answer, Status> {
-        if context.fallback {
-            local::overlap_write_quorum(node, &request.space, context.until).await?;
-        }
-        local::list(node, &request)
+        local::check_readable(node, &request.space, context).await?;
+        Ok(local::list(node, &request))
     }
 
     async fn call(

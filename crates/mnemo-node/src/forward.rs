@@ -166,15 +166,27 @@ impl Peer<'_> {
     }
 }
 
+/// Whether an attempt at `target` (from node `here`) answers in the place
+/// of `placed_primary`: the space's primary as placed over every member
+/// that has not left, which the live view's decision no longer names once
+/// it is down. `None` (writes): never.
+pub(crate) fn in_primarys_place(
+    placed_primary: Option<&NodeId>,
+    target: &Target,
+    here: &str,
+) -> bool {
+    let to = target.node().map_or(here, NodeId::as_str);
+    placed_primary.is_some_and(|p| p.as_str() != to)
+}
+
 /// Runs `request` where `decision` says, within `deadline`: `local` on this
 /// node, or `remote` (a generated client call) on a peer, through the
 /// router's executor (breakers, fallback, retries, hedging). Each attempt
-/// is told whether it goes to a holder other than `placed_primary`, in its
-/// place: the space's primary as placed over every member that has not
-/// left, which the live view's decision no longer names once it is down.
+/// is told whether it answers in `placed_primary`'s place
+/// ([`in_primarys_place`]).
 pub(crate) async fn run<'h, Q, A, L, LF, R, RF>(
     router: &Router,
-    (decision, placed_primary): (&RoutingDecision, Option<&str>),
+    (decision, placed_primary): (&RoutingDecision, Option<&NodeId>),
     deadline: Option<Duration>,
     request: &Q,
     hop: Hop<'h>,
@@ -191,8 +203,7 @@ where
     let (local, remote) = (&local, &remote);
     router
         .execute(decision, deadline, |target| {
-            let to = target.node().map_or(hop.from, NodeId::as_str);
-            let fallback = placed_primary.is_some_and(|p| p != to);
+            let fallback = in_primarys_place(placed_primary, &target, hop.from);
             dispatch(target, request.clone(), hop, fallback, local, remote)
         })
         .await

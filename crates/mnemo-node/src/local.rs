@@ -73,12 +73,8 @@ async fn replicate(
     if !quorum {
         return Ok(());
     }
-    // A majority of the replica set is RF/2 + 1 nodes, this one of them. RF
-    // is the configured factor (capped by the cluster size the partition
-    // detector expects), not the live view: a node cut off from the other
-    // holders must not call itself a quorum.
-    let expected = node.view.borrow().partition.expected.max(1);
-    let needed = node.config.replication_factor.min(expected) / 2;
+    // A majority of the replica set is copies/2 + 1 nodes, this one of them.
+    let needed = copies(node) / 2;
     if replicas.len() < needed {
         // A quorum shortfall says nothing about this node's health: the
         // router moves on to the next holder (which takes the same write,
@@ -134,6 +130,30 @@ pub(crate) async fn forget(
     })
 }
 
+/// Copies of a space a write quorum is counted over: the configured
+/// replication factor, capped by the cluster size the partition detector
+/// expects (not the live view: a node cut off from the other holders must
+/// not call itself a quorum).
+fn copies(node: &Node) -> usize {
+    let expected = node.view.borrow().partition.expected.max(1);
+    node.config.replication_factor.min(expected)
+}
+
+/// Refuses a read of `space` this node may not answer: while it catches
+/// up on it, or, in the primary's place, when it cannot overlap the write
+/// quorum first (see [`overlap_write_quorum`]).
+pub(crate) async fn check_readable(
+    node: &Node,
+    space: &str,
+    context: Context,
+) -> Result<(), Status> {
+    check_caught_up(node, space)?;
+    if context.fallback {
+        overlap_write_quorum(node, space, context.until).await?;
+    }
+    Ok(())
+}
+
 /// Makes a read served by a holder in the primary's place (a fallback, a
 /// hedge, or any read while the primary as placed is down: see
 /// `Context::fallback`) see every write a quorum acknowledged. That quorum
@@ -144,22 +164,17 @@ pub(crate) async fn forget(
 /// copies, one other. A copy that agrees costs one round trip; a read the
 /// primary serves needs none of this. It gives up at `until`, the caller's
 /// deadline, refusing: the router then asks the next holder.
-pub(crate) async fn overlap_write_quorum(
+async fn overlap_write_quorum(
     node: &Node,
     space: &str,
     until: tokio::time::Instant,
 ) -> Result<(), Status> {
     use futures_util::StreamExt;
-    // A holder still catching up refuses at once, before any exchange.
-    check_caught_up(node, space)?;
     if node.router.partition().partitioned {
         return Ok(());
     }
-    // As in `remember`: copies and the acknowledging quorum over the
-    // configured factor, capped by the cluster size the partition
-    // detector expects.
-    let expected = node.view.borrow().partition.expected.max(1);
-    let copies = node.config.replication_factor.min(expected);
+    // A write quorum is this many plus the primary (as in `remember`).
+    let copies = copies(node);
     let needed = copies.saturating_sub(1 + copies / 2);
     if needed == 0 {
         return Ok(());
@@ -240,27 +255,27 @@ fn check_caught_up(node: &Node, space: &str) -> Result<(), Status> {
 /// Reads one memory (or what it was merged into) from the local copy.
 /// `found` says whether either was there; the edge turns "neither" into
 /// NOT_FOUND (a holder lacking it is not an error to route around).
-pub(crate) fn get(node: &Node, r: &v1::GetRequest) -> Result<v1::GetResponse, Status> {
-    check_caught_up(node, &r.space)?;
+/// The caller checked the space is readable here (`check_readable`).
+pub(crate) fn get(node: &Node, r: &v1::GetRequest) -> v1::GetResponse {
     let memory = node.store.get(&r.space, &r.id);
     let merged_into = match memory {
         Some(_) => None,
         None => node.store.merged_into(&r.space, &r.id),
     };
-    Ok(v1::GetResponse {
+    v1::GetResponse {
         space: r.space.clone(),
         served_by: node.id.clone(),
         memory: memory.map(|m| memory_to_wire(&m)),
         merged_into: merged_into.map(|m| memory_to_wire(&m)),
-    })
+    }
 }
 
 /// Most memories one `List` page holds.
 pub(crate) const MAX_LIST: u32 = 1000;
 
-/// A page of the local copy of a space, in id order.
-pub(crate) fn list(node: &Node, r: &v1::ListRequest) -> Result<v1::ListResponse, Status> {
-    check_caught_up(node, &r.space)?;
+/// A page of the local copy of a space, in id order. The caller checked
+/// the space is readable here (`check_readable`).
+pub(crate) fn list(node: &Node, r: &v1::ListRequest) -> v1::ListResponse {
     let limit = r.limit.unwrap_or(100) as usize;
     let page = node.store.list(&r.space, &r.cursor, limit);
     let next_cursor = if page.len() == limit {
@@ -269,14 +284,14 @@ pub(crate) fn list(node: &Node, r: &v1::ListRequest) -> Result<v1::ListResponse,
         String::new()
     };
     let totals = node.store.stats(&r.space);
-    Ok(v1::ListResponse {
+    v1::ListResponse {
         space: r.space.clone(),
         served_by: node.id.clone(),
         memories: page.iter().map(|m| memory_to_wire(m)).collect(),
         next_cursor,
         total_memories: totals.as_ref().map_or(0, |t| t.memories),
         total_forgotten: totals.as_ref().map_or(0, |t| t.tombstones),
-    })
+    }
 }
 
 /// Ranks the local copy of a space; confidences are scaled by the
@@ -292,11 +307,7 @@ pub(crate) async fn recall(
     // The penalty applies before the caller's filter: a memory is kept when
     // its *returned* confidence, `confidence · penalty`, reaches the minimum.
     let min = r.min_confidence.unwrap_or(0.0) / penalty.max(f32::MIN_POSITIVE);
-    if context.fallback {
-        overlap_write_quorum(node, &r.space, context.until).await?;
-    } else {
-        check_caught_up(node, &r.space)?;
-    }
+    check_readable(node, &r.space, context).await?;
     let scan = move |store: &mnemo_store::Store, r: &v1::RecallRequest| {
         store.recall(
             &r.space,

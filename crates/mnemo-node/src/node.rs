@@ -180,6 +180,16 @@ impl Node {
             .collect()
     }
 
+    /// `space`'s primary as placed over every member that has not left,
+    /// live or not (what `placed_holders_of` lists first, without the
+    /// list).
+    pub fn placed_primary(&self, space: &str) -> Option<mnemo_router::topology::NodeId> {
+        let table = self.topology();
+        let topology = table.topology();
+        let primary = topology.placed(space).primary()?;
+        Some(topology.member(primary).id.clone())
+    }
+
     /// `space`'s holders as placed over every member that has not left,
     /// with whether each is live.
     pub fn placed_holders_of(&self, space: &str) -> Vec<(String, bool)> {

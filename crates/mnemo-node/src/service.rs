@@ -138,11 +138,15 @@ impl MnemoService {
             operation: from.operation,
             hops: &node.hops,
         };
-        let placed = node.placed_holders_of(r.space());
-        let placed_primary = placed.first().map(|(id, _)| id.as_str());
+        // Only a read answered elsewhere needs to know it (`Context::fallback`).
+        let placed_primary = if Q::WRITES {
+            None
+        } else {
+            node.placed_primary(r.space())
+        };
         let served = forward::run(
             &node.router,
-            (&decision, placed_primary),
+            (&decision, placed_primary.as_ref()),
             from.deadline,
             r,
             hop,
@@ -267,6 +271,7 @@ impl Mnemo for MnemoService {
         check(validate::tags(&r.tags))?;
         let k = check(validate::k(r.k))?;
         let node = &self.node;
+        let until = tokio::time::Instant::now() + deadline.unwrap_or(DEFAULT_DEADLINE);
         let result = node
             .router
             .query(&r.spaces, deadline, |space, target| {
@@ -279,12 +284,11 @@ impl Mnemo for MnemoService {
                     include_unmatched: r.include_unmatched,
                     tags: r.tags.clone(),
                 };
-                // In the primary's place when the target is another holder.
-                let to = target.node().map_or(node.id.as_str(), |n| n.as_str());
-                let placed = node.placed_holders_of(space);
-                let fallback = placed.first().is_some_and(|(primary, _)| primary != to);
+                let placed_primary = node.placed_primary(space);
+                let fallback =
+                    forward::in_primarys_place(placed_primary.as_ref(), &target, &node.id);
                 let context = move |fallback| Context {
-                    until: tokio::time::Instant::now() + deadline.unwrap_or(DEFAULT_DEADLINE),
+                    until,
                     penalty: node.router.partition().penalty(),
                     fallback,
                 };

@@ -69,11 +69,15 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_RETRIES: u32 = 6;
 
-/// Arms TCP keepalive on an accepted connection, so that a client that
-/// vanished without a word (its host lost power, a NAT forgot it) is found
-/// out by the kernel, even on a connection that never got as far as
-/// HTTP/2's own pings.
-pub(crate) fn keep_alive(stream: &tokio::net::TcpStream) {
+/// Sets up an accepted connection: `TCP_NODELAY`, since small replies must
+/// not wait for Nagle and delayed ACKs (~40 ms), and TCP keepalive, so
+/// that a client that vanished without a word (its host lost power, a NAT
+/// forgot it) is found out by the kernel, even on a connection that never
+/// got as far as HTTP/2's own pings.
+pub(crate) fn set_up(stream: &tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL)
@@ -218,11 +222,7 @@ async fn accept(
         let Some(place) = places.take("grpc", || is_member(from.ip())) else {
             continue;
         };
-        // Small replies must not wait for Nagle and delayed ACKs (~40 ms).
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-        keep_alive(&stream);
+        set_up(&stream);
         let Ok(stream) = stream.into_std() else {
             continue;
         };

@@ -71,8 +71,7 @@ impl Listener for PlainListener {
 /// is logged as an error and waited out for a second.
 async fn accept(listener: &mut TcpListener) -> (TcpStream, std::net::SocketAddr) {
     let (tcp, from) = Listener::accept(listener).await;
-    let _ = tcp.set_nodelay(true);
-    crate::serving::keep_alive(&tcp);
+    crate::serving::set_up(&tcp);
     (tcp, from)
 }
 
