@@ -19,6 +19,10 @@
 //!   for goes to every current holder, and is dropped here only once each
 //!   of them has it (and this node still is not a holder).
 //!
+//! A read answered in a primary's place asks less: only what another
+//! holder has and this one lacks, found in one round trip by comparing
+//! the space's summary by bucket ([`pull_difference`]).
+//!
 //! Moving elements is capped at [`NodeConfig::sync_bytes_per_sec`](crate::NodeConfig)
 //! so that a join or a return does not starve serving traffic.
 
@@ -34,7 +38,7 @@ use tokio::sync::Notify;
 use tonic::Status;
 
 use crate::catchup::{Readiness, SettleKind};
-use crate::convert::{element_from_wire, element_to_wire};
+use crate::convert::{element_from_wire, element_to_wire, summary_to_wire};
 use crate::node::Node;
 use crate::replication::chunks;
 
@@ -317,6 +321,69 @@ fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
 
 /// Compares `space` with `peer` and exchanges what differs, both ways.
 pub async fn sync_space(node: &Node, space: &str, peer: &str) -> Result<SyncReport, Status> {
+    sync(node, space, peer, true).await
+}
+
+/// Compares `space` with `peer` and fetches what it has and this node
+/// lacks, sending nothing back. This is all a read needs before it can
+/// answer with what `peer` holds. The elements `peer` lacks reach it by
+/// replication or by the next sync, and the read does not wait for a
+/// durable write on `peer`.
+async fn pull_space(node: &Node, space: &str, peer: &str) -> Result<SyncReport, Status> {
+    sync(node, space, peer, false).await
+}
+
+/// Fetches what `peer` has of `space` and this node lacks, sending
+/// nothing back, in one round trip when the two copies differ little:
+/// this node sends its summary by bucket, `peer` answers with its ids in
+/// the buckets that differ (`Internal.Compare`), and the ones missing here
+/// are fetched. Copies that agree cost one small call and no work that
+/// grows with the space. A difference too large for one answer, or a peer
+/// that does not serve `Compare` (an older version), is reconciled in full
+/// instead.
+pub async fn pull_difference(node: &Node, space: &str, peer: &str) -> Result<SyncReport, Status> {
+    let mut rpc = client(node, peer)?;
+    let (digests, counts) = summary_to_wire(&node.store.summary(space));
+    let request = v1::CompareRequest {
+        space: space.to_owned(),
+        digests,
+        counts,
+    };
+    let result = |label: &'static str| {
+        metrics::counter!("mnemo_antientropy_compares_total", "result" => label).increment(1);
+    };
+    let answer = match rpc.compare(timed(request, CALL_TIMEOUT)).await {
+        Ok(answer) => answer.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            result("unsupported");
+            return pull_space(node, space, peer).await;
+        }
+        Err(status) => return Err(status),
+    };
+    if answer.too_different {
+        result("too_different");
+        return pull_space(node, space, peer).await;
+    }
+    let ids: Vec<ElementId> = answer
+        .ids
+        .iter()
+        .map(|id| ElementId::try_from(id.as_slice()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            Status::internal(format!("{peer} answered a comparison with a malformed id"))
+        })?;
+    let need = node.store.lacking(space, &ids);
+    result(if ids.is_empty() { "same" } else { "differed" });
+    let mut report = SyncReport {
+        rounds: 1,
+        ..SyncReport::default()
+    };
+    pull(node, &mut rpc, space, peer, &need, &mut report).await?;
+    Ok(report)
+}
+
+/// [`sync_space`], or [`pull_space`] unless `push`.
+async fn sync(node: &Node, space: &str, peer: &str, push: bool) -> Result<SyncReport, Status> {
     let mut rpc = client(node, peer)?;
     let view = node.store.reconciliation(space);
     let mut report = SyncReport::default();
@@ -347,7 +414,9 @@ pub async fn sync_space(node: &Node, space: &str, peer: &str) -> Result<SyncRepo
     report.reconcile_bytes = diff.sent + diff.received;
 
     pull(node, &mut rpc, space, peer, &diff.need, &mut report).await?;
-    push(node, &mut rpc, space, peer, &diff.have, &mut report).await?;
+    if push {
+        self::push(node, &mut rpc, space, peer, &diff.have, &mut report).await?;
+    }
     metrics::counter!("mnemo_antientropy_syncs_total").increment(1);
     metrics::counter!("mnemo_antientropy_reconcile_bytes_total").increment(report.reconcile_bytes);
     metrics::counter!("mnemo_antientropy_element_bytes_total").increment(report.element_bytes);

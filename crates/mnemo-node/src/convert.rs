@@ -1,6 +1,7 @@
 //! Conversions between the wire types (`mnemo.v1`) and the store's records.
 
 use mnemo_proto::v1;
+use mnemo_store::set::{BUCKETS, Bucket, Summary};
 use mnemo_store::{Element, Memory, Scored};
 
 /// A memory on the wire: `confidence` is its current confidence, the one it
@@ -100,6 +101,48 @@ pub(crate) fn element_from_wire(e: v1::Element) -> Option<Element> {
     })
 }
 
+/// A space's summary as a `CompareRequest` carries it: `(digests, counts)`.
+pub(crate) fn summary_to_wire(summary: &Summary) -> (Vec<u8>, Vec<u64>) {
+    let buckets = summary.buckets();
+    let digests = buckets
+        .iter()
+        .flat_map(|b| b.digest.to_be_bytes())
+        .collect();
+    (digests, buckets.iter().map(|b| b.count).collect())
+}
+
+/// A summary from a `CompareRequest`; the error names the field at fault.
+pub(crate) fn summary_from_wire(
+    digests: &[u8],
+    counts: &[u64],
+) -> Result<Summary, (&'static str, String)> {
+    let digest_bytes = BUCKETS * 16;
+    if digests.len() != digest_bytes {
+        return Err((
+            "digests",
+            format!(
+                "is {} bytes; a summary has {digest_bytes} ({BUCKETS} buckets of 16)",
+                digests.len()
+            ),
+        ));
+    }
+    if counts.len() != BUCKETS {
+        return Err((
+            "counts",
+            format!("has {} counts; a summary has {BUCKETS}", counts.len()),
+        ));
+    }
+    let buckets = digests
+        .chunks_exact(16)
+        .zip(counts)
+        .map(|(digest, &count)| Bucket {
+            digest: u128::from_be_bytes(digest.try_into().expect("16 bytes")),
+            count,
+        })
+        .collect();
+    Ok(Summary::from_buckets(buckets).expect("BUCKETS buckets"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +181,23 @@ mod tests {
             memory_from_wire(older).confidence.to_bits(),
             0.8f32.to_bits()
         );
+    }
+
+    #[test]
+    fn a_summary_crosses_the_wire_whole_and_a_bad_one_names_its_field() {
+        let mut buckets = vec![mnemo_store::set::Bucket::default(); BUCKETS];
+        buckets[7] = mnemo_store::set::Bucket {
+            digest: u128::MAX - 3,
+            count: 2,
+        };
+        let summary = Summary::from_buckets(buckets).unwrap();
+        let (digests, counts) = summary_to_wire(&summary);
+        assert_eq!(summary_from_wire(&digests, &counts).unwrap(), summary);
+        let short = summary_from_wire(&digests[1..], &counts).unwrap_err();
+        assert_eq!(short.0, "digests");
+        assert!(short.1.contains("4095 bytes"), "{}", short.1);
+        let few = summary_from_wire(&digests, &counts[1..]).unwrap_err();
+        assert_eq!(few.0, "counts");
+        assert!(few.1.contains("255 counts"), "{}", few.1);
     }
 }

@@ -10,7 +10,7 @@ use mnemo_proto::v1::{self, internal_server::Internal};
 use mnemo_store::{ElementId, validate};
 use tonic::{Request, Response, Status};
 
-use crate::convert::{element_from_wire, element_to_wire};
+use crate::convert::{element_from_wire, element_to_wire, summary_from_wire};
 use crate::error::NodeError;
 use crate::node::Node;
 use crate::replication::MAX_CALL_BYTES;
@@ -21,6 +21,9 @@ pub const MAX_MERGE_ELEMENTS: usize = 16_384;
 pub const MAX_FETCH_IDS: usize = 16_384;
 /// Largest reconciliation message accepted.
 const MAX_RECONCILE_BYTES: usize = 1024 * 1024;
+/// Most element ids a `Compare` answer lists (256 KiB of them); beyond
+/// it the caller is told to reconcile.
+pub const MAX_COMPARE_IDS: usize = 8192;
 
 /// The internal gRPC face of a [`Node`].
 #[derive(Clone)]
@@ -110,6 +113,33 @@ impl Internal for InternalService {
         let message =
             mnemo_store::reconcile::respond(&view, &r.message).map_err(NodeError::from)?;
         Ok(Response::new(v1::ReconcileResponse { message }))
+    }
+
+    async fn compare(
+        &self,
+        request: Request<v1::CompareRequest>,
+    ) -> Result<Response<v1::CompareResponse>, Status> {
+        let r = request.into_inner();
+        check_space(&r.space)?;
+        let theirs = summary_from_wire(&r.digests, &r.counts)
+            .map_err(|(field, reason)| invalid(field, reason))?;
+        let ours = self.node.store.summary(&r.space);
+        let differing = ours.differing(&theirs);
+        let answer = match self
+            .node
+            .store
+            .ids_in_buckets(&r.space, differing, MAX_COMPARE_IDS)
+        {
+            Some(ids) => v1::CompareResponse {
+                ids: ids.iter().map(|id| id.to_vec()).collect(),
+                too_different: false,
+            },
+            None => v1::CompareResponse {
+                ids: Vec::new(),
+                too_different: true,
+            },
+        };
+        Ok(Response::new(answer))
     }
 
     async fn fetch(

@@ -158,11 +158,13 @@ pub(crate) async fn check_readable(
 /// hedge, or any read while the primary as placed is down: see
 /// `Context::fallback`) see every write a quorum acknowledged. That quorum
 /// is the primary and enough replicas, not necessarily this one. So the
-/// space is first reconciled with the other live holders as placed (not
-/// stand-ins, whose copies may be partial), until enough have answered
-/// that their copies and this one overlap every write quorum: with three
-/// copies, one other. A copy that agrees costs one round trip; a read the
-/// primary serves needs none of this. It gives up at `until`, the caller's
+/// space first takes what the other live holders as placed have and this
+/// one lacks (not stand-ins, whose copies may be partial), until enough
+/// have answered that their copies and this one overlap every write
+/// quorum: with three copies, one other. Each is asked in one round trip
+/// by comparing summaries (`antientropy::pull_difference`), whose cost
+/// grows with the difference, not with the space; a read the primary
+/// serves needs none of this. It gives up at `until`, the caller's
 /// deadline, refusing: the router then asks the next holder.
 async fn overlap_write_quorum(
     node: &Node,
@@ -187,7 +189,7 @@ async fn overlap_write_quorum(
         .collect();
     let mut syncs: futures_util::stream::FuturesUnordered<_> = others
         .iter()
-        .map(|peer| crate::antientropy::sync_space(node, space, peer))
+        .map(|peer| crate::antientropy::pull_difference(node, space, peer))
         .collect();
     let (mut synced, mut last_error) = (0, None);
     let overlapped = tokio::time::timeout_at(until, async {

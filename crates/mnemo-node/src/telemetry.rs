@@ -103,6 +103,11 @@ pub(crate) fn describe() {
             "Anti-entropy comparisons with another holder",
         ),
         (
+            "mnemo_antientropy_compares_total",
+            "One-round comparisons with another holder by a read answered in the primary's \
+             place, by result (same, differed, too_different, unsupported)",
+        ),
+        (
             "mnemo_antientropy_reconcile_bytes_total",
             "Bytes of set reconciliation messages sent",
         ),
@@ -217,6 +222,7 @@ fn operation_of(path: &str) -> Option<(&'static str, &'static str)> {
         "/mnemo.v1.Mnemo/Decommission" => ("public", "decommission"),
         "/mnemo.v1.Internal/Merge" => ("internal", "merge"),
         "/mnemo.v1.Internal/Reconcile" => ("internal", "reconcile"),
+        "/mnemo.v1.Internal/Compare" => ("internal", "compare"),
         "/mnemo.v1.Internal/Fetch" => ("internal", "fetch"),
         "/mnemo.v1.Internal/Spaces" => ("internal", "spaces"),
         _ => return None,

@@ -205,7 +205,7 @@ impl Decoder for Raw {
     }
 }
 
-const METHODS: [&str; 14] = [
+const METHODS: [&str; 15] = [
     "/mnemo.v1.Mnemo/Remember",
     "/mnemo.v1.Mnemo/Recall",
     "/mnemo.v1.Mnemo/Forget",
@@ -217,6 +217,7 @@ const METHODS: [&str; 14] = [
     "/mnemo.v1.Mnemo/Status",
     "/mnemo.v1.Internal/Merge",
     "/mnemo.v1.Internal/Reconcile",
+    "/mnemo.v1.Internal/Compare",
     "/mnemo.v1.Internal/Fetch",
     "/mnemo.v1.Internal/Spaces",
     "/mnemo.v1.Internal/Hop",
@@ -418,6 +419,14 @@ proptest! {
         ]), 0..6),
         message in prop::collection::vec(any::<u8>(), 0..100),
         ids in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..5),
+        digests in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..100),
+            prop::collection::vec(any::<u8>(), 4096),
+        ],
+        counts in prop_oneof![
+            prop::collection::vec(any::<u64>(), 0..10),
+            prop::collection::vec(any::<u64>(), 256),
+        ],
     ) {
         let mut c = InternalClient::new(fixture().channel.clone());
         let elements: Vec<v1::Element> = elements.into_iter().map(|kind| v1::Element { kind }).collect();
@@ -440,6 +449,7 @@ proptest! {
             Ok(_) => {}
         }
         check("reconcile", c.reconcile(v1::ReconcileRequest { space: space.clone(), message }))?;
+        check("compare", c.compare(v1::CompareRequest { space: space.clone(), digests, counts }))?;
         check("fetch", c.fetch(v1::FetchRequest { space, ids }))?;
     }
 }

@@ -24,7 +24,9 @@
 //! Every element has a 32-byte [`ElementId`]: a hash of its kind and key,
 //! then (for memories) its version. Anti-entropy reconciles these ids with
 //! range-based set reconciliation (negentropy), so its cost grows with the
-//! difference between two holders, not with the space.
+//! difference between two holders, not with the space. A [`Summary`] by
+//! bucket (kept up to date by large sets) lets two holders find a small
+//! difference in one round trip instead.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -120,6 +122,69 @@ pub fn tombstone_element(id: &str) -> ElementId {
     out
 }
 
+/// Buckets of a [`Summary`]: an element falls into the one its id's first
+/// byte names (a hash, so the buckets fill evenly).
+pub const BUCKETS: usize = 256;
+
+/// A set at least this large keeps its [`Summary`] up to date with each
+/// change; a smaller one counts it when asked, from at most this many
+/// elements.
+const KEEP_SUMMARY_FROM: usize = 256;
+
+/// The elements of one bucket of a [`Summary`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    /// Wrapping sum of the elements' digests (as the set's own digest).
+    pub digest: u128,
+    /// How many there are.
+    pub count: u64,
+}
+
+/// A set summarised by bucket. Two holders that compare summaries learn
+/// in one round trip which buckets differ, and then need only the ids of
+/// those: a read answered in a primary's place checks its copy against
+/// another holder's this way, at a cost that grows with the difference
+/// (the buckets it touches), not with the space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary(Box<[Bucket; BUCKETS]>);
+
+impl Default for Summary {
+    fn default() -> Self {
+        Summary(Box::new([Bucket::default(); BUCKETS]))
+    }
+}
+
+impl Summary {
+    /// A summary from its buckets, in order; `None` unless there are
+    /// exactly [`BUCKETS`].
+    pub fn from_buckets(buckets: Vec<Bucket>) -> Option<Self> {
+        let buckets: Box<[Bucket; BUCKETS]> = buckets.into_boxed_slice().try_into().ok()?;
+        Some(Summary(buckets))
+    }
+
+    /// The buckets, in order.
+    pub fn buckets(&self) -> &[Bucket; BUCKETS] {
+        &self.0
+    }
+
+    /// The buckets in which `self` and `other` differ.
+    pub fn differing<'a>(&'a self, other: &'a Summary) -> impl Iterator<Item = u8> + 'a {
+        (0..=u8::MAX).filter(|&b| self.0[usize::from(b)] != other.0[usize::from(b)])
+    }
+
+    fn add(&mut self, element: &ElementId, digest: u128) {
+        let bucket = &mut self.0[usize::from(element[0])];
+        bucket.digest = bucket.digest.wrapping_add(digest);
+        bucket.count += 1;
+    }
+
+    fn remove(&mut self, element: &ElementId, digest: u128) {
+        let bucket = &mut self.0[usize::from(element[0])];
+        bucket.digest = bucket.digest.wrapping_sub(digest);
+        bucket.count -= 1;
+    }
+}
+
 /// What one element is, by id, in a [`SpaceSet`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Entry {
@@ -138,6 +203,9 @@ pub(crate) struct SpaceSet {
     memories: HashMap<Arc<str>, ElementId>,
     tombstones: u64,
     digest: u128,
+    /// The summary by bucket, kept once the set is large enough
+    /// ([`KEEP_SUMMARY_FROM`]).
+    summary: Option<Summary>,
     /// The sealed reconciliation view, until the next change.
     cached: Option<Arc<NegentropyStorageVector>>,
 }
@@ -174,16 +242,48 @@ impl SpaceSet {
 
     fn add(&mut self, element: ElementId, entry: Entry) {
         if self.elements.insert(element, entry).is_none() {
-            self.digest = self.digest.wrapping_add(element_digest(&element));
+            let digest = element_digest(&element);
+            self.digest = self.digest.wrapping_add(digest);
+            match &mut self.summary {
+                Some(summary) => summary.add(&element, digest),
+                None if self.elements.len() >= KEEP_SUMMARY_FROM => {
+                    self.summary = Some(self.count_summary());
+                }
+                None => {}
+            }
         }
         self.cached = None;
     }
 
     fn remove(&mut self, element: &ElementId) {
         if self.elements.remove(element).is_some() {
-            self.digest = self.digest.wrapping_sub(element_digest(element));
+            let digest = element_digest(element);
+            self.digest = self.digest.wrapping_sub(digest);
+            if let Some(summary) = &mut self.summary {
+                summary.remove(element, digest);
+            }
         }
         self.cached = None;
+    }
+
+    /// The set summarised by bucket.
+    pub(crate) fn summary(&self) -> Summary {
+        self.summary.clone().unwrap_or_else(|| self.count_summary())
+    }
+
+    fn count_summary(&self) -> Summary {
+        let mut summary = Summary::default();
+        for element in self.elements.keys() {
+            summary.add(element, element_digest(element));
+        }
+        summary
+    }
+
+    /// The element ids in `bucket` (see [`Summary`]), in order.
+    pub(crate) fn ids_in(&self, bucket: u8) -> impl Iterator<Item = &ElementId> {
+        let (mut first, mut last) = ([0; 32], [u8::MAX; 32]);
+        (first[0], last[0]) = (bucket, bucket);
+        self.elements.range(first..=last).map(|(id, _)| id)
     }
 
     /// The version of the live memory under `id`, if there is one.

@@ -17,7 +17,9 @@ use crate::embed;
 use crate::error::{Result, StoreError};
 use crate::index::Query;
 use crate::memory::{Memory, Op, Scored};
-use crate::set::{Element, ElementId, Entry, empty_reconciliation, memory_element, version};
+use crate::set::{
+    Element, ElementId, Entry, Summary, empty_reconciliation, memory_element, version,
+};
 use crate::space::{Effect, Shared};
 use crate::tables::{self, MEMORIES, TOMBSTONES};
 use crate::time::now_ms;
@@ -510,6 +512,48 @@ impl Store {
             Some(s) => s.set.write().expect("lock poisoned").reconciliation(),
             None => empty_reconciliation(),
         }
+    }
+
+    /// The space summarised by bucket, for a one-round comparison with
+    /// another holder (all empty for a space this node has no data of).
+    pub fn summary(&self, space: &str) -> Summary {
+        self.shared.space(space).map_or_else(Summary::default, |s| {
+            s.set.read().expect("lock poisoned").summary()
+        })
+    }
+
+    /// This node's element ids of `space` in `buckets` (see [`Summary`]),
+    /// or `None` if there are more than `limit`.
+    pub fn ids_in_buckets(
+        &self,
+        space: &str,
+        buckets: impl IntoIterator<Item = u8>,
+        limit: usize,
+    ) -> Option<Vec<ElementId>> {
+        let Some(s) = self.shared.space(space) else {
+            return Some(Vec::new());
+        };
+        let set = s.set.read().expect("lock poisoned");
+        let mut out = Vec::new();
+        for bucket in buckets {
+            out.extend(set.ids_in(bucket).copied());
+            if out.len() > limit {
+                return None;
+            }
+        }
+        Some(out)
+    }
+
+    /// Of `ids`, those this node does not hold.
+    pub fn lacking(&self, space: &str, ids: &[ElementId]) -> Vec<ElementId> {
+        let Some(s) = self.shared.space(space) else {
+            return ids.to_vec();
+        };
+        let set = s.set.read().expect("lock poisoned");
+        ids.iter()
+            .filter(|id| set.get(id).is_none())
+            .copied()
+            .collect()
     }
 
     /// The elements with these ids that this node holds (ids it does not

@@ -502,6 +502,92 @@ async fn a_read_in_the_primarys_place_holds_what_a_quorum_acknowledged() {
     assert_eq!(ids(&answer), all, "{answer:?}");
 }
 
+/// A read in the primary's place checks its copy against another holder's
+/// by bucket. In a space large enough that holders keep their summaries,
+/// a small difference comes back in one round trip, and a difference too
+/// large for one answer is reconciled in full; either way the reader's
+/// own copy then holds everything the other holder has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_in_the_primarys_place_pulls_small_and_large_differences() {
+    let mut cluster = Cluster::start_exactly(
+        4,
+        &[
+            "--breaker-open-timeout-ms",
+            "500",
+            "--anti-entropy-ms",
+            "600000",
+            "--http",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
+    let space = "large";
+    let holders = cluster.holders(space).await;
+    let (primary, reader, other) = (&holders[0], &holders[1], &holders[2]);
+    let addr = |h: &String| cluster.node(h).addr;
+    let (at_primary, at_reader, at_other) = (addr(primary), addr(reader), addr(other));
+    let shared: Vec<v1::Element> = (0..12_000).map(|i| note(&format!("s{i}"))).collect();
+    for chunk in shared.chunks(2000) {
+        merge_into(&[at_primary, at_reader, at_other], space, chunk).await;
+    }
+    merge_into(&[at_primary, at_other], space, &[note("one")]).await;
+    let dead = primary.clone();
+    cluster.node_mut(&dead).kill9();
+    let reader = cluster.node(reader);
+    let compares = |result: &str| {
+        let page = support::http_get(reader.http.as_deref().unwrap(), "/metrics");
+        let series = format!("mnemo_antientropy_compares_total{{result=\"{result}\"}}");
+        support::metric_sum(&page, &series)
+    };
+    let get = |id: &str| {
+        let id = id.to_owned();
+        async move {
+            let mut c = reader.client().await;
+            let got = c
+                .get(v1::GetRequest {
+                    space: space.into(),
+                    id: id.clone(),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("get {id}: {e}"))
+                .into_inner();
+            assert_eq!(got.served_by, reader.id, "{got:?}");
+            got.memory.map(|m| m.id)
+        }
+    };
+    let memories = || async {
+        let status = reader.status().await;
+        status
+            .spaces
+            .iter()
+            .find(|s| s.name == space)
+            .map(|s| s.memories)
+    };
+
+    // One write the reader lacks: found by comparing summaries.
+    assert_eq!(get("one").await.as_deref(), Some("one"));
+    assert!(
+        compares("differed") >= 1.0,
+        "the one-round comparison was used"
+    );
+    assert!(
+        compares("too_different") < 1.0,
+        "no full reconciliation yet"
+    );
+    assert_eq!(memories().await, Some(12_001));
+
+    // Writes the reader lacks in nearly every bucket: more ids than one
+    // answer lists, so the copies are reconciled in full.
+    let late: Vec<v1::Element> = (0..600).map(|i| note(&format!("late{i}"))).collect();
+    merge_into(&[at_other], space, &late).await;
+    assert_eq!(get("late0").await.as_deref(), Some("late0"));
+    assert!(
+        compares("too_different") >= 1.0,
+        "the full reconciliation was used"
+    );
+    assert_eq!(memories().await, Some(12_601));
+}
+
 /// A memory "note {id}", as a peer's replication carries it.
 fn note(id: &str) -> v1::Element {
     let content = format!("note {id}");

@@ -133,3 +133,92 @@ fn use_changes_only_the_low_bits_of_a_version() {
     assert!(!same_write(vu, version(&other, &o)));
     assert!(!same_write(vw, version(&other, &o)));
 }
+
+mod summaries {
+    use std::collections::HashSet;
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::super::*;
+
+    /// One change of a set: a memory (id, version), its tombstone, or the
+    /// memory taken out (as a newer version replacing it does).
+    #[derive(Debug, Clone)]
+    enum Change {
+        Memory(u16, u8),
+        Tombstone(u16),
+        Remove(u16),
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        prop_oneof![
+            6 => (0..1000u16, any::<u8>()).prop_map(|(id, v)| Change::Memory(id, v)),
+            1 => (0..1000u16).prop_map(Change::Tombstone),
+            1 => (0..1000u16).prop_map(Change::Remove),
+        ]
+    }
+
+    fn apply(set: &mut SpaceSet, changes: &[Change]) {
+        for change in changes {
+            match *change {
+                Change::Memory(id, v) => {
+                    let id = format!("m{id}");
+                    if !set.is_tombstoned(&id) {
+                        set.insert_memory(&id, memory_element(&id, u128::from(v)));
+                    }
+                }
+                Change::Tombstone(id) => set.insert_tombstone(&format!("m{id}")),
+                Change::Remove(id) => set.remove_memory(&format!("m{id}")),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The summary a set keeps through its changes, once it is large
+        /// enough to keep one, is the one counted from its elements, and
+        /// each bucket counts the ids listed in it.
+        #[test]
+        fn a_kept_summary_is_the_counted_one(changes in vec(change(), 0..900)) {
+            let mut set = SpaceSet::default();
+            apply(&mut set, &changes);
+            if set.elements.len() >= KEEP_SUMMARY_FROM {
+                prop_assert!(set.summary.is_some(), "a set this large keeps its summary");
+            }
+            let summary = set.summary();
+            prop_assert_eq!(&summary, &set.count_summary());
+            for b in 0..=u8::MAX {
+                let listed = set.ids_in(b).count() as u64;
+                prop_assert_eq!(listed, summary.buckets()[usize::from(b)].count);
+                prop_assert!(set.ids_in(b).all(|id| id[0] == b));
+            }
+        }
+
+        /// Whatever two holders' sets are, the other's ids in the buckets
+        /// where the summaries differ include every element it has and
+        /// this one lacks; buckets whose summaries match hold the same ids.
+        #[test]
+        fn differing_buckets_list_every_element_one_lacks(
+            shared in vec(change(), 0..700),
+            mine in vec(change(), 0..40),
+            theirs in vec(change(), 0..40),
+        ) {
+            let (mut a, mut b) = (SpaceSet::default(), SpaceSet::default());
+            apply(&mut a, &shared);
+            apply(&mut b, &shared);
+            apply(&mut a, &mine);
+            apply(&mut b, &theirs);
+            let (sa, sb) = (a.summary(), b.summary());
+            let listed: HashSet<ElementId> =
+                sa.differing(&sb).flat_map(|bucket| b.ids_in(bucket).copied().collect::<Vec<_>>()).collect();
+            for id in b.elements.keys().filter(|id| a.get(id).is_none()) {
+                prop_assert!(listed.contains(id), "{id:?} is missing from the listed buckets");
+            }
+            for bucket in (0..=u8::MAX).filter(|&x| sa.buckets()[usize::from(x)] == sb.buckets()[usize::from(x)]) {
+                prop_assert!(a.ids_in(bucket).eq(b.ids_in(bucket)));
+            }
+        }
+    }
+}
