@@ -20,8 +20,8 @@
 //!   of them has it (and this node still is not a holder).
 //!
 //! A read answered in a primary's place asks less: only what another
-//! holder has and this one lacks, found in one round trip by comparing
-//! the space's summary by bucket ([`pull_difference`]).
+//! holder has and this one lacks, found by comparing the space's summary
+//! by bucket ([`pull_difference`]), in one round trip when they agree.
 //!
 //! Moving elements is capped at [`NodeConfig::sync_bytes_per_sec`](crate::NodeConfig)
 //! so that a join or a return does not starve serving traffic.
@@ -39,9 +39,13 @@ use tonic::Status;
 
 use crate::catchup::{Readiness, SettleKind};
 use crate::convert::{element_from_wire, element_to_wire, summary_to_wire};
+use crate::internal::MAX_COMPARE_IDS;
 use crate::node::Node;
 use crate::replication::chunks;
 
+/// Comparisons one [`pull_difference`] makes while the peer's copy keeps
+/// changing between its answer and the fetch.
+const COMPARES: u32 = 3;
 /// Element ids asked for in one `Fetch` call (the answer is also cut at
 /// half the message limit, the rest asked for again).
 const FETCH_IDS: usize = 1024;
@@ -120,6 +124,9 @@ pub struct SyncReport {
     pub element_bytes: u64,
     /// Elements refused as invalid, by either side.
     pub refused: u64,
+    /// Elements fetched that changed nothing here (this node's copy
+    /// already had them, or something that outranks them).
+    pub unchanged: u64,
 }
 
 #[derive(Default)]
@@ -334,15 +341,55 @@ async fn pull_space(node: &Node, space: &str, peer: &str) -> Result<SyncReport, 
 }
 
 /// Fetches what `peer` has of `space` and this node lacks, sending
-/// nothing back, in one round trip when the two copies differ little:
-/// this node sends its summary by bucket, `peer` answers with its ids in
-/// the buckets that differ (`Internal.Compare`), and the ones missing here
-/// are fetched. Copies that agree cost one small call and no work that
-/// grows with the space. A difference too large for one answer, or a peer
-/// that does not serve `Compare` (an older version), is reconciled in full
-/// instead.
+/// nothing back. This node sends its summary of the space by bucket,
+/// `peer` answers with its ids in the buckets that differ
+/// (`Internal.Compare`), and the ones missing here are fetched: two round
+/// trips, one when the copies agree, each carrying the ids of the buckets
+/// that differ, not the space. A difference too large for one answer, or
+/// a peer that does not serve `Compare` (an older version), is reconciled
+/// in full instead.
+///
+/// An id `peer` no longer has by the time it is fetched was replaced there
+/// meanwhile (a newer version, a tombstone): the comparison is made again,
+/// up to [`COMPARES`] times. Elements fetched that lose to this node's
+/// (its recalls stamp memories, which other holders learn by anti-entropy)
+/// get `peer` a repair, so that the same ids are not fetched again by
+/// every read.
 pub async fn pull_difference(node: &Node, space: &str, peer: &str) -> Result<SyncReport, Status> {
     let mut rpc = client(node, peer)?;
+    let mut report = SyncReport::default();
+    for _ in 0..COMPARES {
+        let Some(ids) = compare(node, &mut rpc, space, peer).await? else {
+            return pull_space(node, space, peer).await;
+        };
+        report.rounds += 1;
+        let need = node.store.lacking(space, &ids);
+        let (pulled, unchanged) = (report.pulled, report.unchanged);
+        pull(node, &mut rpc, space, peer, &need, &mut report).await?;
+        if report.unchanged > unchanged {
+            node.sync.enqueue(Job::Repair {
+                space: space.to_owned(),
+                peer: peer.to_owned(),
+            });
+        }
+        if report.pulled - pulled == need.len() as u64 {
+            return Ok(report);
+        }
+    }
+    Err(Status::unavailable(format!(
+        "the copy of space {space:?} on {peer} changed under each of {COMPARES} comparisons"
+    )))
+}
+
+/// One `Compare` of `space` with `peer`: its ids in the buckets where the
+/// two differ, or `None` when the space is to be reconciled in full
+/// instead (too different, or `peer` does not serve `Compare`).
+async fn compare(
+    node: &Node,
+    rpc: &mut InternalClient<tonic::transport::Channel>,
+    space: &str,
+    peer: &str,
+) -> Result<Option<Vec<ElementId>>, Status> {
     let (digests, counts) = summary_to_wire(&node.store.summary(space));
     let request = v1::CompareRequest {
         space: space.to_owned(),
@@ -356,30 +403,30 @@ pub async fn pull_difference(node: &Node, space: &str, peer: &str) -> Result<Syn
         Ok(answer) => answer.into_inner(),
         Err(status) if status.code() == tonic::Code::Unimplemented => {
             result("unsupported");
-            return pull_space(node, space, peer).await;
+            return Ok(None);
         }
         Err(status) => return Err(status),
     };
     if answer.too_different {
         result("too_different");
-        return pull_space(node, space, peer).await;
+        return Ok(None);
     }
-    let ids: Vec<ElementId> = answer
+    if answer.ids.len() > MAX_COMPARE_IDS {
+        return Err(Status::internal(format!(
+            "{peer} answered a comparison with {} ids; at most {MAX_COMPARE_IDS} are expected",
+            answer.ids.len()
+        )));
+    }
+    let ids = answer
         .ids
         .iter()
         .map(|id| ElementId::try_from(id.as_slice()))
-        .collect::<Result<_, _>>()
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|_| {
             Status::internal(format!("{peer} answered a comparison with a malformed id"))
         })?;
-    let need = node.store.lacking(space, &ids);
     result(if ids.is_empty() { "same" } else { "differed" });
-    let mut report = SyncReport {
-        rounds: 1,
-        ..SyncReport::default()
-    };
-    pull(node, &mut rpc, space, peer, &need, &mut report).await?;
-    Ok(report)
+    Ok(Some(ids))
 }
 
 /// [`sync_space`], or [`pull_space`] unless `push`.
@@ -472,6 +519,7 @@ async fn pull(
                 .merge(space, elements)
                 .await
                 .map_err(|e| Status::from(crate::error::NodeError::from(e)))?;
+            report.unchanged += u64::from(merged.unchanged);
             if !merged.refused.is_empty() {
                 report.refused += merged.refused.len() as u64;
                 tracing::warn!(%space, %peer, refused = ?merged.refused, "refused elements fetched from a peer");

@@ -123,12 +123,10 @@ impl Internal for InternalService {
         check_space(&r.space)?;
         let theirs = summary_from_wire(&r.digests, &r.counts)
             .map_err(|(field, reason)| invalid(field, reason))?;
-        let ours = self.node.store.summary(&r.space);
-        let differing = ours.differing(&theirs);
         let answer = match self
             .node
             .store
-            .ids_in_buckets(&r.space, differing, MAX_COMPARE_IDS)
+            .differing_ids(&r.space, &theirs, MAX_COMPARE_IDS)
         {
             Some(ids) => v1::CompareResponse {
                 ids: ids.iter().map(|id| id.to_vec()).collect(),

@@ -161,10 +161,10 @@ pub(crate) async fn check_readable(
 /// space first takes what the other live holders as placed have and this
 /// one lacks (not stand-ins, whose copies may be partial), until enough
 /// have answered that their copies and this one overlap every write
-/// quorum: with three copies, one other. Each is asked in one round trip
-/// by comparing summaries (`antientropy::pull_difference`), whose cost
-/// grows with the difference, not with the space; a read the primary
-/// serves needs none of this. It gives up at `until`, the caller's
+/// quorum: with three copies, one other. Each is asked by comparing
+/// summaries by bucket (`antientropy::pull_difference`): one round trip
+/// when the copies agree, whose size grows with the buckets that differ;
+/// a read the primary serves needs none of this. It gives up at `until`, the caller's
 /// deadline, refusing: the router then asks the next holder.
 async fn overlap_write_quorum(
     node: &Node,
@@ -217,7 +217,7 @@ async fn overlap_write_quorum(
     Err(mnemo_router::error::refusal(
         "no-overlap",
         format!(
-            "node {} answers for space {space:?} in its primary's place and reconciled it with \
+            "node {} answers for space {space:?} in its primary's place and compared it with \
              {synced} of the {needed} other holders a complete answer needs ({} live){why}",
             node.id,
             others.len(),

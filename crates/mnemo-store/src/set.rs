@@ -25,8 +25,9 @@
 //! then (for memories) its version. Anti-entropy reconciles these ids with
 //! range-based set reconciliation (negentropy), so its cost grows with the
 //! difference between two holders, not with the space. A [`Summary`] by
-//! bucket (kept up to date by large sets) lets two holders find a small
-//! difference in one round trip instead.
+//! bucket (kept up to date by large sets) lets two holders see that they
+//! agree in one round trip, or which buckets (a 256th of the set each)
+//! they differ in.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -143,8 +144,9 @@ pub struct Bucket {
 /// A set summarised by bucket. Two holders that compare summaries learn
 /// in one round trip which buckets differ, and then need only the ids of
 /// those: a read answered in a primary's place checks its copy against
-/// another holder's this way, at a cost that grows with the difference
-/// (the buckets it touches), not with the space.
+/// another holder's this way. Copies that agree cost a summary each way;
+/// a difference costs the ids of the buckets it touches, a 256th of the
+/// set each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary(Box<[Bucket; BUCKETS]>);
 
@@ -277,6 +279,33 @@ impl SpaceSet {
             summary.add(element, element_digest(element));
         }
         summary
+    }
+
+    /// This set's element ids in every bucket where its summary and
+    /// `theirs` differ, or `None` if those buckets hold more than `limit`
+    /// (known from the summary, before any id is touched).
+    pub(crate) fn differing_ids(&self, theirs: &Summary, limit: usize) -> Option<Vec<ElementId>> {
+        let counted;
+        let ours = if let Some(kept) = &self.summary {
+            kept
+        } else {
+            counted = self.count_summary();
+            &counted
+        };
+        let buckets: Vec<u8> = ours.differing(theirs).collect();
+        let listed: u64 = buckets
+            .iter()
+            .map(|&b| ours.buckets()[usize::from(b)].count)
+            .sum();
+        if listed > limit as u64 {
+            return None;
+        }
+        Some(
+            buckets
+                .into_iter()
+                .flat_map(|b| self.ids_in(b).copied())
+                .collect(),
+        )
     }
 
     /// The element ids in `bucket` (see [`Summary`]), in order.

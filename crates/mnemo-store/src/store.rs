@@ -522,26 +522,23 @@ impl Store {
         })
     }
 
-    /// This node's element ids of `space` in `buckets` (see [`Summary`]),
-    /// or `None` if there are more than `limit`.
-    pub fn ids_in_buckets(
+    /// This node's element ids of `space` in every bucket where its
+    /// summary and `theirs` differ, or `None` if those buckets hold more
+    /// than `limit` (the work is bounded by `limit`, whatever is asked).
+    pub fn differing_ids(
         &self,
         space: &str,
-        buckets: impl IntoIterator<Item = u8>,
+        theirs: &Summary,
         limit: usize,
     ) -> Option<Vec<ElementId>> {
-        let Some(s) = self.shared.space(space) else {
-            return Some(Vec::new());
-        };
-        let set = s.set.read().expect("lock poisoned");
-        let mut out = Vec::new();
-        for bucket in buckets {
-            out.extend(set.ids_in(bucket).copied());
-            if out.len() > limit {
-                return None;
-            }
+        match self.shared.space(space) {
+            Some(s) => s
+                .set
+                .read()
+                .expect("lock poisoned")
+                .differing_ids(theirs, limit),
+            None => Some(Vec::new()),
         }
-        Some(out)
     }
 
     /// Of `ids`, those this node does not hold.

@@ -212,9 +212,15 @@ mod summaries {
             apply(&mut b, &theirs);
             let (sa, sb) = (a.summary(), b.summary());
             let listed: HashSet<ElementId> =
-                sa.differing(&sb).flat_map(|bucket| b.ids_in(bucket).copied().collect::<Vec<_>>()).collect();
+                b.differing_ids(&sa, usize::MAX).unwrap().into_iter().collect();
             for id in b.elements.keys().filter(|id| a.get(id).is_none()) {
                 prop_assert!(listed.contains(id), "{id:?} is missing from the listed buckets");
+            }
+            // Over the limit, nothing is listed; at it, everything is.
+            let limit = listed.len();
+            prop_assert_eq!(b.differing_ids(&sa, limit).map(|ids| ids.len()), Some(limit));
+            if limit > 0 {
+                prop_assert_eq!(b.differing_ids(&sa, limit - 1), None);
             }
             for bucket in (0..=u8::MAX).filter(|&x| sa.buckets()[usize::from(x)] == sb.buckets()[usize::from(x)]) {
                 prop_assert!(a.ids_in(bucket).eq(b.ids_in(bucket)));
