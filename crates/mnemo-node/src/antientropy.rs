@@ -351,7 +351,7 @@ async fn pull_space(node: &Node, space: &str, peer: &str) -> Result<SyncReport, 
 ///
 /// An id `peer` no longer has by the time it is fetched was replaced there
 /// meanwhile (a newer version, a tombstone): the comparison is made again,
-/// up to [`COMPARES`] times. Elements fetched that lose to this node's
+/// up to three times. Elements fetched that lose to this node's
 /// (its recalls stamp memories, which other holders learn by anti-entropy)
 /// get `peer` a repair, so that the same ids are not fetched again by
 /// every read.

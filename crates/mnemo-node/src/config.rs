@@ -62,6 +62,12 @@ pub struct NodeConfig {
     /// holds a file descriptor, and a node out of them can neither accept
     /// nor open its files: keep this below the process's open-file limit.
     pub max_connections: usize,
+    /// A client's connection that carries no request for this long (no
+    /// byte, on the HTTP port) is closed, and gives its place back; one
+    /// that says nothing within 10 s of being accepted (or this, if
+    /// shorter) too. `None`: never. Connections from members' addresses
+    /// on the gRPC port are kept.
+    pub connection_idle: Option<Duration>,
     /// How the embedded store runs (checkpoints of its write-ahead log).
     pub store: mnemo_store::StoreOptions,
     /// TLS, peer and client authentication; `None`: an insecure node that
@@ -76,6 +82,8 @@ pub const DEFAULT_SYNC_BYTES_PER_SEC: u64 = 64 * 1024 * 1024;
 /// Default [`NodeConfig::max_connections`] (Redis's default client limit).
 /// `mnemo node` lowers it to what its open-file limit leaves room for.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default [`NodeConfig::connection_idle`].
+pub const DEFAULT_CONNECTION_IDLE: Duration = Duration::from_secs(300);
 
 impl NodeConfig {
     /// Default [`NodeConfig::decay`]: half-life 30 days, floor 0.1.
@@ -103,6 +111,7 @@ impl NodeConfig {
             inject_latency: Duration::ZERO,
             serving_threads: 0,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            connection_idle: Some(DEFAULT_CONNECTION_IDLE),
             store: mnemo_store::StoreOptions::default(),
             security: None,
         }

@@ -71,9 +71,8 @@ pub(crate) type HopAnswers = Pin<Box<dyn Stream<Item = Result<v1::HopAnswer, Sta
 /// calls and ends the stream when those in hand are answered, so that its
 /// server can close.
 pub(crate) fn serve(node: Arc<Node>, request: Request<Streaming<v1::HopCall>>) -> HopAnswers {
-    let leaf = request
-        .peer_certs()
-        .and_then(|certs| certs.first().cloned());
+    let leaf =
+        crate::places::peer_certs(request.extensions()).and_then(|certs| certs.first().cloned());
     let gate = Gate::new(node.config.security.clone());
     let left = node.has_left();
     let service = MnemoService::new(node);

@@ -21,6 +21,7 @@ use crate::antientropy::AntiEntropy;
 use crate::config::{MAX_MESSAGE_BYTES, NodeConfig};
 use crate::internal::InternalService;
 use crate::node::Node;
+use crate::places::{Activity, Idle};
 use crate::replication::Replicator;
 use crate::security::Gate;
 use crate::service::MnemoService;
@@ -170,6 +171,15 @@ fn is_member(view: watch::Receiver<mnemo_cluster::ClusterView>) -> crate::servin
     Box::new(move |ip| view.borrow().members.iter().any(|m| m.addr.ip() == ip))
 }
 
+/// Which gRPC connections `node` takes, and how long it keeps clients'.
+fn admission(node: &Node) -> crate::serving::Admission {
+    crate::serving::Admission {
+        places: Arc::clone(&node.places),
+        is_member: is_member(node.view.clone()),
+        idle: Idle::after(node.config.connection_idle, Activity::Requests),
+    }
+}
+
 /// Opens the node's store, joins the cluster and starts serving on
 /// `config.listen`.
 pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
@@ -260,16 +270,16 @@ pub async fn start(config: NodeConfig) -> Result<Running, BoxError> {
     }
     let router = builder
         .layer(crate::telemetry::TimedLayer)
+        .layer(crate::places::InUseLayer)
         .layer(crate::limits::resource_exhausted_layer())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(public)
         .add_service(internal);
-    let places = (Arc::clone(&node.places), is_member(node.view.clone()));
     let serve = move |incoming, stop| router.serve_with_incoming_shutdown(incoming, stop);
     let threads = node.config.serving_threads;
-    let server = crate::serving::serve(listener, threads, places, &left, serve)?;
+    let server = crate::serving::serve(listener, threads, admission(&node), &left, serve)?;
     tokio::spawn(leave_when_stopped(Arc::clone(&node), stopped, left_tx));
     tracing::info!(id = %node.id, addr = %local_addr, "node serving");
     Ok(Running {

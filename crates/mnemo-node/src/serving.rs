@@ -38,7 +38,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::places::{Held, Places};
+use crate::places::{Held, Idle, Places};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -90,8 +90,18 @@ pub(crate) fn set_up(stream: &tokio::net::TcpStream) {
 /// Whether a remote address is a cluster member's.
 pub(crate) type IsMember = Box<dyn Fn(std::net::IpAddr) -> bool + Send>;
 
-/// A connection accepted with its place under the node's limit.
-type Admitted = (TcpStream, OwnedSemaphorePermit);
+/// Which connections the node takes, and how long it keeps them.
+pub(crate) struct Admission {
+    /// The node's places (see `crate::places`).
+    pub(crate) places: Arc<Places>,
+    pub(crate) is_member: IsMember,
+    /// When clients' connections are closed idle; members' are kept.
+    pub(crate) idle: Option<Idle>,
+}
+
+/// A connection accepted with its place under the node's limit, and when
+/// it is closed idle (members' connections never are).
+type Admitted = (TcpStream, OwnedSemaphorePermit, Option<Idle>);
 
 /// An accepted gRPC connection, holding its place.
 pub(crate) type Connection = Held<tokio::net::TcpStream>;
@@ -115,7 +125,7 @@ pub(crate) type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 
 pub(crate) fn serve<S, F>(
     listener: TcpListener,
     threads: usize,
-    (places, is_member): (Arc<Places>, IsMember),
+    admission: Admission,
     left: &watch::Receiver<bool>,
     server: S,
 ) -> Result<tokio::task::JoinHandle<Result<(), BoxError>>, BoxError>
@@ -155,7 +165,7 @@ where
         handoff.push(tx);
         done.push(finish);
     }
-    tokio::spawn(accept(listener, handoff, places, is_member, left.clone()));
+    tokio::spawn(accept(listener, handoff, admission, left.clone()));
     // Ends at the first server's error, or when all have ended.
     let each = done.into_iter().map(|finish| async move {
         finish
@@ -186,9 +196,9 @@ where
 /// The connections sent on `rx`, each registered with the runtime that
 /// polls the stream.
 fn adopted(rx: mpsc::UnboundedReceiver<Admitted>) -> Incoming {
-    let adopt: fn(Admitted) -> std::io::Result<Connection> = |(stream, place)| {
+    let adopt: fn(Admitted) -> std::io::Result<Connection> = |(stream, place, idle)| {
         let stream = tokio::net::TcpStream::from_std(stream)?;
-        Ok(Held::new(stream, place, "grpc"))
+        Ok(Held::new(stream, place, "grpc", idle))
     };
     UnboundedReceiverStream::new(rx).map(adopt)
 }
@@ -198,8 +208,11 @@ fn adopted(rx: mpsc::UnboundedReceiver<Admitted>) -> Incoming {
 async fn accept(
     listener: TcpListener,
     threads: Vec<mpsc::UnboundedSender<Admitted>>,
-    places: Arc<Places>,
-    is_member: IsMember,
+    Admission {
+        places,
+        is_member,
+        idle,
+    }: Admission,
     mut left: watch::Receiver<bool>,
 ) {
     let mut next = 0usize;
@@ -219,16 +232,19 @@ async fn accept(
         // Over the limit the connection is closed at once, which gives its
         // file descriptor back before it can take one the node needs; the
         // client sees it reset and may try another node.
-        let Some(place) = places.take("grpc", || is_member(from.ip())) else {
+        let member = std::cell::OnceCell::new();
+        let member = || *member.get_or_init(|| is_member(from.ip()));
+        let Some(place) = places.take("grpc", member) else {
             continue;
         };
+        let idle = if member() { None } else { idle };
         set_up(&stream);
         let Ok(stream) = stream.into_std() else {
             continue;
         };
         // To the next thread whose server still runs (one that ended, its
         // error is in the serving handle, must not stop the others).
-        let mut admitted = (stream, place);
+        let mut admitted = (stream, place, idle);
         let mut tried = 0;
         loop {
             let thread = &threads[next % threads.len()];

@@ -10,7 +10,7 @@
 //! | `mnemo_store_commit_seconds`, `mnemo_store_batch_writes` | histogram | |
 //! | `mnemo_store_spaces`, `_memories`, `_forgotten`, `_disk_bytes` | gauge | |
 //! | `mnemo_connections` | gauge | port (grpc, http) |
-//! | `mnemo_connections_refused_total` | counter | port |
+//! | `mnemo_connections_refused_total`, `mnemo_connections_idle_closed_total` | counter | port |
 //! | `mnemo_router_*`, `mnemo_cluster_*`, `mnemo_gossip_*` | see their crates | |
 //! | `mnemo_replication_*`, `mnemo_antientropy_*`, `mnemo_merge_refused_total`, `mnemo_catching_up_refusals_total` | counter | `mnemo_antientropy_catchups_total`: outcome |
 
@@ -60,18 +60,7 @@ pub(crate) fn describe() {
         "HTTP API requests by route and status"
     );
     describe_gauge!("mnemo_store_spaces", "Spaces this node holds data of");
-    describe_gauge!(
-        "mnemo_connections",
-        "Connections open (clients and peers), by port"
-    );
-    describe_counter!(
-        "mnemo_connections_refused_total",
-        "Connections closed on arrival: --max-connections were open"
-    );
-    for port in crate::places::PORTS {
-        gauge!("mnemo_connections", "port" => port).set(0.0);
-        counter!("mnemo_connections_refused_total", "port" => port).absolute(0);
-    }
+    describe_connections();
     describe_gauge!(
         "mnemo_store_memories",
         "Live memories this node holds, all spaces"
@@ -227,6 +216,27 @@ fn operation_of(path: &str) -> Option<(&'static str, &'static str)> {
         "/mnemo.v1.Internal/Spaces" => ("internal", "spaces"),
         _ => return None,
     })
+}
+
+/// The connection metrics (see `crate::places`), at zero for each port.
+fn describe_connections() {
+    describe_gauge!(
+        "mnemo_connections",
+        "Connections open (clients and peers), by port"
+    );
+    describe_counter!(
+        "mnemo_connections_refused_total",
+        "Connections closed on arrival: --max-connections were open"
+    );
+    describe_counter!(
+        "mnemo_connections_idle_closed_total",
+        "Clients' connections closed idle (--connection-idle-secs)"
+    );
+    for port in crate::places::PORTS {
+        gauge!("mnemo_connections", "port" => port).set(0.0);
+        counter!("mnemo_connections_refused_total", "port" => port).absolute(0);
+        counter!("mnemo_connections_idle_closed_total", "port" => port).absolute(0);
+    }
 }
 
 /// Times every gRPC request the node serves. The outcome is read from the

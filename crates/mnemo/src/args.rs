@@ -217,6 +217,11 @@ pub(crate) struct NodeArgs {
     /// room].
     #[arg(long, env = "MNEMO_MAX_CONNECTIONS", value_name = "N")]
     pub(crate) max_connections: Option<usize>,
+    /// Close a client's connection once it has carried no request for
+    /// this many seconds, or said nothing within 10 s of connecting (0:
+    /// never); members' connections are kept [default: 300].
+    #[arg(long, env = "MNEMO_CONNECTION_IDLE_SECS", value_name = "SECS")]
+    pub(crate) connection_idle_secs: Option<u64>,
     /// Checkpoint the store (and start the write-ahead log over) once the
     /// log holds this many MiB (default 64); bounds replay at start-up.
     #[arg(long, env = "MNEMO_CHECKPOINT_MIB", value_name = "MIB")]

@@ -31,6 +31,7 @@ struct FileConfig {
     sync_rate_mib: Option<u64>,
     serving_threads: Option<usize>,
     max_connections: Option<usize>,
+    connection_idle_secs: Option<u64>,
     checkpoint_mib: Option<u64>,
     certs_dir: Option<PathBuf>,
     #[serde(default)]
@@ -144,6 +145,9 @@ fn config(args: NodeArgs) -> Result<NodeConfig, Failure> {
         Some(n) => n,
         None => default_max_connections(open_files),
     };
+    if let Some(secs) = args.connection_idle_secs.or(file.connection_idle_secs) {
+        c.connection_idle = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+    }
     if let Some(mib) = args.checkpoint_mib.or(file.checkpoint_mib) {
         if mib == 0 {
             return Err(Failure("--checkpoint-mib must be at least 1".into()));

@@ -651,6 +651,38 @@ async fn response(conn: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> (St
     (status, String::from_utf8(body).unwrap())
 }
 
+/// On the HTTP port a connection is idle when nothing arrives on it: one
+/// kept alive after its answer, or one that never says a word, is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(
+        "n1",
+        dir.path(),
+        "127.0.0.1:0",
+        &["--http", "127.0.0.1:0", "--connection-idle-secs", "1"],
+    );
+    let http = node.http.clone().unwrap();
+    let mut kept = tokio::io::BufReader::new(tokio::net::TcpStream::connect(&http).await.unwrap());
+    kept.get_mut()
+        .write_all(b"GET /livez HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let (line, _) = response(&mut kept).await;
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let mut silent = tokio::net::TcpStream::connect(&http).await.unwrap();
+    // Each ends (the bound only turns a node that keeps it for good into a
+    // failure instead of a hang).
+    let bound = std::time::Duration::from_secs(30);
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(bound, kept.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "a kept-alive connection stays open");
+    assert!(rest.is_empty(), "{rest:?}");
+    let ended = tokio::time::timeout(bound, silent.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "a silent connection stays open");
+}
+
 /// The HTTP port shares the node's connection places with the gRPC port:
 /// with a gRPC client holding one of two places and an HTTP connection
 /// the other, one more HTTP connection is closed unanswered, while the

@@ -1018,6 +1018,86 @@ async fn connections_over_the_limit_are_closed_and_places_come_back() {
     assert_eq!(ids.len(), 7, "{ids:?}");
 }
 
+/// A client's connection that says nothing, or stops asking, is closed and
+/// gives its place back; one with a request in flight (a stream kept open)
+/// is not, and a client whose idle connection was closed connects again.
+/// Clients come from 127.0.0.2: the node's own address is a member's, whose
+/// connections are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_give_their_places_back() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(
+        "n1",
+        dir.path(),
+        "127.0.0.1:0",
+        &["--max-connections", "3", "--connection-idle-secs", "1"],
+    );
+    let stranger = || {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
+            .unwrap()
+            .local_address(Some("127.0.0.2".parse().unwrap()));
+        v1::mnemo_client::MnemoClient::new(endpoint.connect_lazy())
+    };
+    let silent = || async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        socket.connect(node.addr).await.unwrap()
+    };
+    let write = |i: usize| remember("idle", &format!("m-{i}"), "a line");
+
+    // A stream with a request in flight, and two connections that never
+    // say a word, fill the places.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut streaming = stranger();
+    tx.send(write(0)).await.unwrap();
+    let mut answers = streaming
+        .remember_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("a stream")
+        .into_inner();
+    answers.message().await.unwrap().expect("the first answer");
+    let mut quiet = [silent().await, silent().await];
+    assert!(stranger().remember(write(1)).await.is_err(), "all taken");
+
+    // The silent ones are closed: what the node sent (its HTTP/2 settings)
+    // ends (the bound is only there so that a node that keeps them for
+    // good fails the test instead of hanging it).
+    for c in &mut quiet {
+        let mut sent = Vec::new();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(30), c.read_to_end(&mut sent))
+                .await;
+        assert!(read.is_ok(), "the node keeps a silent connection open");
+    }
+    // Their places came back: a client is served (it may need a second
+    // try if it raced the node's own bookkeeping of the close).
+    let mut client = stranger();
+    let mut served = false;
+    for _ in 0..100 {
+        if client.remember(write(2)).await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(served, "no place came back");
+
+    // Well past the idle limit, the stream still carries requests, and the
+    // client whose idle connection was closed meanwhile connects again.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    tx.send(write(3)).await.unwrap();
+    let answer = answers.message().await.unwrap().expect("an answer");
+    assert!(
+        matches!(
+            answer.outcome,
+            Some(v1::remember_stream_response::Outcome::Remembered(_))
+        ),
+        "{answer:?}"
+    );
+    client.remember(write(4)).await.expect("a new connection");
+}
+
 /// An eighth of the places are kept for cluster members' addresses: once
 /// clients from elsewhere hold the rest, one more of theirs is closed, yet
 /// a connection from a member's address (the node's own, 127.0.0.1, here)

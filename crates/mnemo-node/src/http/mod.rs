@@ -73,6 +73,8 @@ pub(crate) async fn serve(addr: SocketAddr, node: Arc<Node>) -> std::io::Result<
     let bound = listener.local_addr()?;
     let security = node.config.security.clone();
     let places = Arc::clone(&node.places);
+    let idle =
+        crate::places::Idle::after(node.config.connection_idle, crate::places::Activity::Bytes);
     let (api, doc) = api::routes(MnemoService::new(Arc::clone(&node)));
     let doc = Arc::new(doc.to_json().map_err(std::io::Error::other)?);
     let api = api
@@ -107,9 +109,9 @@ pub(crate) async fn serve(addr: SocketAddr, node: Arc<Node>) -> std::io::Result<
         let served = match security {
             Some(s) => {
                 let tls = Arc::clone(&s.http_tls);
-                axum::serve(TlsListener::new(listener, tls, places), app).await
+                axum::serve(TlsListener::new(listener, tls, (places, idle)), app).await
             }
-            None => axum::serve(PlainListener::new(listener, places), app).await,
+            None => axum::serve(PlainListener::new(listener, (places, idle)), app).await,
         };
         if let Err(e) = served {
             tracing::warn!(error = %e, "http server stopped");

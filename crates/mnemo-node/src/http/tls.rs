@@ -14,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 
-use crate::places::{Held, Places};
+use crate::places::{Held, Idle, Places};
 
 /// Longest a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,11 +39,18 @@ impl Connected<IncomingStream<'_, PlainListener>> for Peer {
 pub(crate) struct PlainListener {
     listener: TcpListener,
     places: Arc<Places>,
+    idle: Option<Idle>,
 }
 
 impl PlainListener {
-    pub(crate) fn new(listener: TcpListener, places: Arc<Places>) -> Self {
-        PlainListener { listener, places }
+    /// Connections from `listener`, each while it has one of `places`,
+    /// closed after `idle`.
+    pub(crate) fn new(listener: TcpListener, (places, idle): (Arc<Places>, Option<Idle>)) -> Self {
+        PlainListener {
+            listener,
+            places,
+            idle,
+        }
     }
 }
 
@@ -55,7 +62,7 @@ impl Listener for PlainListener {
         loop {
             let (tcp, from) = accept(&mut self.listener).await;
             if let Some(place) = self.places.take("http", || false) {
-                return (Held::new(tcp, place, "http"), from);
+                return (Held::new(tcp, place, "http", self.idle), from);
             }
         }
     }
@@ -94,7 +101,7 @@ impl TlsListener {
     pub(crate) fn new(
         mut listener: TcpListener,
         config: Arc<ServerConfig>,
-        places: Arc<Places>,
+        (places, idle): (Arc<Places>, Option<Idle>),
     ) -> Self {
         let (tx, ready) = mpsc::channel(BACKLOG);
         let acceptor = TlsAcceptor::from(config);
@@ -104,7 +111,7 @@ impl TlsListener {
                 let Some(place) = places.take("http", || false) else {
                     continue;
                 };
-                let tcp = Held::new(tcp, place, "http");
+                let tcp = Held::new(tcp, place, "http", idle);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

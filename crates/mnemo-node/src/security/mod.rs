@@ -352,7 +352,7 @@ impl Gate {
 
     /// Who sent `request`, or why it is refused.
     fn identify<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let certs = request.peer_certs();
+        let certs = crate::places::peer_certs(request.extensions());
         self.caller(
             certs.as_deref().and_then(|c| c.first()),
             request.metadata().get("authorization"),
