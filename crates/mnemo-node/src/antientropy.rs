@@ -364,6 +364,12 @@ pub async fn pull_difference(node: &Node, space: &str, peer: &str) -> Result<Syn
         };
         report.rounds += 1;
         let need = node.store.lacking(space, &ids);
+        let lacked = if need.is_empty() {
+            "complete"
+        } else {
+            "lacking"
+        };
+        metrics::counter!("mnemo_antientropy_compares_total", "result" => lacked).increment(1);
         let (pulled, unchanged) = (report.pulled, report.unchanged);
         pull(node, &mut rpc, space, peer, &need, &mut report).await?;
         if report.unchanged > unchanged {
@@ -425,7 +431,6 @@ async fn compare(
         .map_err(|_| {
             Status::internal(format!("{peer} answered a comparison with a malformed id"))
         })?;
-    result(if ids.is_empty() { "same" } else { "differed" });
     Ok(Some(ids))
 }
 

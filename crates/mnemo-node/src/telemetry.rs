@@ -94,7 +94,8 @@ pub(crate) fn describe() {
         (
             "mnemo_antientropy_compares_total",
             "One-round comparisons with another holder by a read answered in the primary's \
-             place, by result (same, differed, too_different, unsupported)",
+             place, by result: complete (nothing to fetch), lacking (elements fetched), \
+             too_different, unsupported (both reconciled in full instead)",
         ),
         (
             "mnemo_antientropy_reconcile_bytes_total",
