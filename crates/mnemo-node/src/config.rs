@@ -64,7 +64,7 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// A client's connection that carries no request for this long (no
     /// byte, on the HTTP port) is closed, and gives its place back; one
-    /// that says nothing within 10 s of being accepted (or this, if
+    /// that says nothing within 30 s of being accepted (or this, if
     /// shorter) too. `None`: never. Connections from members' addresses
     /// on the gRPC port are kept.
     pub connection_idle: Option<Duration>,

@@ -181,12 +181,20 @@ async fn overlap_write_quorum(
     if needed == 0 {
         return Ok(());
     }
-    let others: Vec<String> = node
+    // Holders whose breaker is open only when the others are too few: such
+    // a holder is not answering (stalled, cut off), and each comparison it
+    // is sent would be reset by the read that gives up on it, which a peer
+    // counts against the connection when it comes back (HTTP/2's guard
+    // against rapid resets).
+    let (mut others, doubtful): (Vec<String>, Vec<String>) = node
         .placed_holders_of(space)
         .into_iter()
         .filter(|(id, live)| *live && *id != node.id)
         .map(|(id, _)| id)
-        .collect();
+        .partition(|id| node.router.breaker_closed(id));
+    if others.len() < needed {
+        others.extend(doubtful);
+    }
     let mut syncs: futures_util::stream::FuturesUnordered<_> = others
         .iter()
         .map(|peer| crate::antientropy::pull_difference(node, space, peer))

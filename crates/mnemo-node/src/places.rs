@@ -16,7 +16,8 @@
 //! server ends it. On the gRPC port a request counts from its arrival to
 //! the end of its answer ([`InUseLayer`]; a stream in progress is one), so
 //! the server's own keepalive pings, which a live client answers, do not
-//! keep a connection. Members' connections are kept.
+//! keep a connection; calls to the health and reflection services, which
+//! need no credentials, do not either. Members' connections are kept.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -113,8 +114,14 @@ pub(crate) enum Activity {
 }
 
 /// Longest a connection may stay silent after it was accepted, when the
-/// idle limit is longer: time for a TLS handshake and a first request.
-pub(crate) const FIRST_REQUEST_WITHIN: Duration = Duration::from_secs(10);
+/// idle limit is longer: time for a TLS handshake (10 s at most) and a
+/// first request, also from clients that connect before they need to.
+pub(crate) const FIRST_REQUEST_WITHIN: Duration = Duration::from_secs(30);
+
+/// A connection that read anything this recently is not closed yet: the
+/// bytes may be a request whose handling has not started (the server
+/// reads it before it counts it), which closing would break.
+const STILL_ARRIVING: Duration = Duration::from_secs(1);
 
 impl Idle {
     /// Closing connections idle for `after` (`None`: never), judged by `by`.
@@ -164,7 +171,7 @@ impl Use {
     /// Since when the connection has been unused: `None` while a request
     /// is in flight.
     fn quiet_since(&self) -> Option<tokio::time::Instant> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
         match self.last_ms.load(Ordering::Relaxed) {
@@ -185,7 +192,8 @@ pub(crate) struct InFlight(Arc<Use>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // Release: whoever sees the count drop sees the touch before it.
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -193,6 +201,8 @@ impl Drop for InFlight {
 struct Watch {
     idle: Idle,
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// When a byte was last read (see [`STILL_ARRIVING`]).
+    last_byte: Option<tokio::time::Instant>,
     /// The limit came: every read from now on is the end of the stream
     /// (a server may read again after the first, as HTTP's version
     /// detection does).
@@ -223,6 +233,7 @@ impl<T> Held<T> {
         let watch = idle.map(|idle| Watch {
             idle,
             timer: Box::pin(tokio::time::sleep(idle.first)),
+            last_byte: None,
             ended: false,
         });
         Held {
@@ -242,8 +253,10 @@ impl<T> Held<T> {
         };
         while watch.timer.as_mut().poll(cx).is_ready() {
             let now = tokio::time::Instant::now();
+            let arriving = watch.last_byte.map(|at| at + STILL_ARRIVING);
             let until = match self.used.quiet_since() {
                 None => now + watch.idle.after,
+                _ if arriving.is_some_and(|until| until > now) => arriving.unwrap_or(now),
                 Some(_) if self.used.never_used() => return true,
                 Some(since) => since + watch.idle.after,
             };
@@ -274,12 +287,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Held<T> {
         let before = buf.filled().len();
         let read = Pin::new(&mut self.io).poll_read(cx, buf);
         if read.is_ready() {
-            let by_bytes = self
-                .watch
-                .as_ref()
-                .is_some_and(|w| w.idle.by == Activity::Bytes);
-            if by_bytes && buf.filled().len() > before {
-                self.used.touch();
+            if let Some(watch) = &mut self.watch
+                && buf.filled().len() > before
+            {
+                watch.last_byte = Some(tokio::time::Instant::now());
+                if watch.idle.by == Activity::Bytes {
+                    self.used.touch();
+                }
             }
             return read;
         }
@@ -355,14 +369,10 @@ pub(crate) fn peer_certs(
         .peer_certs()
 }
 
-/// The [`Use`] of the connection `extensions` came over, if any.
+/// The [`Use`] of the connection `extensions` came over, if any (tonic
+/// gives a request over TLS the inner connection's details too).
 fn use_of(extensions: &http::Extensions) -> Option<&Arc<Use>> {
-    if let Some(conn) = extensions.get::<Conn>() {
-        return Some(&conn.used);
-    }
-    extensions
-        .get::<tonic::transport::server::TlsConnectInfo<Conn>>()
-        .map(|tls| &tls.get_ref().used)
+    extensions.get::<Conn>().map(|conn| &conn.used)
 }
 
 /// Counts each gRPC request as in flight on its connection from when it
@@ -398,7 +408,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let in_flight = use_of(request.extensions()).map(Use::begin);
+        // mnemo's own services only: a health watch or a reflection stream
+        // (neither needs credentials) must not keep a place for good.
+        let ours = request.uri().path().starts_with("/mnemo.v1.");
+        let in_flight = ours
+            .then(|| use_of(request.extensions()).map(Use::begin))
+            .flatten();
         let answer = self.0.call(request);
         Box::pin(async move {
             let answer = answer.await?;
@@ -521,6 +536,22 @@ mod tests {
                 assert_eq!(closed_after(&mut held).await, expected, "{by:?}");
                 drop(talk.await.unwrap());
             }
+        }
+
+        /// Bytes that just arrived may be a request the server has not
+        /// counted yet: the close waits a moment for it.
+        #[tokio::test(start_paused = true)]
+        async fn bytes_just_arrived_put_the_close_off_a_moment() {
+            let (mut held, mut client) = held(Activity::Requests);
+            let late = Duration::from_millis(29_500);
+            assert_eq!(late + Duration::from_millis(500), FIRST_REQUEST_WITHIN);
+            let talk = tokio::spawn(async move {
+                tokio::time::sleep(late).await;
+                client.write_all(b"HEADERS").await.unwrap();
+                client
+            });
+            assert_eq!(closed_after(&mut held).await, late + STILL_ARRIVING);
+            drop(talk.await.unwrap());
         }
 
         #[tokio::test(start_paused = true)]

@@ -61,9 +61,11 @@ impl Classify for Status {
     ///   the caller's deadline (the executor hands each attempt the time left
     ///   as its gRPC timeout; a node that stalls is caught by the executor's
     ///   own attempt timeout): not a node fault;
-    /// - `Unavailable`, and any status made locally from a transport failure
-    ///   (tonic reports a connection that broke mid-request as `Unknown`
-    ///   "transport error" or `Cancelled` "operation was canceled" with the
+    /// - `Unavailable`, and any status made locally from a transport failure,
+    ///   whatever its code (tonic reports a connection that broke
+    ///   mid-request as `Unknown` "transport error" or `Cancelled`
+    ///   "operation was canceled", and an HTTP/2 GOAWAY by its reason, such
+    ///   as `ResourceExhausted` for `ENHANCE_YOUR_CALM`, each with the
     ///   underlying error as its source, whereas a status a server sent
     ///   never has a source): a node fault;
     /// - everything else: fatal.
@@ -77,11 +79,7 @@ impl Classify for Status {
                 Failure::NotNodeFault
             }
             Code::Unavailable => Failure::NodeFault,
-            Code::Unknown | Code::Cancelled | Code::Internal
-                if std::error::Error::source(self).is_some() =>
-            {
-                Failure::NodeFault
-            }
+            _ if std::error::Error::source(self).is_some() => Failure::NodeFault,
             _ => Failure::Fatal,
         }
     }
@@ -299,6 +297,16 @@ mod tests {
         assert_eq!(dropped.classify(), Failure::NodeFault);
         assert_eq!(
             Status::cancelled("client went away").classify(),
+            Failure::Fatal
+        );
+        // A connection the peer ended with GOAWAY ENHANCE_YOUR_CALM (too
+        // many streams reset): tonic's local status has h2's reason as its
+        // code; the same code from a server is its answer.
+        let mut calm = Status::resource_exhausted("h2 protocol error: http2 error");
+        calm.set_source(std::sync::Arc::new(std::io::Error::other("GOAWAY")));
+        assert_eq!(calm.classify(), Failure::NodeFault);
+        assert_eq!(
+            Status::resource_exhausted("over the limit").classify(),
             Failure::Fatal
         );
         // The same code sent by a server is its answer, not a transport failure.

@@ -318,6 +318,17 @@ impl Router {
             .collect()
     }
 
+    /// Whether `node`'s breaker is closed (or it has none: this node, or
+    /// one not in the topology): whether it is answering as far as this
+    /// node has seen.
+    pub fn breaker_closed(&self, node: &str) -> bool {
+        self.table
+            .load()
+            .remotes()
+            .find(|(m, _)| m.id.as_str() == node)
+            .is_none_or(|(_, r)| r.breaker.snapshot().0 == BreakerState::Closed)
+    }
+
     /// Breaker state and consecutive failures per remote node, for status.
     pub fn breaker_snapshot(&self) -> Vec<(NodeId, BreakerState, u32)> {
         self.table

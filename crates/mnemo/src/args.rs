@@ -218,7 +218,7 @@ pub(crate) struct NodeArgs {
     #[arg(long, env = "MNEMO_MAX_CONNECTIONS", value_name = "N")]
     pub(crate) max_connections: Option<usize>,
     /// Close a client's connection once it has carried no request for
-    /// this many seconds, or said nothing within 10 s of connecting (0:
+    /// this many seconds, or said nothing within 30 s of connecting (0:
     /// never); members' connections are kept [default: 300].
     #[arg(long, env = "MNEMO_CONNECTION_IDLE_SECS", value_name = "SECS")]
     pub(crate) connection_idle_secs: Option<u64>,

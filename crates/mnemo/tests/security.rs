@@ -767,3 +767,58 @@ async fn a_connection_that_never_shakes_hands_is_closed() {
         "the node closes it without a word: {read:?}"
     );
 }
+
+/// Over TLS too, a client's connection with a request in flight (a stream
+/// kept open) is kept past the idle limit: the node finds the connection
+/// behind TLS. The client comes from 127.0.0.2, not a member's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_stream_in_flight_keeps_its_connection() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    support::make_certs(&certs, 1);
+    let node = NodeProcess::start_secure(
+        &certs,
+        "n1",
+        &dir.path().join("n1"),
+        "127.0.0.1:0",
+        &["--connection-idle-secs", "1"],
+    );
+    let read = |file: &str| std::fs::read(certs.join(file)).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.crt")))
+        .domain_name("localhost")
+        .identity(Identity::from_pem(read("client.crt"), read("client.key")));
+    let channel = Endpoint::from_shared(format!("https://{}", node.addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect()
+        .await
+        .expect("connect over TLS");
+    let write = |id: &str| v1::RememberRequest {
+        space: "kept".into(),
+        id: id.into(),
+        content: "a line".into(),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(write("first")).await.unwrap();
+    let mut answers = MnemoClient::new(channel)
+        .remember_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("a stream")
+        .into_inner();
+    let remembered = |answer: Option<v1::RememberStreamResponse>| {
+        matches!(
+            answer.and_then(|a| a.outcome),
+            Some(v1::remember_stream_response::Outcome::Remembered(_))
+        )
+    };
+    assert!(remembered(answers.message().await.unwrap()));
+    // Well past the limit, the stream still carries requests.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    tx.send(write("second")).await.expect("the stream is open");
+    assert!(remembered(answers.message().await.unwrap()));
+}

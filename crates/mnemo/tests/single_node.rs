@@ -1031,7 +1031,14 @@ async fn idle_connections_are_closed_and_give_their_places_back() {
         "n1",
         dir.path(),
         "127.0.0.1:0",
-        &["--max-connections", "3", "--connection-idle-secs", "1"],
+        &[
+            "--max-connections",
+            "3",
+            "--connection-idle-secs",
+            "1",
+            "--http",
+            "127.0.0.1:0",
+        ],
     );
     let stranger = || {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
@@ -1096,6 +1103,11 @@ async fn idle_connections_are_closed_and_give_their_places_back() {
         "{answer:?}"
     );
     client.remember(write(4)).await.expect("a new connection");
+    // The node counted what it closed: the two silent ones at least, and
+    // the client's idle one.
+    let page = support::http_get(node.http.as_deref().unwrap(), "/metrics");
+    let closed = support::metric_sum(&page, "mnemo_connections_idle_closed_total{port=\"grpc\"}");
+    assert!(closed >= 3.0, "{closed} closed idle");
 }
 
 /// An eighth of the places are kept for cluster members' addresses: once
