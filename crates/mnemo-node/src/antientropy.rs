@@ -364,12 +364,11 @@ pub async fn pull_difference(node: &Node, space: &str, peer: &str) -> Result<Syn
         };
         report.rounds += 1;
         let need = node.store.lacking(space, &ids);
-        let lacked = if need.is_empty() {
+        compared(if need.is_empty() {
             "complete"
         } else {
             "lacking"
-        };
-        metrics::counter!("mnemo_antientropy_compares_total", "result" => lacked).increment(1);
+        });
         let (pulled, unchanged) = (report.pulled, report.unchanged);
         pull(node, &mut rpc, space, peer, &need, &mut report).await?;
         if report.unchanged > unchanged {
@@ -402,19 +401,16 @@ async fn compare(
         digests,
         counts,
     };
-    let result = |label: &'static str| {
-        metrics::counter!("mnemo_antientropy_compares_total", "result" => label).increment(1);
-    };
     let answer = match rpc.compare(timed(request, CALL_TIMEOUT)).await {
         Ok(answer) => answer.into_inner(),
         Err(status) if status.code() == tonic::Code::Unimplemented => {
-            result("unsupported");
+            compared("unsupported");
             return Ok(None);
         }
         Err(status) => return Err(status),
     };
     if answer.too_different {
-        result("too_different");
+        compared("too_different");
         return Ok(None);
     }
     if answer.ids.len() > MAX_COMPARE_IDS {
@@ -432,6 +428,11 @@ async fn compare(
             Status::internal(format!("{peer} answered a comparison with a malformed id"))
         })?;
     Ok(Some(ids))
+}
+
+/// Counts one comparison by its `result` (`mnemo_antientropy_compares_total`).
+fn compared(result: &'static str) {
+    metrics::counter!("mnemo_antientropy_compares_total", "result" => result).increment(1);
 }
 
 /// [`sync_space`], or [`pull_space`] unless `push`.

@@ -123,21 +123,14 @@ impl Internal for InternalService {
         check_space(&r.space)?;
         let theirs = summary_from_wire(&r.digests, &r.counts)
             .map_err(|(field, reason)| invalid(field, reason))?;
-        let answer = match self
+        let ids = self
             .node
             .store
-            .differing_ids(&r.space, &theirs, MAX_COMPARE_IDS)
-        {
-            Some(ids) => v1::CompareResponse {
-                ids: ids.iter().map(|id| id.to_vec()).collect(),
-                too_different: false,
-            },
-            None => v1::CompareResponse {
-                ids: Vec::new(),
-                too_different: true,
-            },
-        };
-        Ok(Response::new(answer))
+            .differing_ids(&r.space, &theirs, MAX_COMPARE_IDS);
+        Ok(Response::new(v1::CompareResponse {
+            too_different: ids.is_none(),
+            ids: ids.iter().flatten().map(|id| id.to_vec()).collect(),
+        }))
     }
 
     async fn fetch(

@@ -253,12 +253,15 @@ impl<T> Held<T> {
         };
         while watch.timer.as_mut().poll(cx).is_ready() {
             let now = tokio::time::Instant::now();
-            let arriving = watch.last_byte.map(|at| at + STILL_ARRIVING);
-            let until = match self.used.quiet_since() {
-                None => now + watch.idle.after,
-                _ if arriving.is_some_and(|until| until > now) => arriving.unwrap_or(now),
-                Some(_) if self.used.never_used() => return true,
-                Some(since) => since + watch.idle.after,
+            let arriving = watch
+                .last_byte
+                .map(|at| at + STILL_ARRIVING)
+                .filter(|&until| until > now);
+            let until = match (self.used.quiet_since(), arriving) {
+                (None, _) => now + watch.idle.after,
+                (Some(_), Some(arriving)) => arriving,
+                (Some(_), None) if self.used.never_used() => return true,
+                (Some(since), None) => since + watch.idle.after,
             };
             if until <= now {
                 return true;
@@ -411,9 +414,9 @@ where
         // mnemo's own services only: a health watch or a reflection stream
         // (neither needs credentials) must not keep a place for good.
         let ours = request.uri().path().starts_with("/mnemo.v1.");
-        let in_flight = ours
-            .then(|| use_of(request.extensions()).map(Use::begin))
-            .flatten();
+        let in_flight = use_of(request.extensions())
+            .filter(|_| ours)
+            .map(Use::begin);
         let answer = self.0.call(request);
         Box::pin(async move {
             let answer = answer.await?;

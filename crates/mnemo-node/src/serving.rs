@@ -232,12 +232,11 @@ async fn accept(
         // Over the limit the connection is closed at once, which gives its
         // file descriptor back before it can take one the node needs; the
         // client sees it reset and may try another node.
-        let member = std::cell::OnceCell::new();
-        let member = || *member.get_or_init(|| is_member(from.ip()));
-        let Some(place) = places.take("grpc", member) else {
+        let member = is_member(from.ip());
+        let Some(place) = places.take("grpc", || member) else {
             continue;
         };
-        let idle = if member() { None } else { idle };
+        let idle = if member { None } else { idle };
         set_up(&stream);
         let Ok(stream) = stream.into_std() else {
             continue;

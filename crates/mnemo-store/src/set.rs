@@ -29,6 +29,7 @@
 //! agree in one round trip, or which buckets (a 256th of the set each)
 //! they differ in.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -270,7 +271,15 @@ impl SpaceSet {
 
     /// The set summarised by bucket.
     pub(crate) fn summary(&self) -> Summary {
-        self.summary.clone().unwrap_or_else(|| self.count_summary())
+        self.summary_here().into_owned()
+    }
+
+    /// The kept summary, or one counted now.
+    fn summary_here(&self) -> Cow<'_, Summary> {
+        match &self.summary {
+            Some(kept) => Cow::Borrowed(kept),
+            None => Cow::Owned(self.count_summary()),
+        }
     }
 
     fn count_summary(&self) -> Summary {
@@ -285,13 +294,7 @@ impl SpaceSet {
     /// `theirs` differ, or `None` if those buckets hold more than `limit`
     /// (known from the summary, before any id is touched).
     pub(crate) fn differing_ids(&self, theirs: &Summary, limit: usize) -> Option<Vec<ElementId>> {
-        let counted;
-        let ours = if let Some(kept) = &self.summary {
-            kept
-        } else {
-            counted = self.count_summary();
-            &counted
-        };
+        let ours = self.summary_here();
         let buckets: Vec<u8> = ours.differing(theirs).collect();
         let listed: u64 = buckets
             .iter()

@@ -425,6 +425,14 @@ async fn every_copy(cluster: &Cluster, space: &str, expected: [(&str, f32); 2]) 
     cluster.await_converged(&[space.to_owned()]).await;
 }
 
+/// No periodic anti-entropy: only reads may repair.
+const ONLY_READS_REPAIR: [&str; 4] = [
+    "--breaker-open-timeout-ms",
+    "500",
+    "--anti-entropy-ms",
+    "600000",
+];
+
 /// A write a quorum acknowledged is on the primary and one replica: the
 /// other replica may lack it. When the primary does not answer, a read
 /// served in its place by that other replica, whether sent there by
@@ -433,17 +441,7 @@ async fn every_copy(cluster: &Cluster, space: &str, expected: [(&str, f32); 2]) 
 /// copy (as this suite's checks make) stays its own copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_in_the_primarys_place_holds_what_a_quorum_acknowledged() {
-    // No periodic anti-entropy during the test: only reads may repair.
-    let mut cluster = Cluster::start_exactly(
-        4,
-        &[
-            "--breaker-open-timeout-ms",
-            "500",
-            "--anti-entropy-ms",
-            "600000",
-        ],
-    )
-    .await;
+    let mut cluster = Cluster::start_exactly(4, &ONLY_READS_REPAIR).await;
     let space = "quorum";
     let holders = cluster.holders(space).await;
     let (primary, first_fallback, other) = (&holders[0], &holders[1], &holders[2]);
@@ -511,18 +509,8 @@ async fn a_read_in_the_primarys_place_holds_what_a_quorum_acknowledged() {
 /// reads moves elements once the primary is gone (no stand-in catches up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_in_the_primarys_place_pulls_small_and_large_differences() {
-    let mut cluster = Cluster::start_exactly(
-        3,
-        &[
-            "--breaker-open-timeout-ms",
-            "500",
-            "--anti-entropy-ms",
-            "600000",
-            "--http",
-            "127.0.0.1:0",
-        ],
-    )
-    .await;
+    let flags = [&ONLY_READS_REPAIR[..], &["--http", "127.0.0.1:0"]].concat();
+    let mut cluster = Cluster::start_exactly(3, &flags).await;
     let space = "large";
     let holders = cluster.holders(space).await;
     let (primary, reader, other) = (&holders[0], &holders[1], &holders[2]);

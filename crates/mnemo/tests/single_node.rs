@@ -18,6 +18,15 @@ fn remember(space: &str, id: &str, content: &str) -> v1::RememberRequest {
     }
 }
 
+/// A client of `node` connecting from 127.0.0.2: over loopback, but not
+/// from a member's address (the node's own, 127.0.0.1, is one).
+fn stranger(node: &NodeProcess) -> v1::mnemo_client::MnemoClient<tonic::transport::Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()));
+    v1::mnemo_client::MnemoClient::new(endpoint.connect_lazy())
+}
+
 fn recall_all(space: &str, cue: &str) -> v1::RecallRequest {
     v1::RecallRequest {
         space: space.into(),
@@ -1040,12 +1049,6 @@ async fn idle_connections_are_closed_and_give_their_places_back() {
             "127.0.0.1:0",
         ],
     );
-    let stranger = || {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
-            .unwrap()
-            .local_address(Some("127.0.0.2".parse().unwrap()));
-        v1::mnemo_client::MnemoClient::new(endpoint.connect_lazy())
-    };
     let silent = || async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
@@ -1056,7 +1059,7 @@ async fn idle_connections_are_closed_and_give_their_places_back() {
     // A stream with a request in flight, and two connections that never
     // say a word, fill the places.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut streaming = stranger();
+    let mut streaming = stranger(&node);
     tx.send(write(0)).await.unwrap();
     let mut answers = streaming
         .remember_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
@@ -1065,7 +1068,10 @@ async fn idle_connections_are_closed_and_give_their_places_back() {
         .into_inner();
     answers.message().await.unwrap().expect("the first answer");
     let mut quiet = [silent().await, silent().await];
-    assert!(stranger().remember(write(1)).await.is_err(), "all taken");
+    assert!(
+        stranger(&node).remember(write(1)).await.is_err(),
+        "all taken"
+    );
 
     // The silent ones are closed: what the node sent (its HTTP/2 settings)
     // ends (the bound is only there so that a node that keeps them for
@@ -1079,7 +1085,7 @@ async fn idle_connections_are_closed_and_give_their_places_back() {
     }
     // Their places came back: a client is served (it may need a second
     // try if it raced the node's own bookkeeping of the close).
-    let mut client = stranger();
+    let mut client = stranger(&node);
     let mut served = false;
     for _ in 0..100 {
         if client.remember(write(2)).await.is_ok() {
@@ -1118,24 +1124,16 @@ async fn idle_connections_are_closed_and_give_their_places_back() {
 async fn the_last_places_are_kept_for_members_addresses() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start("n1", dir.path(), "127.0.0.1:0", &["--max-connections", "8"]);
-    // 127.0.0.2 reaches the node over loopback; no member has it.
-    let stranger = || async {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
-            .unwrap()
-            .local_address(Some("127.0.0.2".parse().unwrap()));
-        v1::mnemo_client::MnemoClient::new(endpoint.connect_lazy())
-    };
     let write = |i: usize| remember("kept", &format!("m-{i}"), "a line");
     let mut open = Vec::new();
     for i in 0..7 {
-        let mut c = stranger().await;
+        let mut c = stranger(&node);
         c.remember(write(i))
             .await
             .expect("a place outside the members' share");
         open.push(c);
     }
-    let e = stranger()
-        .await
+    let e = stranger(&node)
         .remember(write(7))
         .await
         .expect_err("the rest is the members'");
