@@ -164,6 +164,18 @@ impl Routed for v1::RememberRequest {
     ) -> Result<Response<Self::Answer>, Status> {
         peer.remember(request).await
     }
+
+    /// `created` says whether this request stored the memory. After an
+    /// attempt whose effect is unknown (it timed out, its connection broke)
+    /// the holder that answers may have the memory from that very attempt,
+    /// by replication, and find it "already stored": it is taken as this
+    /// request's own. (Only a replay of a memory stored before, whose first
+    /// attempt also failed that way, is then called created.)
+    fn served(served: Served<Self::Answer>) -> Self::Answer {
+        let mut answer = served.value;
+        answer.created |= served.uncertain;
+        answer
+    }
 }
 
 impl Routed for v1::ForgetRequest {
@@ -318,5 +330,38 @@ impl Routed for v1::ListRequest {
         request: Request<Self>,
     ) -> Result<Response<Self::Answer>, Status> {
         peer.list(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remembered(created: bool, uncertain: bool) -> Served<v1::RememberResponse> {
+        Served {
+            value: v1::RememberResponse {
+                created,
+                ..Default::default()
+            },
+            node: "n2".into(),
+            local: false,
+            fallback: uncertain,
+            hedged: false,
+            attempts: if uncertain { 2 } else { 1 },
+            uncertain,
+            confidence_penalty: 1.0,
+            degraded: false,
+        }
+    }
+
+    /// A write that found its memory already stored after an attempt whose
+    /// effect is unknown counts it as its own; otherwise the answer stands.
+    #[test]
+    fn a_write_after_an_uncertain_attempt_counts_what_it_finds_as_created() {
+        let created = |c, u| v1::RememberRequest::served(remembered(c, u)).created;
+        assert!(created(false, true));
+        assert!(!created(false, false));
+        assert!(created(true, false));
+        assert!(created(true, true));
     }
 }

@@ -104,6 +104,10 @@ pub struct Served<T> {
     pub hedged: bool,
     /// Attempts made, hedges included.
     pub attempts: u32,
+    /// An earlier attempt failed with its effect unknown (it timed out, or
+    /// its connection broke): a write it carried may have been applied,
+    /// and the answer's node may have received it from there.
+    pub uncertain: bool,
     /// Multiply returned confidences by this (1 unless partitioned).
     pub confidence_penalty: f32,
     /// True when the answer is degraded (partition).

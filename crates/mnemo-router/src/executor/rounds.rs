@@ -120,7 +120,7 @@ impl Router {
                 match outcome {
                     Some(Outcome::Ok(value)) => {
                         let by = targets[served_by];
-                        return Ok(served(d, by, value, hedged, tally.attempts));
+                        return Ok(served(d, by, value, hedged, &tally));
                     }
                     Some(Outcome::Fatal(e)) => return Err(ExecError::Operation(e)),
                     Some(Outcome::Fault(e)) => {
@@ -177,13 +177,13 @@ impl Router {
     }
 }
 
-/// A success, served by target `by`.
-fn served<T>(
+/// A success, served by target `by`, after the attempts `tally` counted.
+fn served<T, E>(
     d: &RoutingDecision,
     by: NodeIndex,
     value: T,
     hedged: bool,
-    attempts: u32,
+    tally: &Tally<E>,
 ) -> Served<T> {
     Served {
         value,
@@ -192,7 +192,8 @@ fn served<T>(
         // Not the decision's primary (which may have been moved last as slow).
         fallback: by != d.targets()[0],
         hedged,
-        attempts,
+        attempts: tally.attempts,
+        uncertain: tally.faults > 0,
         confidence_penalty: d.confidence_penalty(),
         degraded: d.is_degraded(),
     }

@@ -206,6 +206,7 @@ async fn a_refusal_moves_on_without_a_fault() {
             .await
             .unwrap();
         assert_eq!(served.node.as_str(), order[1]);
+        assert!(!served.uncertain, "a refusal leaves no doubt");
     }
     let (_, state, failures) = breaker(&r, &order[0]);
     assert_eq!((state, failures), (BreakerState::Closed, 0));
@@ -224,6 +225,7 @@ async fn recall_falls_back_in_preference_order() {
     assert_eq!(served.node.as_str(), order[2]);
     assert!(served.fallback);
     assert_eq!(served.attempts, 3);
+    assert!(served.uncertain, "two attempts failed as node faults");
     assert_eq!(
         (
             fake.calls(&order[0]),
